@@ -1,0 +1,38 @@
+"""Exceptions that name the problem and the fix.
+
+Every error a user can cause by bad input derives from :class:`LightSRError`, which is a
+``ValueError`` so that generic callers still catch it.
+"""
+
+from __future__ import annotations
+
+
+class LightSRError(ValueError):
+    """Base class for user-facing errors."""
+
+
+class UnknownModelError(LightSRError, KeyError):
+    """A model name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedScaleError(LightSRError):
+    """A scale factor the model does not support."""
+
+
+class InputSizeError(LightSRError):
+    """An input image that is too small, or of the wrong shape, for a model."""
+
+
+class CheckpointError(LightSRError):
+    """A file that is not a checkpoint, is corrupt, or belongs to another model or scale."""
+
+
+class ImageReadError(LightSRError):
+    """A file that is not a readable image."""
+
+
+class ConfigError(LightSRError):
+    """An unknown or ill-typed configuration key."""

@@ -1,0 +1,32 @@
+"""Shared test helpers.
+
+Tests that need the benchmark images or the authors' checkpoints read them in place from
+``../shared`` beside the checkout (or ``$LIGHTSR_SHARED``) and skip with a reason when absent,
+so a fresh clone without it still passes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared, or skip the test saying what is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's shared data/weights); not present here")
+    return path
+
+
+@pytest.fixture
+def rng() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
