@@ -9,6 +9,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .checkpoint import load, load_any, load_official, save
+from .data.color import rgb2y
+from .data.io import read_image, write_image
+from .data.resize import imresize
 from .deploy import reparameterize
 from .errors import (
     CheckpointError,
@@ -19,6 +22,7 @@ from .errors import (
     UnknownModelError,
     UnsupportedScaleError,
 )
+from .metrics import psnr, ssim
 from .registry import create_model, get_spec, list_models
 
 __all__ = [
@@ -32,10 +36,16 @@ __all__ = [
     "__version__",
     "create_model",
     "get_spec",
+    "imresize",
     "list_models",
     "load",
     "load_any",
     "load_official",
+    "psnr",
+    "read_image",
     "reparameterize",
+    "rgb2y",
     "save",
+    "ssim",
+    "write_image",
 ]

@@ -13,12 +13,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import CheckpointError, LightSRError
-from .models.base import SRModel
+
+if TYPE_CHECKING:  # a runtime import would be circular: model files register converters here
+    from .models.base import SRModel
 
 FORMAT_TAG = "lightsr-checkpoint-v1"
 

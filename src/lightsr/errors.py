@@ -36,3 +36,7 @@ class ImageReadError(LightSRError):
 
 class ConfigError(LightSRError):
     """An unknown or ill-typed configuration key."""
+
+
+class DatasetError(LightSRError):
+    """A dataset folder without images, with unmatched HR/LR pairs or LR of the wrong size."""

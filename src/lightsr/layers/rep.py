@@ -61,3 +61,33 @@ def conv_from(weight: torch.Tensor, bias: torch.Tensor | None, *, padding: int, 
         if bias is not None:
             conv.bias.copy_(bias)
     return conv
+
+
+def fold_expand_conv_reduce(
+    expand_w: torch.Tensor,
+    expand_b: torch.Tensor,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    reduce_w: torch.Tensor,
+    reduce_b: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold FMEN's RRRB into one k x k conv (k odd, padding k // 2 with zeros).
+
+    The chain is ``e = expand(x)`` (1x1, n -> m); ``f = conv(pad_{expand_b}(e)) + e`` (k x k,
+    m -> m, no zero padding: the border holds ``expand_b``, which is what ``expand`` gives for a
+    zero-padded ``x``); ``out = reduce(f) + x`` (1x1, m -> n). Both identities go on the
+    kernel centre; the expand bias passes through ``conv`` as ``sum(conv_w * expand_b)``.
+    """
+    e_w = expand_w.flatten(1)  # (m, n)
+    k = conv_w.shape[-1]
+    c = k // 2
+    w1 = torch.einsum("omhw,mi->oihw", conv_w, e_w)
+    w1[:, :, c, c] += e_w
+    b1 = conv_b + (conv_w.sum(dim=(2, 3)) * expand_b.view(1, -1)).sum(dim=1) + expand_b
+    r_w = reduce_w.flatten(1)  # (n, m)
+    w2 = torch.einsum("om,mihw->oihw", r_w, w1)
+    n = w2.shape[0]
+    eye = torch.eye(n, dtype=w2.dtype, device=w2.device)
+    w2[:, :, c, c] += eye
+    b2 = r_w @ b1 + reduce_b
+    return w2, b2

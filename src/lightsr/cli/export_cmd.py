@@ -1,0 +1,87 @@
+"""``lightsr export CHECKPOINT --onnx/--torchscript``: deployable files with a parity check."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX / TorchScript (folded, dynamic image size, parity-checked)",
+        description=(
+            "Export the folded model. Input: float32 RGB in [0, 1], NCHW, any H and W; output "
+            "float32 RGB at scale x the size. A JSON sidecar <file>.json records the max abs "
+            "difference from PyTorch at two input sizes."
+        ),
+    )
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        metavar="MODEL",
+        help="a lightsr checkpoint or an authors' .pt/.pth file",
+    )
+    p.add_argument("--model", help="architecture name: without MODEL, exports random weights")
+    p.add_argument("--scale", type=int, help="scale factor (with --model; checked otherwise)")
+    p.add_argument("--onnx", action="store_true", help="write an ONNX file")
+    p.add_argument("--torchscript", action="store_true", help="write a TorchScript file")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="output file, or stem for both formats (default: <checkpoint stem> here)",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_any
+    from ..errors import LightSRError
+    from ..export import export_model
+    from ..registry import create_model
+
+    if not (args.onnx or args.torchscript):
+        raise LightSRError("choose a format: --onnx and/or --torchscript.")
+    if args.checkpoint:
+        expect = {}
+        if args.model:
+            expect["expect_arch"] = args.model
+        if args.scale:
+            expect["expect_scale"] = args.scale
+        model = load_any(args.checkpoint, **expect)
+        stem = Path(args.checkpoint).stem
+    elif args.model:
+        if not args.scale:
+            raise LightSRError("--model without a checkpoint needs --scale (2, 3 or 4).")
+        model = create_model(args.model, scale=args.scale)
+        stem = f"{model.arch_name}_x{args.scale}_random"
+        print(f"note: exporting {model.arch_name} x{args.scale} with random weights")
+    else:
+        raise LightSRError("name a checkpoint to export, or --model NAME --scale S.")
+
+    targets = []
+    base = Path(args.output) if args.output else Path(stem)
+    for fmt, flag, suffix in (("onnx", args.onnx, ".onnx"), ("torchscript", args.torchscript, ".pt")):
+        if flag:
+            if args.output and (args.onnx != args.torchscript) and base.suffix:
+                path = base  # one format: -o is the file name
+            else:
+                path = base.with_name(base.name + suffix) if base.suffix != suffix else base
+            if path.exists() and not args.overwrite:
+                raise LightSRError(f"{str(path)!r} exists: pass --overwrite or another -o.")
+            targets.append((fmt, path))
+
+    failed = False
+    for fmt, path in targets:
+        report = export_model(model, path, format=fmt, opset=args.opset, check=not args.no_check)
+        diffs = ", ".join(
+            f"{p['input_hw'][0]}x{p['input_hw'][1]}: {p['max_abs_diff']:.2e}" for p in report.parity
+        )
+        print(f"{path} ({fmt}): parity {report.parity_status}" + (f" ({diffs})" if diffs else ""))
+        print(f"  details: {path}.json")
+        failed |= not report.ok
+    return 1 if failed else 0

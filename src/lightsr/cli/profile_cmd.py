@@ -1,0 +1,122 @@
+"""``lightsr profile``: parameters, Multi-Adds, NTIRE figures, memory and runtime of a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="count parameters, Multi-Adds (720p), NTIRE MACs/activations/convs; time a forward",
+        description=(
+            "Profile one model (training form and, with --folded, the folded form) or, with "
+            "--all, every registered model at each scale in both forms. MACs are counted at "
+            "the dispatcher (F.conv2d included); Multi-Adds are for a 1280x720 output "
+            "(x3: 240x427 LR); NTIRE figures at a 256x256 LR input."
+        ),
+    )
+    p.add_argument("model", nargs="?", help="registered model name (see `lightsr list`)")
+    p.add_argument("--scale", type=int, help="scale factor (default: the checkpoint's, or 4)")
+    p.add_argument("--checkpoint", help="profile this checkpoint (lightsr or authors' file)")
+    p.add_argument("--folded", action="store_true", help="profile the folded (deploy) form")
+    p.add_argument("--all", action="store_true", help="every model x scale, both forms")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="for runtime/memory")
+    p.add_argument("--threads", type=int, help="CPU threads for runtime/memory (default: torch's)")
+    p.add_argument(
+        "--size", type=int, default=256, help="LR side for runtime and memory (default 256)"
+    )
+    p.add_argument("--reps", type=int, default=10, help="timed forward passes (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default 3)")
+    p.add_argument("--no-runtime", action="store_true", help="skip timing (counts only)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--breakdown", action="store_true", help="MACs per module at 720p")
+    p.add_argument("--json", metavar="OUT", help="write the report(s) as JSON")
+    p.add_argument("--csv", metavar="OUT", help="with --all: also write a CSV table")
+    p.add_argument("--plot", metavar="PNG", help="with --all: PSNR vs Multi-Adds plot (matplotlib)")
+    p.add_argument(
+        "--results-dir",
+        default="benchmarks/results",
+        help="with --plot: folder of evaluation JSON files to read Set5 x4 PSNR from",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..profile import (
+        count_ops,
+        load_psnr_results,
+        lr_size_for_output,
+        plot_psnr_vs_multiadds,
+        profile,
+        profile_all,
+        write_results,
+    )
+
+    opts = dict(
+        device=args.device,
+        threads=args.threads,
+        runtime=not args.no_runtime,
+        memory=not args.no_memory,
+        runtime_size=args.size,
+        reps=args.reps,
+        warmup=args.warmup,
+    )
+    if args.all:
+        if args.model or args.checkpoint:
+            raise ConfigError("--all profiles every model: give no MODEL or --checkpoint with it.")
+        reports = profile_all(scales=[args.scale] if args.scale else None, progress=True, **opts)
+        for r in reports:
+            print(r.summary())
+        if args.json:
+            write_results(reports, args.json, csv_path=args.csv)
+            print(f"wrote {args.json}" + (f" and {args.csv}" if args.csv else ""))
+        if args.plot:
+            psnr = load_psnr_results(args.results_dir)
+            n = plot_psnr_vs_multiadds(reports, psnr, args.plot)
+            print(f"wrote {args.plot} ({n} models with a Set5 x4 PSNR in {args.results_dir})")
+        return 0
+
+    model = _build(args)
+    from ..deploy import reparameterize
+
+    if args.folded:
+        model = reparameterize(model)
+    report = profile(model, **opts)
+    print(report.summary())
+    if args.breakdown:
+        count = count_ops(model, lr_size_for_output(report.scale))
+        print("  MACs at 720p by module:")
+        for name, macs in sorted(count.by_scope(depth=2).items(), key=lambda kv: -kv[1]):
+            print(f"    {name or '<root>':<32} {macs / 1e9:8.3f} G")
+    if args.json:
+        from ..checkpoint import atomic_write
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                json.dump(report.to_dict(), f, indent=1)
+                f.write("\n")
+
+        atomic_write(args.json, write)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _build(args: argparse.Namespace):
+    from ..checkpoint import load_any
+    from ..errors import ConfigError
+    from ..registry import create_model
+
+    if args.checkpoint:
+        expect = {}
+        if args.model:
+            expect["expect_arch"] = args.model
+        if args.scale:
+            expect["expect_scale"] = args.scale
+        return load_any(args.checkpoint, **expect)
+    if not args.model:
+        raise ConfigError("name a model (see `lightsr list`), or pass --checkpoint or --all.")
+    return create_model(args.model, scale=args.scale or 4)

@@ -1,0 +1,59 @@
+"""``lightsr train CONFIG [key=value ...]`` and ``lightsr train --resume RUN_DIR [key=value ...]``.
+
+Several processes: ``torchrun --nproc_per_node N -m lightsr train CONFIG ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from a recipe (configs/*.toml), or resume a run",
+        description=(
+            "Train a model from a recipe file (TOML or JSON; see configs/) with optional "
+            "key=value overrides, e.g. `lightsr train configs/fmen_s.toml "
+            "data.hr_dirs='[\"/data/DIV2K\"]' scale=2 out_dir=runs/fmen_x2`. "
+            "`--resume RUN_DIR` continues a stopped or killed run exactly."
+        ),
+    )
+    p.add_argument("config", nargs="?", help="recipe file (.toml or .json)")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. optim.lr=1e-3")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..errors import ConfigError
+
+    config, overrides = args.config, list(args.overrides)
+    # `lightsr train --resume RUN key=value`: argparse puts the first override in `config`.
+    if config is not None and "=" in config and not config.endswith((".toml", ".json")):
+        config, overrides = None, [config, *overrides]
+    if args.resume:
+        from ..train import resume_config
+
+        cfg = resume_config(args.resume, overrides, config_path=config)
+    else:
+        if config is None:
+            raise ConfigError("name a recipe file (e.g. configs/fmen_s.toml) or --resume RUN_DIR.")
+        cfg = load_config(config, overrides)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        return 0
+    from ..train import train
+
+    result = train(cfg, resume=args.resume)
+    if result.stopped:
+        print(
+            f"stopped at step {result.step}; continue with: lightsr train --resume {result.run_dir}"
+        )
+        return 130
+    best = f", best PSNR-Y {result.best_psnr:.3f} dB" if result.best_psnr is not None else ""
+    print(f"finished {result.step} steps in {result.run_dir}{best}")
+    return 0

@@ -1,0 +1,491 @@
+"""Training patches: paired LR/HR crops, deterministic under a seed, resumable at any step.
+
+Sources: DIV2K as it ships (``DIV2K_train_HR/0001.png`` and, when present,
+``DIV2K_train_LR_bicubic/X4/0001x4.png``) or any folders of HR images. When no LR file exists the
+LR is made once per *full* HR image with the exact MATLAB bicubic (:func:`lightsr.data.resize.
+imresize`, uint8 rounding between passes, the configured boundary rule) and cached in memory or
+on disk; aligned patch pairs are then cropped from the cached pair. (Downscaling each cropped HR
+patch instead would differ near the patch border from the LR the papers train on.)
+
+Determinism: the sample of a step is a pure function of ``(seed, epoch, item)``: the epoch's
+permutation of items comes from ``(seed, epoch)``, and the crop position and the flip/rotation of
+an item from ``(seed, epoch, item)``. Which worker process loads it, and how many there are, does
+not matter, and resuming at step ``k`` only needs ``k``.
+
+Arrays are ``H x W x 3`` uint8 (or uint16); patches are integer tensors (3, h, w) of the same
+type, made float in [0, 1] by the training loop (on its device: a quarter of the bytes to move).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError, ImageReadError
+from .io import IMAGE_EXTENSIONS, list_images, read_image
+from .resize import imresize, modcrop
+
+# Bumped when the cached arrays would change for the same inputs.
+_CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class TrainingImage:
+    """One HR image and, optionally, its given LR file."""
+
+    hr: Path
+    lr: Path | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the images
+# ---------------------------------------------------------------------------------------------
+
+
+def _div2k_lr_folder(hr_dir: Path, scale: int) -> Path:
+    """DIV2K's bicubic LR folder beside an ``*_HR`` folder: ``X_HR`` -> ``X_LR_bicubic/X{s}``."""
+    stem = hr_dir.name[: -len("_HR")] if hr_dir.name.endswith("_HR") else hr_dir.name
+    return hr_dir.parent / f"{stem}_LR_bicubic" / f"X{scale}"
+
+
+def _hr_subfolder(root: Path) -> Path:
+    """A dataset root as it ships -> its HR folder: ``DIV2K/DIV2K_train_HR``,
+    ``Flickr2K/Flickr2K_HR``; any other folder is taken as it is."""
+    for name in ("DIV2K_train_HR", f"{root.name}_train_HR", f"{root.name}_HR"):
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+def _lr_index(folder: Path, scale: int) -> dict[str, Path]:
+    """LR files of a folder keyed by the HR stem they belong to (``0001x4.png`` -> ``0001``)."""
+    index: dict[str, Path] = {}
+    suffix = f"x{scale}"
+    for path in list_images(folder):
+        stem = path.stem
+        if stem.endswith(suffix):
+            index.setdefault(stem[: -len(suffix)], path)
+        index.setdefault(stem, path)
+    return index
+
+
+def find_training_images(
+    hr_dirs: Sequence[str | os.PathLike],
+    *,
+    scale: int,
+    lr_dirs: Sequence[str | os.PathLike] = (),
+    lr_source: str = "auto",
+) -> list[TrainingImage]:
+    """The training images of the given folders, in a fixed (sorted) order.
+
+    Each entry of ``hr_dirs`` is a folder of HR images or a dataset root as it ships
+    (``DIV2K`` holding ``DIV2K_train_HR``, ``Flickr2K`` holding ``Flickr2K_HR``). LR files
+    come from the matching entry of ``lr_dirs`` or, for an ``*_HR`` folder, from the
+    ``*_LR_bicubic/X{scale}`` folder beside it, matched by name (``0001.png`` <->
+    ``0001x4.png`` or ``0001.png``). ``lr_source``: "auto" uses LR files when a folder has
+    them, "resize" never does, "folder" requires them.
+    """
+    if not hr_dirs:
+        raise ConfigError(
+            "no training images: `data.hr_dirs` is empty. Set it to folders of HR images or a "
+            "DIV2K root, e.g. data.hr_dirs='[\"/data/DIV2K\"]'."
+        )
+    if lr_source not in ("auto", "resize", "folder"):
+        raise ConfigError(f"`data.lr_source` must be auto, resize or folder, not {lr_source!r}.")
+    images: list[TrainingImage] = []
+    for i, entry in enumerate(hr_dirs):
+        hr_dir = Path(entry).expanduser()
+        if not hr_dir.is_dir():
+            raise DatasetError(
+                f"training data folder {str(hr_dir)!r} (data.hr_dirs[{i}]) does not exist or is "
+                "not a folder. Point `data.hr_dirs` at folders of HR images or a DIV2K root."
+            )
+        hr_dir = _hr_subfolder(hr_dir)
+        given = str(lr_dirs[i]) if i < len(lr_dirs) else ""
+        lr_dir: Path | None = None
+        if lr_source != "resize":
+            if given:
+                lr_dir = Path(given).expanduser()
+                if not lr_dir.is_dir():
+                    raise DatasetError(
+                        f"LR folder {given!r} (data.lr_dirs[{i}]) does not exist. Fix the path, "
+                        'or give "" to make the LR from the HR images.'
+                    )
+            elif _div2k_lr_folder(hr_dir, scale).is_dir():
+                lr_dir = _div2k_lr_folder(hr_dir, scale)
+            elif lr_source == "folder":
+                raise ConfigError(
+                    f"`data.lr_source` is 'folder' but {str(hr_dir)!r} has no LR folder: give "
+                    f"`data.lr_dirs` or place DIV2K's {str(_div2k_lr_folder(hr_dir, scale))!r}."
+                )
+        hr_files = list_images(hr_dir)
+        if not hr_files:
+            raise DatasetError(
+                f"training data folder {str(hr_dir)!r} holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)})."
+            )
+        lr_files = _lr_index(lr_dir, scale) if lr_dir is not None else {}
+        for hr in hr_files:
+            lr = lr_files.get(hr.stem)
+            if lr_dir is not None and lr is None:
+                raise DatasetError(
+                    f"no LR file for {hr.name} in {str(lr_dir)!r} (looked for {hr.stem}x{scale}.* "
+                    f"and {hr.stem}.*). Complete the folder or set data.lr_source='resize'."
+                )
+            images.append(TrainingImage(hr=hr, lr=lr))
+    return images
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoded, modcropped pairs (in memory or memory-mapped from a disk cache)
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_rgb(array: np.ndarray, path: Path) -> np.ndarray:
+    """H x W x 3: grey repeated, alpha dropped (SR is trained on colour only)."""
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.shape[2] == 4:
+        return np.ascontiguousarray(array[:, :, :3])
+    if array.shape[2] != 3:
+        raise ImageReadError(f"{str(path)!r} has {array.shape[2]} channels; expected 1, 3 or 4.")
+    return array
+
+
+def make_pair(image: TrainingImage, *, scale: int, boundary: str) -> tuple[np.ndarray, np.ndarray]:
+    """(HR modcropped to a multiple of ``scale``, LR) of one training image, H x W x 3.
+
+    The LR is the given file, or ``imresize(HR, 1/scale)`` (MATLAB-exact, same dtype).
+    """
+    hr = modcrop(_as_rgb(read_image(image.hr), image.hr), scale)
+    if image.lr is not None:
+        lr = _as_rgb(read_image(image.lr), image.lr)
+        want = (hr.shape[0] // scale, hr.shape[1] // scale)
+        if lr.shape[:2] != want:
+            raise DatasetError(
+                f"LR {str(image.lr)!r} is {lr.shape[1]}x{lr.shape[0]} but its HR "
+                f"{image.hr.name} modcropped at x{scale} needs {want[1]}x{want[0]}: the LR file "
+                "belongs to another scale or image. Set data.lr_source='resize' to make LR."
+            )
+        if lr.dtype != hr.dtype:
+            raise DatasetError(
+                f"LR {str(image.lr)!r} is {lr.dtype} but its HR is {hr.dtype}; use files of "
+                "the same bit depth."
+            )
+    else:
+        lr = imresize(hr, 1.0 / scale, boundary=boundary)
+    return np.ascontiguousarray(hr), np.ascontiguousarray(lr)
+
+
+def _cache_key(image: TrainingImage, scale: int, boundary: str) -> str:
+    parts = [_CACHE_VERSION, str(scale), boundary if image.lr is None else "file"]
+    for path in (image.hr, image.lr):
+        if path is not None:
+            st = path.stat()
+            parts += [str(path.resolve()), str(st.st_size), str(st.st_mtime_ns)]
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:20]
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    from ..checkpoint import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(path, write)
+
+
+class PairStore:
+    """The decoded (HR, LR) pairs of a list of training images.
+
+    With ``cache_dir`` the pairs are written once as .npy files (keyed by file path, size,
+    mtime, scale and boundary) and memory-mapped, so worker processes share pages and later
+    runs skip decoding and resizing; without it they are kept in memory. Images whose LR is
+    smaller than ``min_lr_size`` are dropped with a warning (``small="skip"``) or raise.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[TrainingImage],
+        *,
+        scale: int,
+        boundary: str = "mirror",
+        cache_dir: str | os.PathLike | None = None,
+        min_lr_size: int = 1,
+        small: str = "skip",
+        threads: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+        barrier: Callable[[], None] | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.scale = scale
+        self.hr: list[np.ndarray] = []
+        self.lr: list[np.ndarray] = []
+        self.names: list[str] = []
+        cache = Path(cache_dir).expanduser() if cache_dir else None
+
+        def load(image: TrainingImage) -> tuple[np.ndarray, np.ndarray]:
+            if cache is None:
+                return make_pair(image, scale=scale, boundary=boundary)
+            key = _cache_key(image, scale, boundary)
+            hr_path, lr_path = cache / f"{key}_hr.npy", cache / f"{key}_lr.npy"
+            if not (hr_path.is_file() and lr_path.is_file()):
+                hr, lr = make_pair(image, scale=scale, boundary=boundary)
+                _save_npy_atomic(hr_path, hr)
+                _save_npy_atomic(lr_path, lr)
+            return np.load(hr_path, mmap_mode="r"), np.load(lr_path, mmap_mode="r")
+
+        if cache is not None and world_size > 1:
+            # Each process fills its share of a shared cache first; afterwards every process
+            # loads all (building what is still missing, e.g. on a node-local disk).
+            mine = [im for i, im in enumerate(images) if i % world_size == rank]
+            _map(load, mine, threads)
+            if barrier is not None:
+                barrier()
+        pairs = _map(load, images, threads, progress=progress, desc="preparing training images")
+        skipped = []
+        for image, (hr, lr) in zip(images, pairs):
+            if min(lr.shape[:2]) < min_lr_size:
+                skipped.append(f"{image.hr.name} (LR {lr.shape[1]}x{lr.shape[0]})")
+                continue
+            self.hr.append(hr)
+            self.lr.append(lr)
+            self.names.append(image.hr.name)
+        if skipped:
+            msg = (
+                f"{len(skipped)} training image(s) are smaller than the patch (LR "
+                f"{min_lr_size}x{min_lr_size}): {', '.join(skipped[:5])}"
+                f"{'...' if len(skipped) > 5 else ''}"
+            )
+            if small == "error":
+                raise ConfigError(msg + ". Remove them or lower the patch size.")
+            warnings.warn(msg + "; skipped.", stacklevel=2)
+        if not self.hr:
+            raise DatasetError(
+                f"no training image is at least the patch size (LR {min_lr_size}x{min_lr_size}); "
+                "lower `data.lr_patch` or use larger images."
+            )
+
+    def __len__(self) -> int:
+        return len(self.hr)
+
+
+def _map(fn, items, threads: int, *, progress: bool = False, desc: str = "") -> list:
+    # Threads, not processes: decoding (Pillow) and numpy's gathers release the GIL, and
+    # threads need no pickling of the arrays.
+    bar = None
+    if progress and len(items) > 1:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, leave=False)
+    out = []
+    if threads <= 1:
+        for item in items:
+            out.append(fn(item))
+            if bar is not None:
+                bar.update()
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for result in pool.map(fn, items):
+                out.append(result)
+                if bar is not None:
+                    bar.update()
+    if bar is not None:
+        bar.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches and the order they are drawn in
+# ---------------------------------------------------------------------------------------------
+
+# Domain tags keep the permutation and per-item seed sequences apart.
+_PERM_TAG, _ITEM_TAG = 1, 2
+
+
+def dihedral(array: np.ndarray, t: int) -> np.ndarray:
+    """One of the 8 flips/rotations of an H x W x C array: bit 0 = flip left-right, bit 1 =
+    flip up-down, bit 2 = transpose (rot90 when combined with a flip)."""
+    if t & 1:
+        array = array[:, ::-1]
+    if t & 2:
+        array = array[::-1]
+    if t & 4:
+        array = array.transpose(1, 0, 2)
+    return array
+
+
+def _to_tensor(array: np.ndarray):
+    import torch
+
+    # Integer CHW: a quarter of the bytes of float32 through the worker queue; the training
+    # loop converts on the device (see :func:`to_unit`).
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def to_unit(batch, peak: float):
+    """An integer batch from :class:`PatchDataset` as float32 in [0, 1] (``x / peak``, as
+    :func:`lightsr.data.io.image_to_tensor` does)."""
+    import torch
+
+    return batch.to(torch.float32).div_(peak)
+
+
+class PatchDataset:
+    """Map-style dataset over items ``(epoch, item)`` -> (LR patch, HR patch), integer tensors
+    (3, p, p) and (3, p*s, p*s) of the images' dtype (uint8 0..255 or uint16 0..65535; divide
+    by :attr:`peak`, see :func:`to_unit`). Item ``i`` is cut from image ``i % len(store)`` at a
+    position and with a flip/rotation drawn from ``(seed, epoch, i)``."""
+
+    def __init__(self, store: PairStore, *, lr_patch: int, seed: int, augment: bool = True):
+        self.store = store
+        self.lr_patch = lr_patch
+        self.seed = seed
+        self.augment = augment
+        dtypes = {a.dtype for a in store.hr}
+        if len(dtypes) > 1:
+            raise DatasetError(
+                f"the training images mix bit depths ({', '.join(map(str, sorted(dtypes, key=str)))}"
+                "); convert them to one (8-bit PNG for the papers' recipes)."
+            )
+        #: The value of white: 255 for 8-bit images, 65535 for 16-bit ones.
+        self.peak = float(np.iinfo(dtypes.pop()).max)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, item = key
+        rng = np.random.default_rng([self.seed, _ITEM_TAG, epoch, item])
+        n = item % len(self.store)
+        lr, hr = self.store.lr[n], self.store.hr[n]
+        p, s = self.lr_patch, self.store.scale
+        y = int(rng.integers(0, lr.shape[0] - p + 1))
+        x = int(rng.integers(0, lr.shape[1] - p + 1))
+        lr_patch = lr[y : y + p, x : x + p]
+        hr_patch = hr[y * s : (y + p) * s, x * s : (x + p) * s]
+        if self.augment:
+            t = int(rng.integers(0, 8))
+            lr_patch, hr_patch = dihedral(lr_patch, t), dihedral(hr_patch, t)
+        return _to_tensor(lr_patch), _to_tensor(hr_patch)
+
+
+def default_steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """One pass over the images per epoch (at least one step)."""
+    return max(1, n_images // batch_size)
+
+
+class StepBatchSampler:
+    """Infinite batch sampler: for steps ``start_step, start_step + 1, ...`` yields this
+    process's share of the global batch as ``[(epoch, item), ...]``.
+
+    Epoch ``e`` is a permutation (from ``(seed, e)``) of ``n_items = max(n_images,
+    steps_per_epoch * batch_size)`` items; step ``k`` takes batch ``k % steps_per_epoch`` of
+    epoch ``k // steps_per_epoch``, and rank ``r`` of ``world_size`` takes the ``r``-th
+    contiguous slice of it. The data position is therefore a pure function of the step.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_images: int,
+        batch_size: int,
+        steps_per_epoch: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size % world_size:
+            raise ConfigError(
+                f"`batch_size` {batch_size} is the global batch and must divide by the number of "
+                f"processes ({world_size})."
+            )
+        self.batch_size = batch_size
+        self.local = batch_size // world_size
+        self.steps_per_epoch = steps_per_epoch
+        self.n_items = max(n_images, steps_per_epoch * batch_size)
+        self.seed = seed
+        self.start_step = start_step
+        self.rank = rank
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, _PERM_TAG, epoch]).permutation(self.n_items)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch index within the epoch) of a step."""
+        return divmod(step, self.steps_per_epoch)
+
+    def batch(self, step: int, perm: np.ndarray | None = None) -> list[tuple[int, int]]:
+        epoch, b = self.position(step)
+        perm = self.permutation(epoch) if perm is None else perm
+        lo = b * self.batch_size + self.rank * self.local
+        return [(epoch, int(i)) for i in perm[lo : lo + self.local]]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        epoch, perm = -1, None
+        while True:
+            e = step // self.steps_per_epoch
+            if e != epoch:
+                epoch, perm = e, self.permutation(e)
+            yield self.batch(step, perm)
+            step += 1
+
+    def __len__(self) -> int:  # pragma: no cover - infinite; DataLoader only asks when misused
+        return math.iinfo(np.int64).max
+
+
+def _worker_init(_worker_id: int) -> None:
+    import torch
+
+    # Workers only slice and convert arrays; one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: PatchDataset,
+    sampler: StepBatchSampler,
+    *,
+    num_workers: int,
+    pin_memory: bool = False,
+):
+    """A DataLoader over ``sampler``. It gets its own generator so that creating it does not
+    draw from torch's global RNG (which would make a resumed run differ from an unbroken one)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+__all__ = [
+    "PairStore",
+    "PatchDataset",
+    "StepBatchSampler",
+    "TrainingImage",
+    "default_steps_per_epoch",
+    "dihedral",
+    "find_training_images",
+    "make_loader",
+    "make_pair",
+    "to_unit",
+]

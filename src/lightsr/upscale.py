@@ -1,0 +1,876 @@
+"""Running a model on real images: range, channels, padding, tiling, precision.
+
+The one inference contract of the library. A model maps float RGB in [0, 1], (N, 3, H, W), to
+float RGB (N, 3, sH, sW); this module turns any image array into that and back:
+
+- **dtypes**: uint8 (0..255) in gives uint8 out; uint16 (0..65535) in gives uint16 out, computed
+  in float from ``x / 65535`` (no 8-bit step); float arrays in [0, 1] give float32 out
+  (unclamped, for measuring).
+- **channels**: grey (H x W or H x W x 1) is replicated to RGB, run, and converted back by
+  taking the **mean of the three output channels** (the network is not exactly
+  colour-equivariant; the mean is symmetric in R, G, B, so a grey image gives exactly the mean of
+  its RGB replicate's output). RGBA: the colour runs through the model; **alpha is upscaled
+  separately by bicubic interpolation** (``alpha="bicubic"``, default: masks and soft edges do
+  not need a network, and it costs nothing next to the model) or, with ``alpha="model"``, by
+  running the model on the alpha replicated to RGB and taking the mean. A constant alpha is
+  carried over without computation.
+- **small images** (below ``model.min_input_size``) are padded at the bottom/right by
+  reflection (replicate where reflection cannot reach) and the output is cropped.
+- **tiles**: large images run in tiles of ``tile`` x ``tile`` LR pixels, each read with
+  ``overlap`` extra pixels of context on every side; only the tile's core is kept. When the
+  overlap covers the network's receptive field the stitched result equals untiled inference up
+  to float rounding. The default overlap is the receptive field measured by
+  :func:`receptive_field`. Networks with global operations (A2F's channel attention pools over
+  the whole input) cannot be tiled exactly: each tile sees its own mean; the deviation is small
+  (measured in ``tests/test_upscale.py``); such models get a 24-pixel overlap.
+  ``tile="auto"`` picks the largest tile that fits in the memory available
+  (``/proc/meminfo`` MemAvailable on CPU, ``torch.cuda.mem_get_info`` on GPU); an out-of-memory
+  error halves the tile and retries.
+- **speed**: the model is folded (:func:`lightsr.reparameterize`) before inference, moved to
+  channels_last memory format, optionally compiled (``compile=True``), and run in fp32 (default)
+  or bf16/fp16 under autocast. Under autocast the convolutions that produce image values (those
+  with ``3 * scale**2`` outputs, feeding the pixel shuffle) stay in fp32, so the last rounding
+  step is not half a grey level. On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is
+  emulated and slower than fp32: ``precision="auto"`` then keeps fp32.
+
+The output image is assembled tile by tile in an array of the output dtype; no float copy of
+the whole output is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import glob
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CheckpointError, ImageReadError, LightSRError
+from .models.base import SRModel
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# Receptive-field probe: an LR input of 2 * _RF_LIMIT + 1 pixels; a support that reaches the
+# probe's edge means a global operation (or a field wider than the limit).
+_RF_LIMIT = 40
+# Overlap for such models: their tiles cannot match untiled inference exactly; 24 LR pixels of
+# context keep the deviation small (A2F-SD: see tests/test_upscale.py) at a tile cost of
+# (1 + 48 / tile)^2.
+_GLOBAL_OVERLAP = 24
+# Auto tile: largest tile whose estimated working set fits this share of the available memory,
+# capped (bigger tiles do not run faster on a CPU, and the cap bounds peak memory).
+_MEMORY_SHARE = 0.25
+_MAX_AUTO_TILE_BYTES = 512 * 2**20
+_MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bicubic "model" (baseline, and alpha channels)
+# ---------------------------------------------------------------------------------------------
+
+
+class Bicubic(SRModel):
+    """Bicubic upscaling as an SRModel: cubic kernel a = -0.5 (MATLAB's ``imresize``), mirror
+    (symmetric) borders. Float [0, 1] in and out, unclamped. No parameters."""
+
+    #: Each output pixel depends on input pixels at most 2 LR pixels away.
+    receptive_field = 2
+
+    def __init__(self, *, scale: int) -> None:
+        super().__init__(scale=scale, min_input_size=1)
+        self.arch_name = "bicubic"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        h, w = x.shape[-2:]
+        # Symmetric padding (edge pixel repeated, as MATLAB) by index, valid for any size.
+        pad = 2
+        rows = _symmetric_index(h, pad, x.device)
+        cols = _symmetric_index(w, pad, x.device)
+        xp = x.index_select(-2, rows).index_select(-1, cols)
+        # antialias=True selects PyTorch's separable kernel with a = -0.5 (upscaling: no
+        # stretching), unlike the a = -0.75 of the plain bicubic mode.
+        y = F.interpolate(
+            xp, scale_factor=self.scale, mode="bicubic", align_corners=False, antialias=True
+        )
+        s = self.scale
+        return y[..., pad * s : (pad + h) * s, pad * s : (pad + w) * s]
+
+
+def _symmetric_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
+    idx = torch.arange(-pad, n + pad, device=device)
+    period = 2 * n
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - 1 - idx, idx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware: devices, precisions, memory
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LightSRError("device 'cuda' requested but no CUDA GPU is available: use --device cpu.")
+    return device
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16). Without it oneDNN
+    emulates bf16 through fp32 and bf16 inference is several times slower than fp32."""
+    flags = _cpu_flags()
+    return bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Validate ``precision``; ``"auto"`` -> fp16 on CUDA, bf16 on a CPU with native bf16,
+    else fp32."""
+    if precision not in PRECISIONS:
+        raise LightSRError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return precision
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for inference: CUDA free memory, or MemAvailable from /proc/meminfo (CPU)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 * 2**30  # no /proc (macOS, Windows): assume a modest machine
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Model analysis: receptive field, memory per pixel
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Radius (LR pixels) of the input that influences one output pixel. ``is_global`` when the
+    influence reaches beyond 40 pixels (global pooling, or a very deep or downsampling network):
+    ``radius`` is then the default overlap for such models (24), not a bound."""
+
+    radius: int
+    is_global: bool
+
+
+def receptive_field(model: nn.Module) -> ReceptiveField:
+    """Measure the receptive field of ``model`` from the support of an input gradient.
+
+    The model runs on an 81 x 81 LR probe; the gradient of the centre pixel's s x s output block
+    is non-zero exactly on the inputs it depends on (barring exact cancellation). A model may
+    declare an integer ``receptive_field`` attribute instead. The result is cached on the model.
+    """
+    declared = getattr(model, "receptive_field", None)
+    if isinstance(declared, int):
+        return ReceptiveField(declared, False)
+    cached = getattr(model, "_lightsr_receptive_field", None)
+    if isinstance(cached, ReceptiveField):
+        return cached
+    probe = copy.deepcopy(model).cpu().float().eval()
+    for p in probe.parameters():
+        p.requires_grad_(False)
+    n = 2 * _RF_LIMIT + 1
+    s = int(model.scale)
+    x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(0))
+    x.requires_grad_(True)
+    with torch.enable_grad():
+        y = probe(x)
+        c = _RF_LIMIT
+        y[..., c * s : (c + 1) * s, c * s : (c + 1) * s].sum().backward()
+    g = x.grad.abs().sum(dim=(0, 1))
+    support = _chebyshev(n, c)[g > 0]
+    radius = int(support.max()) if support.numel() else 0
+    result = (
+        ReceptiveField(radius, False) if radius < _RF_LIMIT else ReceptiveField(_GLOBAL_OVERLAP, True)
+    )
+    try:
+        model._lightsr_receptive_field = result
+    except (AttributeError, TypeError):
+        pass
+    return result
+
+
+def _chebyshev(n: int, c: int) -> torch.Tensor:
+    r = (torch.arange(n) - c).abs()
+    return torch.maximum(r[:, None], r[None, :])
+
+
+def _bytes_per_lr_pixel(model: nn.Module, element_bytes: int) -> float:
+    """Estimated peak working set of one forward pass per LR input pixel (bytes).
+
+    Measured with forward hooks on a small probe: the largest single activation (per LR pixel),
+    times 4 for the tensors alive next to it (its input, residual/skip tensors, a concat), plus
+    the HR output. Deliberately generous: it only sizes tiles.
+    """
+    cached = getattr(model, "_lightsr_bytes_per_px", None)
+    if cached is not None:
+        return cached * element_bytes
+    n = max(32, int(getattr(model, "min_input_size", 1)))
+    largest = [0]
+
+    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out.numel())
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, n, n, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    s = int(model.scale)
+    per_px = 4.0 * largest[0] / (n * n) + 2.0 * 3 * s * s + 3
+    try:
+        model._lightsr_bytes_per_px = per_px
+    except (AttributeError, TypeError):
+        pass
+    return per_px * element_bytes
+
+
+def auto_tile_size(
+    model: nn.Module, *, device: torch.device, overlap: int = 0, element_bytes: int = 4
+) -> int:
+    """Largest tile side (LR pixels) whose forward pass, with ``overlap`` context on each side,
+    fits in the share of available memory (see module docstring); at least 32."""
+    budget = min(_MEMORY_SHARE * available_memory(device), _MAX_AUTO_TILE_BYTES)
+    if device.type == "cuda":
+        budget = 0.5 * available_memory(device)
+    per_px = _bytes_per_lr_pixel(model, element_bytes)
+    side = int(math.sqrt(budget / per_px)) - 2 * overlap
+    side = min(side, _MAX_AUTO_TILE.get(device.type, 512))
+    return max(side, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing a model
+# ---------------------------------------------------------------------------------------------
+
+
+class _Float32Conv(nn.Module):
+    """Runs a conv in fp32 with autocast off: for the convs whose outputs are image values."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.conv(x.float())
+
+
+def _keep_image_convs_fp32(model: SRModel) -> None:
+    image_channels = 3 * model.scale * model.scale
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d) and child.out_channels == image_channels:
+                setattr(parent, name, _Float32Conv(child))
+
+
+def _tile_windows(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Split an axis of ``n`` LR pixels into cores of at most ``tile`` pixels, each with a read
+    window of ``tile + 2 * overlap`` (shifted inside the image at its borders, so every window
+    has the same size). Returns (core_start, core_end, window_start, window_end)."""
+    if n <= tile + 2 * overlap:
+        return [(0, n, 0, n)]
+    count = math.ceil(n / tile)
+    core = math.ceil(n / count)
+    size = core + 2 * overlap
+    out = []
+    for start in range(0, n, core):
+        end = min(start + core, n)
+        w0 = min(max(start - overlap, 0), n - size)
+        out.append((start, end, w0, w0 + size))
+    return out
+
+
+@dataclass
+class UpscaleReport:
+    """What :func:`upscale_files` did: written (input, output) pairs, non-image files skipped,
+    and images that failed with the reason."""
+
+    written: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+class Upscaler:
+    """A model prepared once for inference on many images.
+
+    Args:
+        model: an :class:`SRModel` (training or folded form; it is folded here, on a copy).
+        tile: ``None`` (whole image at once), a tile side in LR pixels, or ``"auto"``.
+        overlap: LR pixels of context around each tile; ``"auto"`` = the receptive field.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see module docstring).
+        device: ``"cpu"``, ``"cuda"``, ... or None (CUDA when available).
+        channels_last: run in channels_last memory format (faster convolutions).
+        compile: ``torch.compile`` the folded model (slow first call; pays off on many
+            same-size tiles).
+        alpha: ``"bicubic"`` or ``"model"``: how an alpha channel is upscaled.
+        progress: show a tqdm bar over tiles (None: only on a terminal).
+    """
+
+    def __init__(
+        self,
+        model: SRModel,
+        *,
+        tile: int | str | None = "auto",
+        overlap: int | str = "auto",
+        precision: str = "fp32",
+        device: str | torch.device | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+        alpha: str = "bicubic",
+        progress: bool | None = False,
+    ) -> None:
+        if alpha not in ("bicubic", "model"):
+            raise LightSRError(f"alpha must be 'bicubic' or 'model', not {alpha!r}.")
+        if not (tile is None or tile == "auto" or (isinstance(tile, int) and tile > 0)):
+            raise LightSRError(f"tile must be None, 'auto' or a positive integer, not {tile!r}.")
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.scale = int(model.scale)
+        self.min_input_size = int(getattr(model, "min_input_size", 1))
+        self.alpha = alpha
+        self.progress = progress
+        self.channels_last = channels_last
+        self.arch_name = getattr(model, "arch_name", type(model).__name__)
+
+        from .deploy import reparameterize
+
+        folded = reparameterize(model) if isinstance(model, SRModel) else copy.deepcopy(model)
+        folded = folded.eval()
+        for p in folded.parameters():
+            p.requires_grad_(False)
+        rf = receptive_field(folded)
+        with contextlib.suppress(AttributeError, TypeError):
+            model._lightsr_receptive_field = rf  # the next Upscaler of this model skips the probe
+        self.receptive_field = rf
+        if overlap == "auto":
+            self.overlap = rf.radius
+        elif isinstance(overlap, int) and overlap >= 0:
+            self.overlap = overlap
+        else:
+            raise LightSRError(f"overlap must be 'auto' or an integer >= 0, not {overlap!r}.")
+        folded = folded.to(self.device)
+        if self.precision != "fp32":
+            if self.device.type == "cpu" and self.precision == "bf16" and not cpu_has_native_bf16():
+                warnings.warn(
+                    "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower "
+                    "than fp32 here; use --precision fp32 (or auto).",
+                    stacklevel=2,
+                )
+            _keep_image_convs_fp32(folded)
+        self.element_bytes = 4 if self.precision == "fp32" else 2
+        if tile == "auto":
+            tile = auto_tile_size(
+                folded, device=self.device, overlap=self.overlap, element_bytes=self.element_bytes
+            )
+        self.tile: int | None = tile  # type: ignore[assignment]
+        if channels_last:
+            folded = folded.to(memory_format=torch.channels_last)
+        self.model = folded
+        self._run: Callable[[torch.Tensor], torch.Tensor] = folded
+        if compile:
+            # freezing lets inductor constant-fold the weights and fuse conv + pointwise ops.
+            self._run = torch.compile(folded, dynamic=False, options={"freezing": True})
+        self._alpha_model: Upscaler | None = None
+
+    # -- tensors ------------------------------------------------------------------------------
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) float32 on the device -> (1, 3, sh, sw) float32; pads small inputs."""
+        h, w = x.shape[-2:]
+        m = self.min_input_size
+        if h < m or w < m:
+            x = _pad_to(x, m)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.precision == "fp32":
+                y = self._run(x)
+            else:
+                with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
+                    y = self._run(x)
+        y = y.float()
+        s = self.scale
+        return y[..., : h * s, : w * s]
+
+    def upscale_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Float RGB (1, 3, H, W) in [0, 1] -> float32 (1, 3, sH, sW) on the CPU, unclamped,
+        tiled as configured (for measuring: no rounding)."""
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise LightSRError(f"upscale_tensor expects (1, 3, H, W), got {tuple(x.shape)}.")
+        h, w = x.shape[-2:]
+        s = self.scale
+        out = torch.empty(1, 3, h * s, w * s)
+        arr = x[0].permute(1, 2, 0).cpu().numpy()
+
+        def sink(r0: int, c0: int, y: torch.Tensor) -> None:
+            out[:, :, r0 : r0 + y.shape[-2], c0 : c0 + y.shape[-1]] = y.cpu()
+
+        self._tiled(arr, lambda a: torch.from_numpy(np.array(a, dtype=np.float32)), sink)
+        return out
+
+    # -- arrays -------------------------------------------------------------------------------
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Upscale an ``H x W [x C]`` array (C = 1, 3, 4; uint8, uint16 or float in [0, 1]).
+        Returns the same dtype and channel count, ``sH x sW``; a 2-D input gives a 2-D output."""
+        image = np.asarray(image)
+        squeeze = image.ndim == 2
+        if squeeze:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or 0 in image.shape:
+            raise LightSRError(
+                f"expected an H x W or H x W x C image with C in (1, 3, 4), got {image.shape}."
+            )
+        dtype = image.dtype
+        if dtype == np.uint8:
+            peak = 255.0
+        elif dtype == np.uint16:
+            peak = 65535.0
+        elif np.issubdtype(dtype, np.floating):
+            peak = None
+        else:
+            raise LightSRError(f"image dtype {dtype} is not uint8, uint16 or float.")
+        h, w, c = image.shape
+        s = self.scale
+        out_dtype = dtype if peak is not None else np.float32
+        out = np.empty((h * s, w * s, c), dtype=out_dtype)
+        colour = image[:, :, :3] if c >= 3 else image[:, :, :1]
+        self._run_channels(colour, out, slice(0, 3 if c >= 3 else 1), peak, self)
+        if c == 4:
+            self._upscale_alpha(image[:, :, 3:4], out, peak)
+        return out[:, :, 0] if squeeze else out
+
+    def _upscale_alpha(self, alpha: np.ndarray, out: np.ndarray, peak: float | None) -> None:
+        first = alpha.flat[0]
+        if np.all(alpha == first):  # opaque (or constant) alpha: nothing to compute
+            out[:, :, 3] = first
+            return
+        if self.alpha == "model":
+            self._run_channels(alpha, out, slice(3, 4), peak, self)
+            return
+        if self._alpha_model is None:
+            self._alpha_model = Upscaler(
+                Bicubic(scale=self.scale),
+                tile=self.tile,
+                overlap=Bicubic.receptive_field,
+                device=self.device,
+                channels_last=False,
+                progress=self.progress,
+            )
+        self._run_channels(alpha, out, slice(3, 4), peak, self._alpha_model)
+
+    @staticmethod
+    def _run_channels(
+        src: np.ndarray, out: np.ndarray, dest: slice, peak: float | None, runner: Upscaler
+    ) -> None:
+        """Run ``runner`` on ``src`` (H x W x 1 or 3) and write into ``out[..., dest]``."""
+        grey = src.shape[2] == 1
+
+        def to_tensor(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.array(a, dtype=np.float32))  # a small copy per window
+            if peak is not None:
+                t = t / peak
+            return t.expand(-1, -1, 3) if grey else t
+
+        def sink(r0: int, c0: int, y: torch.Tensor) -> None:
+            if grey:
+                y = y.mean(dim=1, keepdim=True)
+            if peak is not None:
+                # round half up on non-negative values = MATLAB's im2uint8 / im2uint16
+                y = torch.floor(y.clamp(0.0, 1.0) * peak + 0.5)
+            tile = y[0].permute(1, 2, 0).cpu().numpy()
+            out[r0 : r0 + tile.shape[0], c0 : c0 + tile.shape[1], dest] = tile
+
+        runner._tiled(src, to_tensor, sink)
+
+    # -- tiling -------------------------------------------------------------------------------
+
+    def _tiled(
+        self,
+        src: np.ndarray,
+        to_tensor: Callable[[np.ndarray], torch.Tensor],
+        sink: Callable[[int, int, torch.Tensor], None],
+    ) -> None:
+        """Run the model over ``src`` (H x W x C array) tile by tile; ``to_tensor`` makes an
+        H x W x 3 float tensor of a window, ``sink(row, col, y)`` receives each output core
+        (1, 3, h, w) at its HR position. Halves the tile on out-of-memory and starts over."""
+        h, w = src.shape[:2]
+        tile = self.tile
+        while True:
+            try:
+                self._tiled_once(src, to_tensor, sink, tile)
+                return
+            except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not _is_oom(exc):
+                    raise
+                current = tile or max(h, w)
+                smaller = current // 2
+                if smaller < max(16, self.min_input_size):
+                    raise LightSRError(
+                        f"out of memory even with {current}x{current} tiles on {self.device}: "
+                        "free memory, or use --device cpu."
+                    ) from exc
+                warnings.warn(
+                    f"out of memory with {current}px tiles; retrying with {smaller}px tiles",
+                    stacklevel=2,
+                )
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                tile = smaller
+                self.tile = smaller
+
+    def _tiled_once(
+        self,
+        src: np.ndarray,
+        to_tensor: Callable[[np.ndarray], torch.Tensor],
+        sink: Callable[[int, int, torch.Tensor], None],
+        tile: int | None,
+    ) -> None:
+        h, w = src.shape[:2]
+        s = self.scale
+        if tile is None:
+            rows, cols = [(0, h, 0, h)], [(0, w, 0, w)]
+        else:
+            rows = _tile_windows(h, tile, self.overlap)
+            cols = _tile_windows(w, tile, self.overlap)
+        jobs = [(r, c) for r in rows for c in cols]
+        bar = None
+        if len(jobs) > 1 and self.progress is not False:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), desc="tiles", unit="tile", leave=False, disable=None)
+        try:
+            for (r0, r1, wr0, wr1), (c0, c1, wc0, wc1) in jobs:
+                window = to_tensor(src[wr0:wr1, wc0:wc1])  # H x W x 3 float
+                x = window.permute(2, 0, 1)[None].to(self.device, torch.float32)
+                y = self._forward(x)
+                core = y[..., (r0 - wr0) * s : (r1 - wr0) * s, (c0 - wc0) * s : (c1 - wc0) * s]
+                sink(r0 * s, c0 * s, core)
+                del x, y, core
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Pad (bottom/right) to at least ``size`` per side: reflection where the image is large
+    enough for it, then replicate for the rest."""
+    h, w = x.shape[-2:]
+    ph, pw = max(0, size - h), max(0, size - w)
+    rh, rw = min(ph, h - 1), min(pw, w - 1)
+    if rh or rw:
+        x = F.pad(x, (0, rw, 0, rh), mode="reflect")
+    if ph - rh or pw - rw:
+        x = F.pad(x, (0, pw - rw, 0, ph - rh), mode="replicate")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------
+
+
+def upscale_image(
+    model: SRModel | Upscaler,
+    image: np.ndarray,
+    *,
+    tile: int | str | None = "auto",
+    overlap: int | str = "auto",
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    channels_last: bool = True,
+    compile: bool = False,
+    alpha: str = "bicubic",
+) -> np.ndarray:
+    """Upscale one image array with ``model`` (see :class:`Upscaler` for the options).
+
+    ``image``: ``H x W [x C]``, C in (1, 3, 4), uint8 / uint16 / float in [0, 1]. Returns the
+    same dtype and channels at ``scale`` times the size. To run many images, build an
+    :class:`Upscaler` once and pass it as ``model`` (the options are then ignored).
+    """
+    if not isinstance(model, Upscaler):
+        model = Upscaler(
+            model,
+            tile=tile,
+            overlap=overlap,
+            precision=precision,
+            device=device,
+            channels_last=channels_last,
+            compile=compile,
+            alpha=alpha,
+        )
+    return model(image)
+
+
+def bundled_weights(name: str, scale: int) -> Path | None:
+    """The path of a checkpoint shipped with the package (``weights/<name>_x<scale>.safetensors``),
+    or None."""
+    path = WEIGHTS_DIR / f"{name}_x{int(scale)}.safetensors"
+    return path if path.is_file() else None
+
+
+def default_model(scale: int = 4) -> SRModel:
+    """The bundled default model for ``scale`` (``weights/default_x<scale>.safetensors``)."""
+    from .checkpoint import load
+
+    path = bundled_weights("default", scale)
+    if path is None:
+        raise CheckpointError(
+            f"no bundled default weights for x{scale} in this installation ({WEIGHTS_DIR}). "
+            "Pass --checkpoint PATH (a lightsr checkpoint, or the authors' file such as "
+            "a2f_sd_x4.pt), or --model bicubic."
+        )
+    return load(path, expect_scale=scale)
+
+
+def resolve_model(
+    *, model: str | None = None, checkpoint: str | os.PathLike | None = None, scale: int | None = None
+) -> SRModel:
+    """The model the CLI means: a checkpoint (ours or the authors', optionally checked against
+    ``model``/``scale``), ``bicubic``, a bundled ``<model>_x<scale>`` file, or the default."""
+    from .checkpoint import load_any
+
+    if checkpoint is not None:
+        expect: dict[str, Any] = {}
+        if model:
+            expect["expect_arch"] = model
+        if scale:
+            expect["expect_scale"] = scale
+        return load_any(checkpoint, **expect)
+    if model is not None:
+        if model.lower() == "bicubic":
+            return Bicubic(scale=scale or 4)
+        from .registry import get_spec
+
+        spec = get_spec(model)  # unknown names fail here, with suggestions
+        path = bundled_weights(spec.name, scale or 4)
+        if path is not None:
+            from .checkpoint import load
+
+            return load(path)
+        raise CheckpointError(
+            f"--model {model} without --checkpoint would upscale with random weights. Pass "
+            f"--checkpoint PATH with trained {spec.name} weights, or --model bicubic."
+        )
+    return default_model(scale or 4)
+
+
+def output_path(
+    src: Path, *, scale: int, out_dir: Path | None, suffix: str = ".png", overwrite: bool = False
+) -> Path:
+    """``<stem>_x<scale><suffix>`` in ``out_dir`` (or beside ``src``); when that exists and not
+    ``overwrite``, ``<stem>_x<scale>_1<suffix>``, ``_2``, ... (never silently overwrites)."""
+    folder = out_dir if out_dir is not None else src.parent
+    path = folder / f"{src.stem}_x{scale}{suffix}"
+    return path if overwrite else _unique(path)
+
+
+def _unique(path: Path) -> Path:
+    """``path``, or ``<stem>_1<suffix>``, ``_2``, ... when it exists."""
+    k, candidate = 1, path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}_{k}{path.suffix}")
+        k += 1
+    return candidate
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files, folders (their files, not recursive, hidden ones skipped) and glob patterns ->
+    (candidate image files, [(path, reason)] for things that are not images)."""
+    from .data.io import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+
+    def add_file(p: Path) -> None:
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(p)
+        else:
+            skipped.append((p, f"not an image file (suffix {p.suffix or 'none'!r})"))
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for child in sorted(p.iterdir()):
+                if child.is_file() and not child.name.startswith("."):
+                    add_file(child)
+        elif p.is_file():
+            add_file(p)
+        else:
+            matches = sorted(glob.glob(str(item)))
+            if not matches:
+                skipped.append((p, "no such file, folder or glob match"))
+            for m in matches:
+                mp = Path(m)
+                if mp.is_file():
+                    add_file(mp)
+    # the same file named twice (a folder and a glob) runs once
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, skipped
+
+
+def upscale_files(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    model: SRModel | Upscaler,
+    overwrite: bool = False,
+    suffix: str = ".png",
+    progress: bool | None = None,
+    **options: Any,
+) -> UpscaleReport:
+    """Upscale image files, folders and globs; write ``<stem>_x<s>.png`` into ``out`` (a folder,
+    created if needed; or a file name when there is exactly one input) or beside each input.
+
+    Non-image files are skipped with a warning and unreadable images are reported; the run goes
+    on and the returned :class:`UpscaleReport` lists both. ``options`` go to :class:`Upscaler`
+    (tile, overlap, precision, device, channels_last, compile, alpha).
+    """
+    from tqdm.auto import tqdm
+
+    from .data.io import IMAGE_EXTENSIONS, read_image, write_image
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    runner = model if isinstance(model, Upscaler) else Upscaler(model, progress=progress, **options)
+    files, skipped = expand_inputs(inputs)
+    report = UpscaleReport(skipped=list(skipped))
+    for path, reason in skipped:
+        warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
+
+    out_path = Path(out) if out is not None else None
+    single_target = (
+        out_path is not None
+        and out_path.suffix.lower() in IMAGE_EXTENSIONS
+        and not out_path.is_dir()
+    )
+    if single_target and len(files) > 1:
+        raise LightSRError(
+            f"output {str(out_path)!r} is a file name but there are {len(files)} inputs: "
+            "pass a folder as -o."
+        )
+    out_dir = None if single_target else out_path
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    bar = tqdm(files, desc="images", unit="img", disable=True if progress is False else None)
+    for src in bar:
+        try:
+            image = read_image(src)
+        except ImageReadError as exc:
+            report.failed.append((src, str(exc)))
+            warnings.warn(f"failed: {exc}", stacklevel=2)
+            continue
+        try:
+            result = runner(image)
+            del image
+            if single_target:
+                dst = out_path if overwrite else _unique(out_path)
+            else:
+                dst = output_path(
+                    src, scale=runner.scale, out_dir=out_dir, suffix=suffix, overwrite=overwrite
+                )
+            write_image(dst, result)
+            del result
+        except LightSRError as exc:
+            report.failed.append((src, str(exc)))
+            warnings.warn(f"failed: {src}: {exc}", stacklevel=2)
+            continue
+        report.written.append((src, dst))
+    return report
+
+
+def print_report(report: UpscaleReport, *, file: Any = None) -> None:
+    """Human summary: counts, then every skipped and failed file with its reason."""
+    file = file or sys.stderr
+    print(
+        f"{len(report.written)} written, {len(report.skipped)} skipped, "
+        f"{len(report.failed)} failed",
+        file=file,
+    )
+    for path, reason in report.skipped:
+        print(f"  skipped {path}: {reason}", file=file)
+    for path, reason in report.failed:
+        print(f"  failed  {path}: {reason}", file=file)
+
+
+__all__ = [
+    "Bicubic",
+    "PRECISIONS",
+    "ReceptiveField",
+    "UpscaleReport",
+    "Upscaler",
+    "auto_tile_size",
+    "available_memory",
+    "bundled_weights",
+    "cpu_has_native_bf16",
+    "default_model",
+    "expand_inputs",
+    "output_path",
+    "print_report",
+    "receptive_field",
+    "resolve_model",
+    "upscale_files",
+    "upscale_image",
+]

@@ -1,0 +1,269 @@
+"""Image I/O: formats, modes, 16-bit PNG (filters, interlacing), EXIF, damaged files, tensors."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from PIL import Image, ImageOps
+
+from lightsr.data.io import (
+    encode_png16,
+    image_to_tensor,
+    list_images,
+    read_image,
+    tensor_to_image,
+    write_image,
+)
+from lightsr.errors import ImageReadError, LightSRError
+
+RNG = np.random.default_rng(0)
+
+
+# ---- a test-side PNG encoder using every filter type (and Adam7), to exercise the decoder --
+
+
+def _chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+
+def _paeth(a, b, c):
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _filter_rows(data: np.ndarray, bpp: int, first_filter: int) -> bytes:
+    """Filter each row (uint8, H x rowbytes) with types cycling from first_filter."""
+    out = []
+    prev = np.zeros(data.shape[1], np.int64)
+    for i, row in enumerate(data.astype(np.int64)):
+        ftype = (first_filter + i) % 5
+        left = np.concatenate([np.zeros(bpp, np.int64), row[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int64), prev[:-bpp]])
+        pred = [0, left, prev, (left + prev) // 2, _paeth(left, prev, upleft)][ftype]
+        out.append(bytes([ftype]) + ((row - pred) % 256).astype(np.uint8).tobytes())
+        prev = row
+    return b"".join(out)
+
+
+# Adam7 passes as (x0, y0, dx, dy)
+_ADAM7 = [
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+]
+
+
+def _encode_png(arr: np.ndarray, colour_type: int, *, interlace: bool = False) -> bytes:
+    h, w, c = arr.shape
+    bpp = 2 * c
+    be = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w, bpp)
+    if interlace:
+        parts = []
+        for k, (x0, y0, dx, dy) in enumerate(_ADAM7):
+            sub = be[y0::dy, x0::dx]
+            if sub.size:
+                parts.append(_filter_rows(sub.reshape(sub.shape[0], -1), bpp, k))
+        raw = b"".join(parts)
+    else:
+        raw = _filter_rows(be.reshape(h, -1), bpp, 0)
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, int(interlace))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+@pytest.mark.parametrize(("channels", "colour_type"), [(3, 2), (4, 6)])
+def test_16bit_colour_png_all_filters(tmp_path, channels, colour_type, interlace):
+    arr = RNG.integers(0, 65536, (19, 23, channels), dtype=np.uint16)
+    arr[0, 0] = [0x0102, 0x0304, 0x0506, 0x0708][:channels]  # distinct high/low bytes
+    path = tmp_path / "x.png"
+    path.write_bytes(_encode_png(arr, colour_type, interlace=interlace))
+    out = read_image(path)
+    assert out.dtype == np.uint16
+    assert np.array_equal(out, arr)
+
+
+def test_16bit_grey_alpha_png(tmp_path):
+    ga = RNG.integers(0, 65536, (9, 11, 2), dtype=np.uint16)
+    path = tmp_path / "ga.png"
+    path.write_bytes(_encode_png(ga, 4))
+    out = read_image(path)
+    assert out.dtype == np.uint16 and out.shape == (9, 11, 4)
+    assert np.array_equal(out[..., :3], np.repeat(ga[..., :1], 3, axis=2))
+    assert np.array_equal(out[..., 3], ga[..., 1])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_write_read_roundtrip(tmp_path, channels):
+    arr = RNG.integers(0, 65536, (17, 13, channels), dtype=np.uint16)
+    write_image(tmp_path / "a.png", arr)
+    assert np.array_equal(read_image(tmp_path / "a.png"), arr)
+    # our writer's files are readable by Pillow too (high bytes agree for colour)
+    with Image.open(tmp_path / "a.png") as im:
+        ref = np.asarray(im)
+    if channels == 1:
+        assert np.array_equal(ref.astype(np.uint16), arr[..., 0])
+    else:
+        assert np.array_equal(ref, (arr >> 8).astype(np.uint8))
+
+
+def test_16bit_grey_written_by_pillow(tmp_path):
+    arr = RNG.integers(0, 65536, (10, 12), dtype=np.uint16)
+    Image.fromarray(arr).save(tmp_path / "g.png")
+    Image.fromarray(arr).save(tmp_path / "g.tif")
+    for name in ("g.png", "g.tif"):
+        out = read_image(tmp_path / name)
+        assert out.dtype == np.uint16 and out.shape == (10, 12, 1)
+        assert np.array_equal(out[..., 0], arr)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".webp", ".ppm"])
+def test_lossless_8bit_formats(tmp_path, suffix):
+    arr = RNG.integers(0, 256, (15, 21, 3), dtype=np.uint8)
+    path = tmp_path / f"x{suffix}"
+    kwargs = {"lossless": True} if suffix == ".webp" else {}
+    Image.fromarray(arr).save(path, **kwargs)
+    out = read_image(path)
+    assert out.dtype == np.uint8
+    assert np.array_equal(out, arr)
+    if suffix != ".webp":  # our writer (lossy WebP by default) round-trips the rest
+        write_image(tmp_path / f"y{suffix}", out)
+        assert np.array_equal(read_image(tmp_path / f"y{suffix}"), arr)
+
+
+def test_jpeg_and_cmyk(tmp_path):
+    arr = RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    write_image(tmp_path / "a.jpg", arr, quality=90)
+    with Image.open(tmp_path / "a.jpg") as im:
+        assert np.array_equal(read_image(tmp_path / "a.jpg"), np.asarray(im))
+    Image.fromarray(arr).convert("CMYK").save(tmp_path / "c.jpg")
+    out = read_image(tmp_path / "c.jpg")
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+
+
+def test_modes_grey_palette_alpha(tmp_path):
+    grey = RNG.integers(0, 256, (8, 9), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "l.png")
+    assert np.array_equal(read_image(tmp_path / "l.png"), grey[..., None])
+
+    Image.fromarray(grey > 127).save(tmp_path / "bw.png")  # mode "1"
+    assert np.array_equal(read_image(tmp_path / "bw.png")[..., 0], np.where(grey > 127, 255, 0))
+
+    la = Image.merge("LA", [Image.fromarray(grey), Image.fromarray(255 - grey)])
+    la.save(tmp_path / "la.png")
+    out = read_image(tmp_path / "la.png")
+    assert out.shape == (8, 9, 4)
+    assert np.array_equal(out[..., 1], grey) and np.array_equal(out[..., 3], 255 - grey)
+
+    rgb = RNG.integers(0, 256, (8, 9, 3), dtype=np.uint8)
+    pal = Image.fromarray(rgb).quantize(colors=16)
+    pal.save(tmp_path / "p.png")
+    out = read_image(tmp_path / "p.png")
+    assert out.shape == (8, 9, 3)
+    assert np.array_equal(out, np.asarray(pal.convert("RGB")))
+    pal.save(tmp_path / "pt.png", transparency=0)
+    out = read_image(tmp_path / "pt.png")
+    assert out.shape == (8, 9, 4)
+    assert set(np.unique(out[..., 3])) <= {0, 255} and (out[..., 3] == 0).any()
+
+    rgba = RNG.integers(0, 256, (8, 9, 4), dtype=np.uint8)
+    write_image(tmp_path / "rgba.png", rgba)
+    assert np.array_equal(read_image(tmp_path / "rgba.png"), rgba)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied(tmp_path, orientation):
+    arr = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    im.save(path, exif=exif)
+    with Image.open(path) as opened:
+        want = np.asarray(ImageOps.exif_transpose(opened))
+    out = read_image(path)
+    assert out.shape == want.shape
+    assert np.array_equal(out, want)
+    if orientation in (5, 6, 7, 8):
+        assert out.shape[:2] == (10, 6)
+
+
+def test_bad_files_raise_image_read_error_naming_the_file(tmp_path):
+    (tmp_path / "text.png").write_text("not an image at all")
+    (tmp_path / "random.jpg").write_bytes(RNG.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    good = tmp_path / "good.png"
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
+    (tmp_path / "truncated.png").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    png16 = encode_png16(RNG.integers(0, 65536, (32, 32, 3), dtype=np.uint16))
+    (tmp_path / "truncated16.png").write_bytes(png16[: len(png16) // 2])
+    for name in ("text.png", "random.jpg", "truncated.png", "truncated16.png", "missing.png"):
+        with pytest.raises(ImageReadError, match=name.replace(".", r"\.")):
+            read_image(tmp_path / name)
+    with pytest.raises(ImageReadError):
+        read_image(tmp_path)  # a directory
+
+
+def test_float_tiff_refused(tmp_path):
+    Image.fromarray(np.zeros((4, 4), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ImageReadError, match="floating-point"):
+        read_image(tmp_path / "f.tif")
+
+
+def test_write_image_refusals_and_atomicity(tmp_path):
+    with pytest.raises(LightSRError, match=r"\.png"):
+        write_image(tmp_path / "a.jpg", np.zeros((4, 4, 3), np.uint16))
+    with pytest.raises(LightSRError, match="tensor_to_image"):
+        write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(LightSRError, match="alpha"):
+        write_image(tmp_path / "a.jpg", np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(LightSRError, match="suffix"):
+        write_image(tmp_path / "a.xyz", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(LightSRError, match="shape"):
+        write_image(tmp_path / "a.png", np.zeros((4, 4, 2), np.uint8))
+    write_image(tmp_path / "sub" / "b.png", np.full((4, 4), 7, np.uint8))
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["b.png"]  # no temp files left
+    assert read_image(tmp_path / "sub" / "b.png").shape == (4, 4, 1)
+
+
+def test_tensor_conversions():
+    u8 = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    t = image_to_tensor(u8)
+    assert t.shape == (1, 3, 5, 7) and t.dtype == torch.float32
+    assert torch.allclose(t[0, :, 1, 2], torch.tensor(u8[1, 2] / 255.0, dtype=torch.float32))
+    assert np.array_equal(tensor_to_image(t), u8)
+    u16 = RNG.integers(0, 65536, (5, 7, 1), dtype=np.uint16)
+    t16 = image_to_tensor(u16)
+    assert float(t16.max()) <= 1.0
+    assert np.array_equal(tensor_to_image(t16, np.uint16), u16)
+    # clamp, then round half away from zero (MATLAB im2uint8)
+    v = torch.tensor([-0.2, 0.5 / 255, 1.49 / 255, 2.5 / 255, 1.3]).view(1, 1, 1, 5)
+    assert tensor_to_image(v)[0, :, 0].tolist() == [0, 1, 1, 3, 255]
+    assert image_to_tensor(u8[..., 0]).shape == (1, 1, 5, 7)
+    with pytest.raises(LightSRError):
+        tensor_to_image(torch.zeros(2, 3, 4, 4))
+
+
+def test_list_images(tmp_path):
+    for name in ("b.PNG", "a.jpg", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "dir.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG"]
+
+
+def test_real_grey_benchmark_image():
+    bridge = read_image(shared_path("data", "Set14", "HR", "bridge.png"))
+    assert bridge.shape == (512, 512, 1) and bridge.dtype == np.uint8

@@ -1,0 +1,118 @@
+"""MAFFSRN / MAFFSRN-L: parameter counts, folding, gradients, checkpoints, input-size errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lightsr
+from lightsr.layers.weight_norm import WNConv2d
+from lightsr.models.maffsrn import MAB, _shuffle_concat
+
+# ARCHITECTURES.md, MAFFSRN section (counts of the authors' training-form network).
+PARAMS = {
+    ("maffsrn", 2): 402_394,
+    ("maffsrn", 3): 418_774,
+    ("maffsrn", 4): 441_706,
+    ("maffsrn_l", 2): 790_754,
+    ("maffsrn_l", 3): 807_134,
+    ("maffsrn_l", 4): 830_066,
+}
+CASES = sorted(PARAMS)
+
+
+def _n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _random_model(name: str, scale: int, seed: int = 0, **options) -> lightsr.models.base.SRModel:
+    """A model whose weight-norm gains differ from ||v|| and whose scalars are not their init."""
+    torch.manual_seed(seed)
+    model = lightsr.create_model(name, scale=scale, **options)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, WNConv2d):
+                module.weight_g.mul_(torch.rand_like(module.weight_g) + 0.5)
+        for pname, p in model.named_parameters():
+            if "scale" in pname:
+                p.mul_(torch.rand_like(p) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize(("name", "scale"), CASES)
+def test_param_count(name: str, scale: int) -> None:
+    assert _n_params(lightsr.create_model(name, scale=scale)) == PARAMS[(name, scale)]
+
+
+@pytest.mark.parametrize(("name", "scale"), CASES)
+def test_folded_equals_unfolded(name: str, scale: int) -> None:
+    model = _random_model(name, scale).eval()
+    folded = lightsr.reparameterize(model)
+    assert folded.folded and not any(isinstance(m, WNConv2d) for m in folded.modules())
+    # Folding drops exactly the weight-norm gains (one per output channel of each WN conv).
+    gains = sum(m.weight_g.numel() for m in model.modules() if isinstance(m, WNConv2d))
+    assert _n_params(folded) == PARAMS[(name, scale)] - gains
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "scale"), CASES)
+def test_backward_reaches_every_parameter(name: str, scale: int) -> None:
+    model = _random_model(name, scale).train()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    model(x).square().mean().backward()
+    dead = [k for k, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert dead == []
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_save_load_round_trip_is_bit_identical(tmp_path, folded: bool) -> None:
+    model = _random_model("maffsrn", 3, gate_relu=False).eval()
+    if folded:
+        model = lightsr.reparameterize(model)
+    path = tmp_path / "m.safetensors"
+    lightsr.save(model, path)
+    loaded = lightsr.load(path)
+    assert (loaded.arch_name, loaded.scale, loaded.folded) == ("maffsrn", 3, folded)
+    assert loaded.arch_options == {"gate_relu": False}
+    x = torch.rand(1, 3, 14, 15, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_input_below_13_pixels_raises_clear_error() -> None:
+    model = lightsr.create_model("maffsrn", scale=2).eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 13, 13))  # the smallest accepted size runs
+        with pytest.raises(lightsr.InputSizeError, match=r"at least 13x13.*got 12x12"):
+            model(torch.rand(1, 3, 12, 12))
+        with pytest.raises(lightsr.InputSizeError, match=r"got 40x12"):
+            model(torch.rand(1, 3, 40, 12))
+
+
+def test_channel_shuffle_interleaves() -> None:
+    a = torch.arange(3.0).view(1, 3, 1, 1)
+    b = torch.arange(10.0, 13.0).view(1, 3, 1, 1)
+    assert _shuffle_concat(a, b).flatten().tolist() == [0.0, 10.0, 1.0, 11.0, 2.0, 12.0]
+
+
+@pytest.mark.parametrize("gate_relu", [True, False])
+def test_spatial_gate_relu_option(gate_relu: bool) -> None:
+    # With the authors' ReLU before the sigmoid the gate never closes below 0.5.
+    torch.manual_seed(4)
+    gate = MAB(channels=32, gate_relu=gate_relu).spatial
+    with torch.no_grad():
+        g = gate(torch.randn(2, 32, 16, 16))
+    assert (g.min().item() >= 0.5) == gate_relu
+
+
+def test_tail_adds_to_plain_bicubic_upsampling() -> None:
+    model = _random_model("maffsrn", 4).eval()
+    with torch.no_grad():
+        model.tail3_scale.zero_()
+        model.tail5_scale.zero_()
+        x = torch.rand(1, 3, 13, 17, generator=torch.Generator().manual_seed(5))
+        ref = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+        assert torch.equal(model(x), ref)

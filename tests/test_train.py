@@ -1,0 +1,447 @@
+"""Training: exact resume, deterministic patches, DIV2K layout, DDP on CPU, clear errors.
+
+Everything runs on a tiny registered model and a folder of tiny synthetic images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import lightsr
+from lightsr.config import load_config
+from lightsr.data.io import image_to_tensor
+from lightsr.data.resize import imresize
+from lightsr.data.training import (
+    PairStore,
+    PatchDataset,
+    StepBatchSampler,
+    dihedral,
+    find_training_images,
+    make_loader,
+    to_unit,
+)
+from lightsr.errors import CheckpointError, ConfigError, DatasetError
+from lightsr.models.base import SRModel
+from lightsr.registry import _REGISTRY, register_model
+from lightsr.train import read_state, resume_config, train
+
+# ---------------------------------------------------------------------------------------------
+# A tiny model (registered on import, also in spawned DDP workers) and tiny images
+# ---------------------------------------------------------------------------------------------
+
+
+class _Tiny(SRModel):
+    def __init__(self, *, scale: int, width: int = 4) -> None:
+        super().__init__(scale=scale)
+        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.tail = nn.Conv2d(width, 3 * scale * scale, 3, padding=1)
+        self.up = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.up(self.tail(torch.relu(self.head(x))))
+
+
+def _register() -> None:
+    for name, width in (("_tiny_train", 4), ("_tiny_train_wide", 6)):
+        if name not in _REGISTRY:
+            register_model(name, paper="test", scales=(2, 3))(
+                lambda *, scale, _w=width: _Tiny(scale=scale, width=_w)
+            )
+
+
+_register()
+
+
+def _write_images(folder: Path, sizes, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        # smooth-ish content so that the LR is not pure noise
+        base = rng.integers(0, 256, (h // 4 + 2, w // 4 + 2, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((w, h), Image.BILINEAR)
+        img.save(folder / f"{i:04d}.png")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hr")
+    _write_images(folder, [(30, 34), (28, 40), (36, 26), (32, 32), (27, 31)])
+    return folder
+
+
+def _cfg(images: Path, out: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            "model=_tiny_train",
+            "scale=2",
+            "data.lr_patch=6",
+            f"data.hr_dirs=['{images}']",
+            "data.num_workers=0",
+            "batch_size=4",
+            "length=6",
+            "log_every=2",
+            "ckpt_every=3",
+            "progress=false",
+            f"out_dir='{out}'",
+            *extra,
+        ],
+    )
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_at(k: int):
+    def hook(step: int, model) -> None:
+        if step == k:
+            raise _Killed
+
+    return hook
+
+
+def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact resume
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("optim.name=adamp", "ema_decay=0.9"),  # AdamP state, EMA, in-process loading
+        ("data.num_workers=1", "schedule.every=2"),  # a worker process, a changing lr
+    ],
+    ids=["adamp-ema-workers0", "adam-workers1"],
+)
+def test_killed_and_resumed_run_equals_unbroken_run(images, tmp_path, extra):
+    # k = 3 steps, checkpoint every 3; the kill comes at step 4, after the checkpoint.
+    full = train(_cfg(images, tmp_path / "full", *extra))
+    assert full.step == 6
+    with pytest.raises(_Killed):
+        train(_cfg(images, tmp_path / "broken", *extra), hooks=[_kill_at(4)])
+    assert read_state(tmp_path / "broken")["step"] == 3
+    resumed = train(resume_config(tmp_path / "broken"), resume=tmp_path / "broken")
+    assert resumed.step == 6
+    _assert_same_weights(full.model, resumed.model)
+    if full.ema is not None:
+        _assert_same_weights(full.ema, resumed.ema)
+    # the training moved the weights (a resume of an untrained model would also be "equal")
+    fresh = lightsr.create_model("_tiny_train", scale=2)
+    assert not torch.equal(fresh.head.weight, full.model.head.weight)
+    # the log of the broken run keeps no records past its checkpoint, and ends like the full
+    log = [json.loads(x) for x in (tmp_path / "broken" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log if r["event"] == "train"]
+    assert steps == [2, 4, 6]
+    full_log = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log if r["step"] == 6] == [
+        r["loss"] for r in full_log if r["step"] == 6
+    ]
+    # last.safetensors is a lightsr checkpoint of the final weights
+    last = lightsr.load(tmp_path / "broken" / "last.safetensors")
+    _assert_same_weights(last, full.model)
+    assert last.checkpoint_extra["step"] == 6
+
+
+def test_stop_signal_writes_state_and_resume_continues(images, tmp_path):
+    full = train(_cfg(images, tmp_path / "full", "ckpt_every=100"))
+
+    def interrupt(step, model):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: handled between steps
+
+    stopped = train(_cfg(images, tmp_path / "run", "ckpt_every=100"), hooks=[interrupt])
+    assert stopped.stopped and stopped.step == 3  # the flag is seen at the next step boundary
+    assert read_state(tmp_path / "run")["step"] == 3
+    resumed = train(resume_config(tmp_path / "run"), resume=tmp_path / "run")
+    _assert_same_weights(full.model, resumed.model)
+
+
+def test_resume_can_extend_the_run_through_the_cli(images, tmp_path):
+    from lightsr.cli import main
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        f"""
+model = "_tiny_train"
+scale = 2
+batch_size = 4
+length = 3
+log_every = 1
+ckpt_every = 3
+progress = false
+out_dir = "{(tmp_path / "run").as_posix()}"
+[data]
+hr_dirs = ["{images.as_posix()}"]
+lr_patch = 6
+num_workers = 0
+"""
+    )
+    assert main(["train", str(recipe)]) == 0
+    assert main(["train", "--resume", str(tmp_path / "run"), "length=6"]) == 0
+    unbroken = train(_cfg(images, tmp_path / "ref"))
+    _assert_same_weights(lightsr.load(tmp_path / "run" / "last.safetensors"), unbroken.model)
+    # starting again in the same folder is refused instead of overwriting
+    assert main(["train", str(recipe)]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Clear errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_resume_from_a_run_of_another_model_is_refused(images, tmp_path):
+    train(_cfg(images, tmp_path / "run", "length=1"))
+    other = _cfg(images, tmp_path / "run", "model=_tiny_train_wide")
+    with pytest.raises(
+        ConfigError, match=r"holds a run of _tiny_train x2.*trains _tiny_train_wide"
+    ):
+        train(other, resume=tmp_path / "run")
+    # a changed setting that alters the computation is named
+    with pytest.raises(ConfigError, match=r"optim\.lr \(0\.0001 in the run, 0\.001 now\)"):
+        resume_config(tmp_path / "run", ["optim.lr=1e-3"])
+    with pytest.raises(CheckpointError, match="holds no resumable training state"):
+        resume_config(tmp_path / "nothing")
+
+
+def test_missing_data_folder_and_unknown_key(images, tmp_path):
+    cfg = _cfg(images, tmp_path / "run", f"data.hr_dirs=['{tmp_path / 'nope'}']")
+    with pytest.raises(DatasetError, match=r"'.*nope' \(data\.hr_dirs\[0\]\) does not exist"):
+        train(cfg)
+    with pytest.raises(ConfigError, match=r"unknown config key `data\.lr_pach`.*'lr_patch'"):
+        _cfg(images, tmp_path / "run", "data.lr_pach=6")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="holds no images"):
+        train(_cfg(images, tmp_path / "run", f"data.hr_dirs=['{empty}']"))
+
+
+def test_images_smaller_than_the_patch_are_skipped_or_refused(images, tmp_path):
+    folder = tmp_path / "mixed"
+    _write_images(folder, [(30, 30), (10, 40)])  # LR 5x20 < 6x6 patch
+    found = find_training_images([folder], scale=2)
+    with pytest.warns(UserWarning, match=r"1 training image\(s\) are smaller.*0001\.png"):
+        store = PairStore(found, scale=2, min_lr_size=6)
+    assert store.names == ["0000.png"]
+    with pytest.raises(ConfigError, match="smaller than the patch"):
+        PairStore(found, scale=2, min_lr_size=6, small="error")
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches
+# ---------------------------------------------------------------------------------------------
+
+
+def test_patch_pairs_are_aligned_crops_of_the_exact_bicubic_lr(images):
+    store = PairStore(find_training_images([images], scale=2), scale=2, boundary="mirror")
+    hr_full = np.asarray(Image.open(images / "0001.png"))
+    # the cached LR is MATLAB's imresize of the whole (modcropped) HR image
+    assert np.array_equal(store.lr[1], imresize(hr_full[:28, :40], 0.5, boundary="mirror"))
+    ds = PatchDataset(store, lr_patch=6, seed=3, augment=True)
+    seen = set()
+    for item in range(1, 60, 5):  # items of image 1
+        lr, hr = ds[(0, item)]
+        assert lr.dtype == hr.dtype == torch.uint8 and ds.peak == 255
+        lr8, hr8 = lr.numpy().transpose(1, 2, 0), hr.numpy().transpose(1, 2, 0)
+        # the loop's float conversion is the library's image_to_tensor, bit for bit
+        assert torch.equal(to_unit(lr[None], ds.peak), image_to_tensor(lr8))
+        # find the flip/rotation and position: the HR crop must be at twice the LR position
+        matches = [
+            (t, y, x)
+            for t in range(8)
+            for y in range(store.lr[1].shape[0] - 5)
+            for x in range(store.lr[1].shape[1] - 5)
+            if np.array_equal(dihedral(store.lr[1][y : y + 6, x : x + 6], t), lr8)
+            and np.array_equal(
+                dihedral(store.hr[1][2 * y : 2 * y + 12, 2 * x : 2 * x + 12], t), hr8
+            )
+        ]
+        assert matches, item
+        seen.add(matches[0][0])
+    assert len(seen) > 3  # several of the 8 transforms occur
+
+
+def test_dihedral_gives_the_8_distinct_transforms():
+    a = np.arange(12).reshape(2, 2, 3)
+    outs = {dihedral(a, t).tobytes() + bytes(dihedral(a, t).shape) for t in range(8)}
+    assert len(outs) == 8
+
+
+def test_data_depends_on_the_step_only_not_on_workers_or_start(images):
+    store = PairStore(find_training_images([images], scale=2), scale=2)
+    ds = PatchDataset(store, lr_patch=6, seed=0)
+
+    def batches(start: int, workers: int, n: int):
+        sampler = StepBatchSampler(
+            n_images=len(store), batch_size=4, steps_per_epoch=2, seed=0, start_step=start
+        )
+        it = iter(make_loader(ds, sampler, num_workers=workers))
+        return [next(it) for _ in range(n)]
+
+    ref = batches(0, 0, 5)
+    for got in (batches(3, 0, 2), batches(3, 2, 2)):
+        for (lr_a, hr_a), (lr_b, hr_b) in zip(ref[3:], got):
+            assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
+    # consecutive epochs draw different permutations and crops
+    assert not torch.equal(ref[0][0], ref[2][0])
+
+
+def test_ranks_take_contiguous_shares_of_the_global_batch():
+    kw = dict(n_images=10, batch_size=6, steps_per_epoch=3, seed=1)
+    whole = StepBatchSampler(**kw)
+    shares = [StepBatchSampler(**kw, rank=r, world_size=3) for r in range(3)]
+    for step in range(7):
+        assert sum((s.batch(step) for s in shares), []) == whole.batch(step)
+    with pytest.raises(ConfigError, match="must divide by the number of processes"):
+        StepBatchSampler(**kw, world_size=4)
+    # an epoch visits distinct items (a permutation of n_items = max(10, 3 * 6) = 18)
+    items = [i for step in range(3) for _, i in whole.batch(step)]
+    assert sorted(items) == list(range(18))
+
+
+def test_div2k_layout_uses_the_shipped_lr_files(tmp_path):
+    root = tmp_path / "DIV2K"
+    _write_images(root / "DIV2K_train_HR", [(24, 28), (26, 30)])
+    lr_dir = root / "DIV2K_train_LR_bicubic" / "X2"
+    lr_dir.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    given = {}
+    for hr in sorted((root / "DIV2K_train_HR").iterdir()):
+        h, w = np.asarray(Image.open(hr)).shape[:2]
+        # LR that differs from our resize, so the test sees which one is used
+        given[hr.stem] = rng.integers(0, 256, (h // 2, w // 2, 3), dtype=np.uint8)
+        Image.fromarray(given[hr.stem]).save(lr_dir / f"{hr.stem}x2.png")
+    found = find_training_images([root], scale=2)
+    assert [(i.hr.name, i.lr.name) for i in found] == [
+        ("0000.png", "0000x2.png"),
+        ("0001.png", "0001x2.png"),
+    ]
+    store = PairStore(found, scale=2)
+    assert np.array_equal(store.lr[0], given["0000"])
+    # lr_source="resize" ignores the files; at x3 there is no LR folder, so LR is made
+    made = PairStore(find_training_images([root], scale=2, lr_source="resize"), scale=2)
+    hr0 = np.asarray(Image.open(root / "DIV2K_train_HR" / "0000.png"))
+    assert np.array_equal(made.lr[0], imresize(hr0, 0.5))
+    assert find_training_images([root], scale=3)[0].lr is None
+    with pytest.raises(ConfigError, match="has no LR folder"):
+        find_training_images([root], scale=3, lr_source="folder")
+    (lr_dir / "0001x2.png").unlink()
+    with pytest.raises(DatasetError, match=r"no LR file for 0001\.png"):
+        find_training_images([root], scale=2)
+
+
+def test_disk_cache_gives_the_same_pairs(images, tmp_path):
+    found = find_training_images([images], scale=2)
+    mem = PairStore(found, scale=2, boundary="replicate")
+    disk = PairStore(found, scale=2, boundary="replicate", cache_dir=tmp_path / "cache")
+    again = PairStore(found, scale=2, boundary="replicate", cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2 * len(found)
+    for a, b, c in zip(mem.lr + mem.hr, disk.lr + disk.hr, again.lr + again.hr):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    # another boundary rule is another cache entry, and other pixels
+    mirror = PairStore(found, scale=2, boundary="mirror", cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4 * len(found)
+    assert not all(np.array_equal(a, b) for a, b in zip(mem.lr, mirror.lr))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation, best checkpoint, mixed precision
+# ---------------------------------------------------------------------------------------------
+
+
+def test_validation_writes_a_loadable_best_checkpoint(images, tmp_path):
+    from lightsr.data.benchmark import open_benchmark
+    from lightsr.evaluate import evaluate
+
+    val_root = tmp_path / "val"
+    _write_images(val_root / "Mini" / "HR", [(24, 24), (20, 28)], seed=9)
+    result = train(
+        _cfg(images, tmp_path / "run", f"val.root='{val_root}'", "val.sets=['Mini']", "val.every=3")
+    )
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    vals = [r for r in log if r["event"] == "val"]
+    assert [r["step"] for r in vals] == [3, 6]
+    best = lightsr.load(tmp_path / "run" / "best.safetensors")
+    # best.safetensors is what `lightsr eval --checkpoint` reads; its PSNR is the logged best
+    psnr = evaluate(best, open_benchmark(val_root / "Mini", scale=2)).psnr
+    best_val = max(r["sets"]["Mini"]["psnr"] for r in vals)
+    assert psnr == pytest.approx(best_val, abs=1e-9) == pytest.approx(result.best_psnr, abs=1e-9)
+    assert best.checkpoint_extra["step"] in (3, 6)
+    with pytest.raises(DatasetError):
+        train(_cfg(images, tmp_path / "run2", "val.sets=['NoSuchSet']"))
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32(images, tmp_path):
+    fp32 = train(_cfg(images, tmp_path / "a", "length=2", "log_every=1"))
+    bf16 = train(_cfg(images, tmp_path / "b", "length=2", "log_every=1", "amp=bf16"))
+    assert bf16.last_loss == pytest.approx(fp32.last_loss, rel=2e-2)
+    assert bf16.last_loss != fp32.last_loss  # bf16 was really used
+
+
+# ---------------------------------------------------------------------------------------------
+# DDP: 2 processes, gloo, CPU
+# ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, images: str, out: str, dump: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    _register()
+    result = train(_cfg(Path(images), Path(out)))
+    torch.save(result.model.state_dict(), Path(dump) / f"rank{rank}.pt")
+
+
+def test_ddp_two_processes_match_one_process(images, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(
+        _ddp_worker,
+        args=(2, _free_port(), str(images), str(tmp_path / "ddp"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key  # the ranks stay in sync, bit for bit
+    single = train(_cfg(images, tmp_path / "single")).model.state_dict()
+    for key in r0:
+        torch.testing.assert_close(r0[key], single[key], rtol=1e-5, atol=1e-6)
+    # only rank 0 wrote the run folder, and its state records the world size
+    assert read_state(tmp_path / "ddp")["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "config.json",
+        "last.safetensors",
+        "log.jsonl",
+        "state.pt",
+    ]
