@@ -2,8 +2,9 @@
 
 For each recipe (``configs/maffsrn.toml``, ``a2f_sd.toml``, ``fmen_s.toml`` at x4, each with its
 own batch size and patch size) runs :func:`lightsr.train.train` for ``--warmup`` + ``--iters``
-steps on the 291 classic training images (T91 + BSD200 from ``../shared/data``; DIV2K is not
-available here) and reports, over the steps after the warm-up:
+steps (fewer, but at least 2 timed, when ``--budget`` seconds run out) on the 291 classic
+training images (T91 + BSD200 from ``../shared/data``; DIV2K is not available here) and
+reports, over the steps after the warm-up:
 
 - ``it_per_s``: optimiser steps per second (forward, L1 loss, backward, optimiser, EMA off);
 - ``data_wait_share``: the fraction of that time the loop waited for the next batch;
@@ -14,12 +15,14 @@ available here) and reports, over the steps after the warm-up:
 
 Writes ``benchmarks/results/train_speed.json`` with the machine's description.
 
-    python benchmarks/bench_train.py [--iters 24] [--warmup 3] [--workers 2] [--threads 2]
+    python benchmarks/bench_train.py [--iters 24] [--warmup 1] [--workers 2] [--threads 1]
+        [--budget 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -77,7 +80,20 @@ def _loader_rate(cfg, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench(recipe: str, *, iters: int, warmup: int, workers: int, cache: Path, tmp: Path) -> dict:
+class _OutOfBudget(Exception):
+    pass
+
+
+def bench(
+    recipe: str,
+    *,
+    iters: int,
+    warmup: int,
+    workers: int,
+    budget_s: float,
+    cache: Path,
+    tmp: Path,
+) -> dict:
     data = [str(SHARED / "data" / "T91" / "HR"), str(SHARED / "data" / "BSD200" / "HR")]
     cfg = load_config(
         REPO / "configs" / f"{recipe}.toml",
@@ -97,9 +113,19 @@ def bench(recipe: str, *, iters: int, warmup: int, workers: int, cache: Path, tm
         ],
     )
     t0 = time.perf_counter()
+    timed_from: list[float] = []
+
+    def budget(step: int, model) -> None:
+        # Stop early (after at least 2 timed steps) once the time budget is spent.
+        if step == warmup:
+            timed_from.append(time.perf_counter())
+        elif step > warmup + 1 and time.perf_counter() - timed_from[0] > budget_s:
+            raise _OutOfBudget
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # T91 images smaller than the patch are skipped
-        train(cfg)
+        with contextlib.suppress(_OutOfBudget):
+            train(cfg, hooks=[budget])
     wall = time.perf_counter() - t0
     log = (tmp / recipe / "log.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log]
@@ -132,9 +158,15 @@ def bench(recipe: str, *, iters: int, warmup: int, workers: int, cache: Path, tm
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=24, help="timed steps per recipe")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=300.0,
+        help="seconds of timed steps per recipe; fewer steps are timed when it runs out",
+    )
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -158,6 +190,7 @@ def main() -> None:
                 iters=args.iters,
                 warmup=args.warmup,
                 workers=args.workers,
+                budget_s=args.budget,
                 cache=cache,
                 tmp=tmp,
             )

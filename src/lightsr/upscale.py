@@ -391,16 +391,13 @@ class Upscaler:
         folded = folded.eval()
         for p in folded.parameters():
             p.requires_grad_(False)
-        rf = receptive_field(folded)
-        with contextlib.suppress(AttributeError, TypeError):
-            model._lightsr_receptive_field = rf  # the next Upscaler of this model skips the probe
-        self.receptive_field = rf
-        if overlap == "auto":
-            self.overlap = rf.radius
-        elif isinstance(overlap, int) and overlap >= 0:
-            self.overlap = overlap
-        else:
+        if not (overlap == "auto" or (isinstance(overlap, int) and overlap >= 0)):
             raise LightSRError(f"overlap must be 'auto' or an integer >= 0, not {overlap!r}.")
+        # Measured lazily: an image that fits in one tile needs neither probe.
+        self._overlap: int | None = None if overlap == "auto" else overlap
+        self._receptive_field: ReceptiveField | None = None
+        self._source = model
+        self._auto_side: int | None = None
         folded = folded.to(self.device)
         if self.precision != "fp32":
             if self.device.type == "cpu" and self.precision == "bf16" and not cpu_has_native_bf16():
@@ -411,11 +408,8 @@ class Upscaler:
                 )
             _keep_image_convs_fp32(folded)
         self.element_bytes = 4 if self.precision == "fp32" else 2
-        if tile == "auto":
-            tile = auto_tile_size(
-                folded, device=self.device, overlap=self.overlap, element_bytes=self.element_bytes
-            )
-        self.tile: int | None = tile  # type: ignore[assignment]
+        #: None (untiled), a side in LR pixels, or "auto" (decided per image from memory)
+        self.tile: int | str | None = tile
         if channels_last:
             folded = folded.to(memory_format=torch.channels_last)
         self.model = folded
@@ -424,6 +418,37 @@ class Upscaler:
             # freezing lets inductor constant-fold the weights and fuse conv + pointwise ops.
             self._run = torch.compile(folded, dynamic=False, options={"freezing": True})
         self._alpha_model: Upscaler | None = None
+
+    @property
+    def receptive_field(self) -> ReceptiveField:
+        """The folded model's :func:`receptive_field` (probed on first use)."""
+        if self._receptive_field is None:
+            rf = receptive_field(self.model)
+            with contextlib.suppress(AttributeError, TypeError):
+                self._source._lightsr_receptive_field = rf  # the next Upscaler skips the probe
+            self._receptive_field = rf
+        return self._receptive_field
+
+    @property
+    def overlap(self) -> int:
+        """LR pixels of context read around each tile."""
+        if self._overlap is None:
+            self._overlap = self.receptive_field.radius
+        return self._overlap
+
+    def _resolve_tile(self, h: int, w: int) -> int | None:
+        """The tile side for an h x w image: ``"auto"`` -> None when the whole image fits in
+        the memory budget, else the largest tile whose window (tile + 2 overlap) fits."""
+        if self.tile != "auto":
+            return self.tile  # type: ignore[return-value]
+        if self._auto_side is None:
+            self._auto_side = auto_tile_size(
+                self.model, device=self.device, element_bytes=self.element_bytes
+            )
+        side = self._auto_side
+        if h * w <= side * side and max(h, w) <= 2 * side:
+            return None
+        return max(32, side - 2 * self.overlap)
 
     # -- tensors ------------------------------------------------------------------------------
 
@@ -548,7 +573,7 @@ class Upscaler:
         H x W x 3 float tensor of a window, ``sink(row, col, y)`` receives each output core
         (1, 3, h, w) at its HR position. Halves the tile on out-of-memory and starts over."""
         h, w = src.shape[:2]
-        tile = self.tile
+        tile = self._resolve_tile(h, w)
         while True:
             try:
                 self._tiled_once(src, to_tensor, sink, tile)
@@ -581,7 +606,7 @@ class Upscaler:
     ) -> None:
         h, w = src.shape[:2]
         s = self.scale
-        if tile is None:
+        if tile is None or max(h, w) <= tile:
             rows, cols = [(0, h, 0, h)], [(0, w, 0, w)]
         else:
             rows = _tile_windows(h, tile, self.overlap)

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Train a model from a recipe file (TOML or JSON; see configs/) with optional "
             "key=value overrides, e.g. `lightsr train configs/fmen_s.toml "
             "data.hr_dirs='[\"/data/DIV2K\"]' scale=2 out_dir=runs/fmen_x2`. "
-            "`--resume RUN_DIR` continues a stopped or killed run exactly."
+            "`--resume RUN_DIR` continues a stopped or killed run exactly. Put options before "
+            "CONFIG or after the last key=value."
         ),
     )
     p.add_argument("config", nargs="?", help="recipe file (.toml or .json)")

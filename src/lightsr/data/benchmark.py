@@ -150,11 +150,15 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
         ``lr_source`` whose LR folder does not exist, or HR/LR files that do not pair up.
         """
         if lr_source not in LR_SOURCES:
-            raise DatasetError(f"unknown lr_source {lr_source!r}; use one of {', '.join(LR_SOURCES)}.")
+            raise DatasetError(
+                f"unknown lr_source {lr_source!r}; use one of {', '.join(LR_SOURCES)}."
+            )
         scale = int(scale)
         path = Path(path)
         if not path.is_dir():
-            raise DatasetError(f"benchmark folder {str(path)!r} does not exist (or is not a folder).")
+            raise DatasetError(
+                f"benchmark folder {str(path)!r} does not exist (or is not a folder)."
+            )
         set_name, hr_dir, candidates = _find_layout(path, scale)
         if lr_dir is not None:
             lr_dir = Path(lr_dir)
@@ -187,8 +191,9 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
             if not candidates:
                 raise DatasetError(
                     f"no LR folder for x{scale} beside {str(hr_dir)!r} (looked for "
-                    f"LR_bicubic_clamp/X{scale}, LR_bicubic/X{scale} or <name>_LR_bicubic/X{scale})."
-                    " Use --lr-source imresize-replicate to make LR from HR."
+                    f"LR_bicubic_clamp/X{scale}, LR_bicubic/X{scale} or "
+                    f"<name>_LR_bicubic/X{scale}). "
+                    "Use --lr-source imresize-replicate to make LR from HR."
                 )
             lr_source, chosen_dir = next(iter(candidates.items()))
         else:
@@ -200,9 +205,11 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
                     "Use --lr-source imresize-mirror/imresize-replicate to make LR from HR."
                 )
             chosen_dir = candidates[lr_source]
-        pairs = _pair_files(hr_files, chosen_dir, scale) if chosen_dir else [
-            _Pair(p.stem, p, None) for p in hr_files
-        ]
+        pairs = (
+            _pair_files(hr_files, chosen_dir, scale)
+            if chosen_dir
+            else [_Pair(p.stem, p, None) for p in hr_files]
+        )
         return cls(
             name=name or set_name,
             scale=scale,
@@ -252,7 +259,8 @@ def _pair_files(hr_files: Sequence[Path], lr_dir: Path, scale: int) -> list[_Pai
         key = p.stem.removesuffix(f"x{scale}") if p.stem.endswith(f"x{scale}") else p.stem
         if key in lr_by_key:
             raise DatasetError(
-                f"two LR files in {str(lr_dir)!r} belong to {key!r}: {lr_by_key[key].name}, {p.name}."
+                f"two LR files in {str(lr_dir)!r} belong to {key!r}: "
+                f"{lr_by_key[key].name}, {p.name}."
             )
         lr_by_key[key] = p
     if not lr_by_key:
@@ -279,7 +287,9 @@ def _pair_files(hr_files: Sequence[Path], lr_dir: Path, scale: int) -> list[_Pai
     return [_Pair(p.stem, p, lr_by_key[p.stem]) for p in hr_files]
 
 
-def open_benchmark(path: str | os.PathLike, *, scale: int, lr_source: str = "auto", **kw) -> BenchmarkSet:
+def open_benchmark(
+    path: str | os.PathLike, *, scale: int, lr_source: str = "auto", **kw
+) -> BenchmarkSet:
     """Shorthand for :meth:`BenchmarkSet.from_folder`."""
     return BenchmarkSet.from_folder(path, scale=scale, lr_source=lr_source, **kw)
 
