@@ -7,24 +7,32 @@ PSNR-Y and SSIM-Y) on the CPU at a fixed thread count; the target is under 60 s 
 Uses the authors' A2F-SD x4 weights when present (random weights otherwise: same cost).
 Writes benchmarks/results/eval_speed.json with the machine, thread count and load average,
 since on a shared machine the wall time depends on what else runs.
+
+OMP_WAIT_POLICY defaults to PASSIVE here: with more runnable threads than cores, OpenMP's
+spinning workers make 2-thread inference several times slower than 1 thread (measured on the
+shared 2-core machine at load 7: Set14 36.6 s active vs 5.9 s passive).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import sys
-import time
-from pathlib import Path
 
-import torch
+# Must be set before torch (and its OpenMP runtime) is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import lightsr
-from lightsr.checkpoint import atomic_write
-from lightsr.data.benchmark import open_benchmark
-from lightsr.evaluate import evaluate
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import lightsr  # noqa: E402
+from lightsr.checkpoint import atomic_write  # noqa: E402
+from lightsr.data.benchmark import open_benchmark  # noqa: E402
+from lightsr.evaluate import evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
@@ -95,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "torch": torch.__version__,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "lightsr": lightsr.__version__,
             "loadavg_before": [round(v, 2) for v in load_before],
             "loadavg_after": [round(v, 2) for v in os.getloadavg()],

@@ -49,7 +49,9 @@ def synthetic_photo(width: int, height: int, *, seed: int = 0) -> np.ndarray:
         top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
         bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
         block = top * (1 - fy) + bottom * fy
-        stripes = ((np.arange(width)[None, :] // 37 + (np.arange(r0, r0 + len(ys)) // 53)[:, None]) % 7 == 0)
+        stripes = (
+            np.arange(width)[None, :] // 37 + (np.arange(r0, r0 + len(ys)) // 53)[:, None]
+        ) % 7 == 0
         block[stripes] *= 0.5
         block += rng.normal(0, 0.02, block.shape).astype(np.float32)
         out[r0 : r0 + len(ys)] = np.clip(block * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -63,6 +65,8 @@ def child(args: argparse.Namespace) -> None:
     from lightsr.upscale import Upscaler, upscale_files
 
     torch.set_num_threads(args.threads)
+    w, h = map(int, args.size.lower().split("x"))
+    args.hw = (h, w)
     weights = SHARED / "weights" / "official" / "fmen_s_x4.pt"
     if args.model == "fmen_s" and weights.is_file():
         model, source = lightsr.load_official(weights), "official fmen_s_x4.pt"
@@ -76,7 +80,7 @@ def child(args: argparse.Namespace) -> None:
     info = {
         "model": args.model,
         "weights": source,
-        "tile": runner.tile if runner.tile != "auto" else f"auto -> {runner._resolve_tile(3000, 4000)}",
+        "tile": runner.tile if runner.tile != "auto" else runner._resolve_tile(*args.hw),
         "overlap": runner.overlap,
         "upscale_and_write_s": round(elapsed, 1),
         "output": str(report.written[0][1].name),
@@ -123,6 +127,8 @@ def main() -> int:
             str(args.tile),
             "--threads",
             str(args.threads),
+            "--size",
+            args.size,
         ]
         t = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -45,6 +45,7 @@ def test_onnx_matches_pytorch_at_two_sizes(tmp_path, name):
         assert report.params < sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name", ["fmen_s", "maffsrn"])
 def test_torchscript_matches_pytorch_at_another_size(tmp_path, name):
     model = _model(name)
@@ -89,19 +90,19 @@ def test_unknown_suffix_is_refused(tmp_path):
 
 
 def test_cli_export_checkpoint(tmp_path, capsys, monkeypatch):
-    model = _model("maffsrn", scale=3)
-    ckpt = tmp_path / "maffsrn_x3.safetensors"
+    model = _model("fmen_s", scale=3)
+    ckpt = tmp_path / "fmen_s_x3.safetensors"
     lightsr.save(model, ckpt)
     monkeypatch.chdir(tmp_path)
     assert main(["export", str(ckpt), "--torchscript"]) == 0
     assert "parity ok" in capsys.readouterr().out
-    sidecar = json.loads((tmp_path / "maffsrn_x3.pt.json").read_text())
+    sidecar = json.loads((tmp_path / "fmen_s_x3.pt.json").read_text())
     assert sidecar["scale"] == 3 and sidecar["parity_status"] == "ok"
     # never silently replaced
     assert main(["export", str(ckpt), "--torchscript"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", str(ckpt), "--torchscript", "--overwrite", "--no-check"]) == 0
-    assert json.loads((tmp_path / "maffsrn_x3.pt.json").read_text())["parity_status"].startswith(
+    assert json.loads((tmp_path / "fmen_s_x3.pt.json").read_text())["parity_status"].startswith(
         "skipped"
     )
     # a checkpoint of another scale is refused

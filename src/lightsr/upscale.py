@@ -128,7 +128,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise LightSRError("device 'cuda' requested but no CUDA GPU is available: use --device cpu.")
+        raise LightSRError(
+            "device 'cuda' requested but no CUDA GPU is available: use --device cpu."
+        )
     return device
 
 
@@ -229,12 +231,12 @@ def receptive_field(model: nn.Module) -> ReceptiveField:
     support = _chebyshev(n, c)[g > 0]
     radius = int(support.max()) if support.numel() else 0
     result = (
-        ReceptiveField(radius, False) if radius < _RF_LIMIT else ReceptiveField(_GLOBAL_OVERLAP, True)
+        ReceptiveField(radius, False)
+        if radius < _RF_LIMIT
+        else ReceptiveField(_GLOBAL_OVERLAP, True)
     )
-    try:
+    with contextlib.suppress(AttributeError, TypeError):
         model._lightsr_receptive_field = result
-    except (AttributeError, TypeError):
-        pass
     return result
 
 
@@ -270,10 +272,8 @@ def _bytes_per_lr_pixel(model: nn.Module, element_bytes: int) -> float:
             h.remove()
     s = int(model.scale)
     per_px = 4.0 * largest[0] / (n * n) + 2.0 * 3 * s * s + 3
-    try:
+    with contextlib.suppress(AttributeError, TypeError):
         model._lightsr_bytes_per_px = per_px
-    except (AttributeError, TypeError):
-        pass
     return per_px * element_bytes
 
 
@@ -555,7 +555,7 @@ class Upscaler:
                 y = y.mean(dim=1, keepdim=True)
             if peak is not None:
                 # round half up on non-negative values = MATLAB's im2uint8 / im2uint16
-                y = torch.floor(y.clamp(0.0, 1.0) * peak + 0.5)
+                y = y.clamp(0.0, 1.0).mul_(peak).add_(0.5).floor_()  # one HR-tile temporary
             tile = y[0].permute(1, 2, 0).cpu().numpy()
             out[r0 : r0 + tile.shape[0], c0 : c0 + tile.shape[1], dest] = tile
 
@@ -704,7 +704,10 @@ def default_model(scale: int = 4) -> SRModel:
 
 
 def resolve_model(
-    *, model: str | None = None, checkpoint: str | os.PathLike | None = None, scale: int | None = None
+    *,
+    model: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    scale: int | None = None,
 ) -> SRModel:
     """The model the CLI means: a checkpoint (ours or the authors', optionally checked against
     ``model``/``scale``), ``bicubic``, a bundled ``<model>_x<scale>`` file, or the default."""

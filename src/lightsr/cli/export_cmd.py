@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
     targets = []
     base = Path(args.output) if args.output else Path(stem)
-    for fmt, flag, suffix in (("onnx", args.onnx, ".onnx"), ("torchscript", args.torchscript, ".pt")):
+    for fmt, flag, suffix in (
+        ("onnx", args.onnx, ".onnx"),
+        ("torchscript", args.torchscript, ".pt"),
+    ):
         if flag:
             if args.output and (args.onnx != args.torchscript) and base.suffix:
                 path = base  # one format: -o is the file name

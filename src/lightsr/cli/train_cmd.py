@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("name a recipe file (e.g. configs/fmen_s.toml) or --resume RUN_DIR.")
         cfg = load_config(config, overrides)
     if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        shown = cfg.to_dict()
+        shown["_derived"] = {"lr_patch": cfg.lr_patch, "hr_patch": cfg.hr_patch}
+        print(json.dumps(shown, indent=2, sort_keys=True))
         return 0
     from ..train import train
 

@@ -13,7 +13,9 @@ def _tile(value: str) -> int | str | None:
     try:
         n = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, 'auto' or 'none', not {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number, 'auto' or 'none', not {value!r}"
+        ) from None
     if n <= 0:
         raise argparse.ArgumentTypeError("the tile size must be positive")
     return n
@@ -43,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    p.add_argument("-o", "--output", metavar="OUT", help="output folder (or file name for one input)")
+    p.add_argument(
+        "-o", "--output", metavar="OUT", help="output folder (or file name for one input)"
+    )
     p.add_argument(
         "--model",
         help="architecture name (checked against --checkpoint), or 'bicubic' (no weights needed)",
