@@ -16,20 +16,24 @@ FMEN-S has no published row here (its paper gives only DIV2K-val PSNR 29.00).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import time
-from pathlib import Path
 
-import torch
+# Before torch is imported: spinning OpenMP workers are very slow on a shared machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import lightsr
-from lightsr.checkpoint import atomic_write
-from lightsr.data.benchmark import open_benchmark
-from lightsr.errors import CheckpointError
-from lightsr.evaluate import evaluate
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import lightsr  # noqa: E402
+from lightsr.checkpoint import atomic_write  # noqa: E402
+from lightsr.data.benchmark import open_benchmark  # noqa: E402
+from lightsr.errors import CheckpointError  # noqa: E402
+from lightsr.evaluate import evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))

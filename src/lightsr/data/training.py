@@ -354,9 +354,10 @@ class PatchDataset:
         self.augment = augment
         dtypes = {a.dtype for a in store.hr}
         if len(dtypes) > 1:
+            kinds = ", ".join(sorted(map(str, dtypes)))
             raise DatasetError(
-                f"the training images mix bit depths ({', '.join(map(str, sorted(dtypes, key=str)))}"
-                "); convert them to one (8-bit PNG for the papers' recipes)."
+                f"the training images mix bit depths ({kinds}); convert them to one (8-bit PNG "
+                "for the papers' recipes)."
             )
         #: The value of white: 255 for 8-bit images, 65535 for 16-bit ones.
         self.peak = float(np.iinfo(dtypes.pop()).max)
