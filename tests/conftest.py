@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Spinning OpenMP threads crawl when the 2 cores are shared (CI neighbours, parallel jobs);
+# passive waiting costs little when the machine is quiet. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))

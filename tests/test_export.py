@@ -46,10 +46,10 @@ def test_onnx_matches_pytorch_at_two_sizes(tmp_path, name):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("name", ["fmen_s", "maffsrn"])
-def test_torchscript_matches_pytorch_at_another_size(tmp_path, name):
-    model = _model(name)
-    path = tmp_path / f"{name}.pt"
+def test_torchscript_matches_pytorch_at_another_size(tmp_path):
+    # MAFFSRN resizes to a size read from a tensor's shape: the trace must keep it symbolic
+    model = _model("maffsrn")
+    path = tmp_path / "maffsrn.pt"
     report = export_model(model, path)
     assert report.format == "torchscript" and report.parity_status == "ok"
     assert max(p["max_abs_diff"] for p in report.parity) <= PARITY_TOLERANCE

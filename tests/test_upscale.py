@@ -280,6 +280,19 @@ def test_bf16_is_close_and_keeps_image_convs_fp32():
     assert 0 < np.abs(out - ref).max() <= 3
 
 
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from lightsr.upscale import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(lightsr.upscale, "_cpu_flags", lambda: {"avx512f", "avx512_vnni"})
+    assert resolve_precision("auto", cpu) == "fp32"  # emulated bf16 would be slower
+    monkeypatch.setattr(lightsr.upscale, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    assert resolve_precision("auto", cpu) == "bf16"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    with pytest.raises(LightSRError, match="fp32"):
+        resolve_precision("int8", cpu)
+
+
 # ---------------------------------------------------------------------------------------------
 # Files and CLI
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +331,21 @@ def test_folder_with_text_and_corrupt_png_finishes_and_reports(tmp_path):
     assert [p.name for p, _ in report.failed] == ["broken.png"]
     assert "broken.png" in report.failed[0][1]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "b_x2.png"]
+
+
+def test_inputs_from_files_folders_and_globs(tmp_path):
+    from lightsr.upscale import expand_inputs
+
+    for name in ("a.png", "b.PNG", "c.jpg", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    files, skipped = expand_inputs(
+        [str(tmp_path / "*.png"), tmp_path, str(tmp_path / "missing*.png")]
+    )
+    assert [f.name for f in files] == ["a.png", "b.PNG", "c.jpg"]  # each once, hidden skipped
+    assert [(p.name, r.split(" (")[0]) for p, r in skipped] == [
+        ("missing*.png", "no such file, folder or glob match")
+    ]
 
 
 def test_output_names_never_overwrite(tmp_path):

@@ -16,6 +16,7 @@ from .deploy import reparameterize
 from .errors import (
     CheckpointError,
     ConfigError,
+    DatasetError,
     ImageReadError,
     InputSizeError,
     LightSRError,
@@ -28,6 +29,7 @@ from .registry import create_model, get_spec, list_models
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DatasetError",
     "ImageReadError",
     "InputSizeError",
     "LightSRError",

@@ -213,11 +213,11 @@ def _export_torchscript(folded: SRModel, x: torch.Tensor, path: Path):
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(copy.deepcopy(folded), x, check_trace=False)
-    atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
     with warnings.catch_warnings():
         # torch 2.10+ flags TorchScript as deprecated in favour of torch.export; it still is
         # the format C++ (libtorch) and mobile deployments load.
         warnings.simplefilter("ignore", DeprecationWarning)
+        atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
         loaded = torch.jit.load(str(path), map_location="cpu")  # check the file, not the object
 
     def run(inp: torch.Tensor) -> torch.Tensor:

@@ -64,16 +64,18 @@ def run(args: argparse.Namespace) -> int:
         raise LightSRError("name a checkpoint to export, or --model NAME --scale S.")
 
     targets = []
+    single = args.onnx != args.torchscript
     base = Path(args.output) if args.output else Path(stem)
+    if not single and base.suffix.lower() in (".onnx", ".pt"):
+        base = base.with_suffix("")  # both formats: -o names the common stem
     for fmt, flag, suffix in (
         ("onnx", args.onnx, ".onnx"),
         ("torchscript", args.torchscript, ".pt"),
     ):
         if flag:
-            if args.output and (args.onnx != args.torchscript) and base.suffix:
-                path = base  # one format: -o is the file name
-            else:
-                path = base.with_name(base.name + suffix) if base.suffix != suffix else base
+            path = base if (single and args.output) else base.with_name(base.name + suffix)
+            if args.checkpoint and path.resolve() == Path(args.checkpoint).resolve():
+                raise LightSRError(f"{str(path)!r} is the input checkpoint: choose another -o.")
             if path.exists() and not args.overwrite:
                 raise LightSRError(f"{str(path)!r} exists: pass --overwrite or another -o.")
             targets.append((fmt, path))
