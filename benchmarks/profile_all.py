@@ -1,6 +1,7 @@
 """Regenerate the committed cost table of every registered model: one command.
 
     python benchmarks/profile_all.py [--threads 2] [--size 128] [--reps 5] [--warmup 1]
+    python benchmarks/profile_all.py --plot-only   # redraw the plot after new evaluations
 
 For every model x scale x form (training, folded): parameters, Multi-Adds for a 1280x720 output,
 NTIRE MACs / activations / convs at a 256x256 LR input (counted on the meta device), and, on
@@ -34,6 +35,7 @@ from lightsr.profile import (
     load_psnr_results,
     plot_psnr_vs_multiadds,
     profile_all,
+    read_results,
     write_results,
 )
 
@@ -50,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", help="only these models (default: all)")
     ap.add_argument("--no-runtime", action="store_true", help="counts only (seconds)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="only redraw the plot from the existing profile_all.json (after new evaluations)",
+    )
     args = ap.parse_args(argv)
+    if args.plot_only:
+        return plot(read_results(args.out / "profile_all.json"), args.out)
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -97,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         metadata=metadata,
     )
     print(f"wrote {args.out / 'profile_all.json'} and .csv ({len(reports)} rows)")
-    psnr = load_psnr_results(args.out)
+    return plot(reports, args.out)
+
+
+def plot(reports: list, out: Path) -> int:
+    """PSNR (Set5 x4, from the evaluation JSON files in ``out``) against Multi-Adds."""
+    psnr = load_psnr_results(out)
     try:
-        n = plot_psnr_vs_multiadds(reports, psnr, args.out / "psnr_vs_multiadds.png")
+        n = plot_psnr_vs_multiadds(reports, psnr, out / "psnr_vs_multiadds.png")
     except ConfigError as exc:  # matplotlib missing: the table is still written
         print(f"no plot: {exc}", file=sys.stderr)
     else:
-        print(f"wrote {args.out / 'psnr_vs_multiadds.png'} ({n} models with Set5 x4 PSNR)")
+        print(f"wrote {out / 'psnr_vs_multiadds.png'} ({n} models with a Set5 x4 PSNR)")
     return 0
 
 

@@ -1054,6 +1054,18 @@ def write_results(
         atomic_write(csv_path, write_csv)
 
 
+def read_results(json_path: str | os.PathLike) -> list[ProfileReport]:
+    """The reports of a file written by :func:`write_results`."""
+    data = json.loads(Path(json_path).read_text())
+    reports = []
+    for d in data["results"]:
+        for k in ("lr_size_720p", "ntire_input", "runtime_input"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        reports.append(ProfileReport(**d))
+    return reports
+
+
 def _lightsr_version() -> str:
     from . import __version__
 
@@ -1137,14 +1149,16 @@ def plot_psnr_vs_multiadds(
     scale: int = 4,
     dataset: str = "Set5",
 ) -> int:
-    """Scatter PSNR (``psnr``: model -> dB) against Multi-Adds at 720p of the training-form
-    reports at ``scale``; marker area grows with parameters. Returns the number of points.
-    Needs matplotlib (``pip install 'lightsr[plot]'``)."""
+    """Scatter PSNR (``psnr``: model -> dB) against Multi-Adds at 720p of the *folded* reports
+    at ``scale`` (the network that is deployed: FMEN's training form costs three times its
+    folded form); marker area grows with the folded parameter count. Returns the number of
+    points. Needs matplotlib (``pip install 'lightsr[plot]'``)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError as exc:
         raise ConfigError(
             "plotting needs matplotlib, which is not installed: pip install 'lightsr[plot]' "
@@ -1152,14 +1166,20 @@ def plot_psnr_vs_multiadds(
         ) from exc
     from .checkpoint import atomic_write
 
-    points = [r for r in reports if r.scale == scale and r.form == "training" and r.model in psnr]
+    points = [r for r in reports if r.scale == scale and r.form == "folded" and r.model in psnr]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for r in points:
         x, y = r.multi_adds_720p / 1e9, psnr[r.model]
         ax.scatter(x, y, s=20 + r.params / 5e3, alpha=0.7, edgecolors="k", linewidths=0.5)
         ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("Multi-Adds (G), 1280x720 output")
+    # plain numbers (5, 10, 20, ...) rather than 10^1 on the log axis
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("Multi-Adds (G) of the folded network, 1280x720 output")
+    ax.margins(x=0.15, y=0.15)  # room for the labels
     ax.set_ylabel(f"PSNR-Y (dB), {dataset} x{scale}")
     ax.set_title(f"{dataset} x{scale}: PSNR against Multi-Adds (marker area ~ parameters)")
     ax.grid(True, which="both", alpha=0.3)
@@ -1189,5 +1209,6 @@ __all__ = [
     "plot_psnr_vs_multiadds",
     "profile",
     "profile_all",
+    "read_results",
     "write_results",
 ]
