@@ -749,11 +749,14 @@ class ProfileReport:
     def summary(self) -> str:
         """A few human-readable lines."""
         g = 1e9
+        forms = [
+            f"{name} {n:,}"
+            for name, n in (("training", self.params_training), ("folded", self.params_folded))
+            if n is not None and self.form != name
+        ]
         lines = [
             f"{self.model} x{self.scale} ({self.form})",
-            f"  params            {self.params:,}"
-            + (f"  (training {self.params_training:,}" if self.params_training else "  (")
-            + (f", folded {self.params_folded:,})" if self.params_folded else ")"),
+            f"  params            {self.params:,}" + (f"  ({', '.join(forms)})" if forms else ""),
             f"  Multi-Adds 720p   {self.multi_adds_720p / g:.2f} G  "
             f"(LR {self.lr_size_720p[0]}x{self.lr_size_720p[1]})",
             f"  NTIRE @{self.ntire_input[0]}x{self.ntire_input[1]}  "
@@ -953,11 +956,17 @@ def profile_all(
             torch.manual_seed(0)
             trained = create_model(spec.name, scale=s)
             measured: ProfileReport | None = None
+            measures = kwargs.get("runtime", True) or kwargs.get("memory", True)
             for form in forms:
                 m = trained if form == "training" else reparameterize(trained)
                 if progress:
                     print(f"profiling {spec.name} x{s} {form} ...", file=sys.stderr, flush=True)
-                if form == "folded" and measured is not None and repr(m) == repr(trained):
+                if (
+                    form == "folded"
+                    and measured is not None
+                    and measures
+                    and repr(m) == repr(trained)
+                ):
                     counts = {**kwargs, "runtime": False, "memory": False}
                     report = profile(m, **counts)
                     same = (report.params, report.multi_adds_720p, report.ntire_macs) == (

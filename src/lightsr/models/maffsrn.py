@@ -109,16 +109,35 @@ class FFG(nn.Module):
         self.fusions = nn.ModuleList(WNConv2d(2 * channels, channels, 1) for _ in range(3))
         self.res_scale = nn.Parameter(torch.ones(1))
         self.x_scale = nn.Parameter(torch.ones(1))
+        # Training form interleaves the channels before each fusion conv; fuse() moves that
+        # permutation into the convs' input channels, so the deployed form concatenates plainly
+        # (the interleaving copy is slow, especially in channels-last memory).
+        self.interleaved = True
+
+    def _join(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _shuffle_concat(a, b) if self.interleaved else torch.cat((a, b), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x0 = self.mabs[0](x)
         x1 = self.mabs[1](x0) + x0
         x2 = self.mabs[2](x1) + x1
         x3 = self.mabs[3](x2)  # no residual on the fourth block, as in the authors' code
-        f = self.fusions[0](_shuffle_concat(x0, x1))
-        f = self.fusions[1](_shuffle_concat(f, x2))
-        f = self.fusions[2](_shuffle_concat(f, x3))
+        f = self.fusions[0](self._join(x0, x1))
+        f = self.fusions[1](self._join(f, x2))
+        f = self.fusions[2](self._join(f, x3))
         return self.res_scale * f + self.x_scale * x
+
+    @torch.no_grad()
+    def fuse(self) -> FFG:
+        """Fold the channel shuffle into the (already weight-norm-folded) fusion convs."""
+        if self.interleaved:
+            for conv in self.fusions:
+                if not isinstance(conv, nn.Conv2d):
+                    raise TypeError("FFG.fuse() expects its fusion convs folded first")
+                # Interleaved input channel 2i is a_i, 2i+1 is b_i; plain concat is [a, b].
+                conv.weight.copy_(torch.cat((conv.weight[:, 0::2], conv.weight[:, 1::2]), dim=1))
+            self.interleaved = False
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
