@@ -51,7 +51,9 @@ def _version() -> str:
     return __version__
 
 
-def save(model: SRModel, path: str | os.PathLike, *, extra: Mapping[str, Any] | None = None) -> None:
+def save(
+    model: SRModel, path: str | os.PathLike, *, extra: Mapping[str, Any] | None = None
+) -> None:
     """Write ``model``'s weights and description to ``path`` (safetensors, atomically)."""
     from safetensors.torch import save_file
 
@@ -99,7 +101,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def build_from_description(arch: str, scale: int, options: Mapping[str, Any], folded: bool) -> SRModel:
+def build_from_description(
+    arch: str, scale: int, options: Mapping[str, Any], folded: bool
+) -> SRModel:
     """An untrained model with exactly the structure a checkpoint with this description holds."""
     from .deploy import reparameterize
     from .registry import create_model
@@ -154,7 +158,9 @@ def _load_state_strict(model: SRModel, state: Mapping[str, torch.Tensor], *, sou
         if wrong:
             parts.append(
                 "shape mismatch "
-                + ", ".join(f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3])
+                + ", ".join(
+                    f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]
+                )
             )
         raise CheckpointError(
             f"weights in {source!r} do not fit {model.arch_name} x{model.scale}: "
@@ -220,7 +226,9 @@ def _read_foreign_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v.float() for k, v in obj.items()}
 
 
-def convert_official_state(state: Mapping[str, torch.Tensor], *, source: str = "<state>") -> OfficialMatch:
+def convert_official_state(
+    state: Mapping[str, torch.Tensor], *, source: str = "<state>"
+) -> OfficialMatch:
     """Recognise a foreign state dict; raise CheckpointError naming what is supported."""
     from .registry import _ensure_loaded
 
@@ -263,7 +271,9 @@ def load_any(path: str | os.PathLike, **expect: Any) -> SRModel:
             raise first from None
         want_arch, want_scale = expect.get("expect_arch"), expect.get("expect_scale")
         if want_arch and model.arch_name != want_arch.lower().replace("-", "_"):
-            raise CheckpointError(f"{str(path)!r} holds {model.arch_name}, not {want_arch}.") from None
+            raise CheckpointError(
+                f"{str(path)!r} holds {model.arch_name}, not {want_arch}."
+            ) from None
         if want_scale and model.scale != int(want_scale):
             raise CheckpointError(
                 f"{str(path)!r} holds a x{model.scale} model, not x{want_scale}."

@@ -13,7 +13,15 @@ import sys
 from ..errors import LightSRError
 
 # Explicit list: a subcommand exists when its module is named here.
-_SUBCOMMANDS = ("list_cmd", "convert_cmd", "eval_cmd", "profile_cmd", "upscale_cmd", "train_cmd", "export_cmd")
+_SUBCOMMANDS = (
+    "list_cmd",
+    "convert_cmd",
+    "eval_cmd",
+    "profile_cmd",
+    "upscale_cmd",
+    "train_cmd",
+    "export_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

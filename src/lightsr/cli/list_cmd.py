@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
         line = f"{name:<16} x{'/x'.join(map(str, spec.scales)):<9} {spec.paper}"
         if args.params:
             counts = [
-                sum(p.numel() for p in create_model(name, scale=s).parameters()) for s in spec.scales
+                sum(p.numel() for p in create_model(name, scale=s).parameters())
+                for s in spec.scales
             ]
             line += "  params " + " / ".join(f"{c:,}" for c in counts)
         print(line)

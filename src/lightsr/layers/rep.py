@@ -37,7 +37,11 @@ def fold_bn_before(
     as in FMEN's HFAB, or where the conv pads nothing.
     """
     scale, shift = bn_affine(bn)
-    bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device) if bias is None else bias
+    bias = (
+        torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        if bias is None
+        else bias
+    )
     new_weight = weight * scale.view(1, -1, 1, 1)
     new_bias = bias + (weight.sum(dim=(2, 3)) * shift.view(1, -1)).sum(dim=1)
     return new_weight, new_bias
@@ -50,11 +54,18 @@ def fold_bn_depthwise(
     return fold_bn_after(weight, bias, bn)
 
 
-def conv_from(weight: torch.Tensor, bias: torch.Tensor | None, *, padding: int, groups: int = 1) -> nn.Conv2d:
+def conv_from(
+    weight: torch.Tensor, bias: torch.Tensor | None, *, padding: int, groups: int = 1
+) -> nn.Conv2d:
     """A plain ``nn.Conv2d`` holding ``weight`` and ``bias``."""
     out_c, in_per_group, kh, kw = weight.shape
     conv = nn.Conv2d(
-        in_per_group * groups, out_c, (kh, kw), padding=padding, groups=groups, bias=bias is not None
+        in_per_group * groups,
+        out_c,
+        (kh, kw),
+        padding=padding,
+        groups=groups,
+        bias=bias is not None,
     ).to(weight.device, weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)
