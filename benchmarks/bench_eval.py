@@ -33,20 +33,11 @@ import lightsr  # noqa: E402
 from lightsr.checkpoint import atomic_write  # noqa: E402
 from lightsr.data.benchmark import open_benchmark  # noqa: E402
 from lightsr.evaluate import evaluate  # noqa: E402
+from lightsr.profile import device_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
 LIMIT_S = 60.0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "under_limit": wall < LIMIT_S,
         "sets": per_set,
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": device_name(),
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),

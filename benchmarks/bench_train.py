@@ -36,22 +36,13 @@ import torch
 
 from lightsr.checkpoint import atomic_write
 from lightsr.config import load_config
+from lightsr.profile import device_name
 from lightsr.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
 RESULTS = REPO / "benchmarks" / "results" / "train_speed.json"
 RECIPES = ("maffsrn", "a2f_sd", "fmen_s")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _loader_rate(cfg, n: int) -> float:
@@ -209,7 +200,7 @@ def main() -> None:
         "LR = exact MATLAB bicubic (mirror), cached once",
         "prepare_s": prepare,
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": device_name(),
             "logical_cpus": os.cpu_count(),
             "torch_threads": args.threads,
             "dataloader_workers": args.workers,

@@ -32,7 +32,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -46,6 +45,7 @@ import lightsr
 from lightsr.data.io import image_to_tensor, read_image, tensor_to_image
 from lightsr.data.resize import modcrop
 from lightsr.metrics import psnr
+from lightsr.profile import device_name
 from lightsr.upscale import Upscaler, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,17 +53,6 @@ SHARED = Path(os.environ.get("LIGHTSR_SHARED", ROOT.parent / "shared"))
 OFFICIAL = {"a2f_sd": "a2f_sd_x4.pt", "fmen_s": "fmen_s_x4.pt"}
 SCALE = 4
 SIZE = 256
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -221,7 +210,7 @@ def main() -> int:
     print(json.dumps(peaks), flush=True)
     out = {
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": device_name(),
             "native_bf16": cpu_has_native_bf16(),
             "threads": args.threads,
             "torch": torch.__version__,
