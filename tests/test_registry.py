@@ -1,0 +1,187 @@
+"""The registry and checkpoint contracts, over every registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightsr
+from lightsr.checkpoint import read_metadata
+
+# Parameter counts of ARCHITECTURES.md (training form, x2 / x3 / x4): one table for the whole
+# registry, so a model registered without a pinned count fails here.
+EXPECTED_PARAMS = {
+    "maffsrn": (402_394, 418_774, 441_706),
+    "maffsrn_l": (790_754, 807_134, 830_066),
+    "a2f_s": (319_648, 324_433, 331_132),
+    "a2f_sd": (313_372, 315_997, 319_672),
+    "a2f_m": (998_584, 1_003_369, 1_010_068),
+    "a2f_l": (1_362_628, 1_367_413, 1_374_112),
+    "fmen_s": (1_029_630, 1_036_395, 1_045_866),
+    # FMEN (large) has no released code; counts of our documented reading of the paper.
+    "fmen": (2_032_592, 2_041_247, 2_053_364),
+    "fsrcnn": (16_960, 24_535, 35_140),
+    "memnet": (693_388, 702_043, 714_160),
+    "carn": (964_163, 1_148_803, 1_111_875),
+    "idn": (579_276, 587_931, 600_048),
+    "edsr_baseline": (1_369_859, 1_554_499, 1_517_571),
+    "imdn": (694_404, 703_059, 715_176),
+    "rcan": (15_444_643, 15_629_283, 15_592_355),
+}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_every_registered_model_has_a_pinned_count() -> None:
+    assert sorted(lightsr.list_models()) == sorted(EXPECTED_PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_parameter_counts(name: str) -> None:
+    counts = tuple(n_params(lightsr.create_model(name, scale=s)) for s in (2, 3, 4))
+    assert counts == EXPECTED_PARAMS[name]
+
+
+def test_unknown_model_names_the_closest() -> None:
+    with pytest.raises(lightsr.UnknownModelError, match="a2f_sd") as info:
+        lightsr.create_model("a2f-sdd", scale=4)
+    assert "lightsr list" in str(info.value)
+
+
+def test_names_are_normalised() -> None:
+    assert lightsr.create_model("A2F-SD", scale=2).arch_name == "a2f_sd"
+
+
+def test_unsupported_scale() -> None:
+    with pytest.raises(lightsr.UnsupportedScaleError, match=r"\[2, 3, 4\]"):
+        lightsr.create_model("fmen_s", scale=8)
+
+
+@pytest.mark.parametrize("name", ["fsrcnn", "a2f_sd", "maffsrn", "fmen_s", "idn"])
+def test_save_load_round_trip_both_forms(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = lightsr.create_model(name, scale=3).eval()
+    x = torch.rand(1, 3, 16, 16)
+    for form, m in (("train", model), ("folded", lightsr.reparameterize(model))):
+        path = tmp_path / f"{form}.safetensors"
+        lightsr.save(m, path, extra={"note": form})
+        back = lightsr.load(path)
+        meta = read_metadata(path)
+        assert (meta["arch"], meta["scale"], meta["folded"]) == (name, 3, form == "folded")
+        assert meta["extra"] == {"note": form}
+        with torch.inference_mode():
+            assert torch.equal(back(x), m(x))
+
+
+@pytest.fixture(scope="module")
+def a2f_x4_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "a2f_sd_x4.safetensors"
+    lightsr.save(lightsr.create_model("a2f_sd", scale=4), path)
+    return path
+
+
+def test_load_refuses_another_architecture(a2f_x4_file: Path) -> None:
+    with pytest.raises(lightsr.CheckpointError, match="holds a a2f_sd model, not fmen_s"):
+        lightsr.load(a2f_x4_file, expect_arch="fmen_s")
+
+
+def test_load_refuses_another_scale(a2f_x4_file: Path) -> None:
+    with pytest.raises(lightsr.CheckpointError, match="x4 model, not x2"):
+        lightsr.load(a2f_x4_file, expect_scale=2)
+
+
+def test_weights_of_another_scale_do_not_load_silently(tmp_path: Path) -> None:
+    """A file whose description lies (x2 weights described as x4) fails loudly, not wrongly."""
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "x2.safetensors"
+    lightsr.save(lightsr.create_model("a2f_sd", scale=2), src)
+    forged = tmp_path / "forged.safetensors"
+    description = {
+        "format": "lightsr-checkpoint-v1",
+        "arch": "a2f_sd",
+        "scale": "4",
+        "options": "{}",
+        "folded": "false",
+        "extra": "{}",
+    }
+    save_file(load_file(str(src)), str(forged), metadata=description)
+    with pytest.raises(lightsr.CheckpointError, match="shape mismatch"):
+        lightsr.load(forged)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a checkpoint at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 64]
+)
+def test_not_a_checkpoint(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(lightsr.CheckpointError, match="not a lightsr checkpoint"):
+        lightsr.load(path)
+    with pytest.raises(lightsr.CheckpointError):
+        lightsr.load_any(path)
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(lightsr.CheckpointError, match="does not exist"):
+        lightsr.load(tmp_path / "nope.safetensors")
+
+
+def test_safetensors_without_our_metadata(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(lightsr.CheckpointError, match="without lightsr metadata"):
+        lightsr.load(path)
+
+
+def test_foreign_state_dict_is_not_recognised(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3)}, path)
+    with pytest.raises(lightsr.CheckpointError, match="not a released checkpoint"):
+        lightsr.load_official(path)
+
+
+def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that dies half-way leaves the previous file intact and no temp file behind."""
+    import safetensors.torch
+
+    path = tmp_path / "model.safetensors"
+    model = lightsr.create_model("fsrcnn", scale=2)
+    lightsr.save(model, path)
+    before = path.read_bytes()
+
+    def dying_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        lightsr.save(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_bundled_default_model_beats_bicubic() -> None:
+    """The shipped x4 weights are trained: on the repository's sample image, downscaled x4 with
+    MATLAB bicubic, they restore more than bicubic upscaling does (PSNR-Y, crop 4)."""
+    from lightsr.data.io import image_to_tensor, read_image, tensor_to_image
+    from lightsr.data.resize import modcrop
+    from lightsr.upscale import bundled_weights
+
+    path = bundled_weights("default", 4)
+    if path is None:
+        pytest.skip("no bundled x4 weights in this checkout")
+    model = lightsr.load(path)
+    hr = modcrop(read_image(Path(__file__).parents[1] / "examples" / "sample.png"), 4)
+    lr = lightsr.imresize(hr, 1 / 4)
+    with torch.inference_mode():
+        sr = tensor_to_image(model(image_to_tensor(lr)).clamp(0, 1))
+    bicubic = lightsr.imresize(lr, 4)
+    gain = lightsr.psnr(sr, hr, crop_border=4) - lightsr.psnr(bicubic, hr, crop_border=4)
+    assert gain > 0.5, gain
