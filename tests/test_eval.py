@@ -144,6 +144,27 @@ def test_mismatched_pairs(tmp_path):
         open_benchmark(root, scale=2)
 
 
+def test_two_lr_candidates_for_one_hr_image_are_refused(tmp_path):
+    root = _make_set(tmp_path / "Mini", _crops(2), 2)
+    lr_dir = root / "LR_bicubic_clamp" / "X2"
+    (lr_dir / "bird.png").write_bytes((lr_dir / "birdx2.png").read_bytes())
+    with pytest.raises(
+        DatasetError,
+        match=r"two LR candidates .* for the HR image bird\.png at x2: birdx2\.png, bird\.png",
+    ):
+        open_benchmark(root, scale=2)
+
+
+def test_hr_named_like_an_lr_file_pairs_with_its_own_name(tmp_path):
+    # "shotx2.png" at x2: its LR is "shotx2x2.png" or "shotx2.png", never a "shot" HR's
+    img = np.random.default_rng(3).integers(0, 256, (20, 18, 3), dtype=np.uint8)
+    lr = imresize(img, 1 / 2)
+    write_image(tmp_path / "hr" / "shotx2.png", img)
+    write_image(tmp_path / "lr" / "shotx2.png", lr)
+    ds = BenchmarkSet.from_folder(tmp_path / "hr", scale=2, lr_dir=tmp_path / "lr")
+    assert ds.names == ["shotx2"] and np.array_equal(ds[0].lr, lr)
+
+
 def test_wrong_lr_size_fails_that_image_only(tmp_path):
     imgs = _crops()
     root = _make_set(tmp_path / "Mini", imgs, 2)
@@ -281,3 +302,25 @@ def test_cli_eval_reports_failures_and_errors(tmp_path, capsys):
     assert "--checkpoint" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing"), "--model", "bicubic", "--scale", "2"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_eval_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "Set").mkdir()
+    argv = ["eval", str(tmp_path / "Set"), "--model", "bicubic", "--scale", "2"]
+    assert main([*argv, "--device", "cuda", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "--device cpu" in err
+
+
+def test_cli_eval_checks_a_checkpoint_against_model_and_scale(tmp_path, capsys):
+    import lightsr
+
+    ckpt = tmp_path / "f.safetensors"
+    lightsr.save(lightsr.create_model("fsrcnn", scale=2), ckpt)
+    (tmp_path / "Set").mkdir()
+    argv = ["eval", str(tmp_path / "Set"), "--checkpoint", str(ckpt), "--no-progress"]
+    assert main([*argv, "--scale", "3"]) == 2
+    assert "x2 model, not x3" in capsys.readouterr().err
+    assert main([*argv, "--model", "idn"]) == 2
+    assert "--model fsrcnn" in capsys.readouterr().err

@@ -115,3 +115,28 @@ def test_cli_export_random_weights_needs_scale(tmp_path, capsys, monkeypatch):
     assert "--scale" in capsys.readouterr().err
     assert main(["export", "--model", "fmen_s", "--scale", "2", "--torchscript"]) == 0
     assert (tmp_path / "fmen_s_x2_random.pt").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("fault", ["shape", "crash"])
+def test_a_file_failing_the_check_is_removed(tmp_path, monkeypatch, fault):
+    import lightsr.export
+
+    real = lightsr.export._export_torchscript
+
+    def broken(folded, x, path):
+        run = real(folded, x, path)  # the file is written here
+
+        def bad(inp):
+            if fault == "crash":
+                raise RuntimeError("shape [1, 3, 64, 64] is invalid for input of size 36")
+            return run(inp)[..., :-1]  # a size baked into the graph
+
+        return bad
+
+    monkeypatch.setattr(lightsr.export, "_export_torchscript", broken)
+    path = tmp_path / "fsrcnn.pt"
+    with pytest.raises(LightSRError, match="[Rr]emoved") as info:
+        export_model(_model("fsrcnn"), path)
+    assert str(path) in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a sidecar, nor a temp file

@@ -354,3 +354,55 @@ def test_cli_profiles_an_authors_checkpoint(tmp_path):
     assert (report["model"], report["scale"], report["params"]) == ("a2f_sd", 4, 319_672)
     assert report["multi_adds_720p"] / 1e9 == pytest.approx(18.2, rel=0.02)
     assert main([*argv, "--scale", "2"]) == 2  # a x4 file is not a x2 model
+
+
+def test_cli_all_writes_csv_without_json(tmp_path, capsys, monkeypatch):
+    import lightsr.profile
+
+    small = profile_all(models=["fsrcnn"], scales=[2], runtime=False, memory=False)
+    monkeypatch.setattr(lightsr.profile, "profile_all", lambda **kw: small)
+    out = tmp_path / "all.csv"
+    assert main(["profile", "--all", "--no-runtime", "--no-memory", "--csv", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and lines[1].startswith(f"fsrcnn,2,training,{small[0].params},")
+    assert not list(tmp_path.glob("*.json"))
+    assert f"wrote {out}" in capsys.readouterr().out
+    # --csv alone with one model would silently write nothing: refused instead
+    assert main(["profile", "fsrcnn", "--no-runtime", "--csv", str(out)]) == 2
+    assert "with --all" in capsys.readouterr().err
+
+
+def test_cli_plot_checks_matplotlib_before_the_run(monkeypatch, capsys, tmp_path):
+    import sys
+
+    import lightsr.profile
+
+    ran = []
+    monkeypatch.setattr(lightsr.profile, "profile_all", lambda **kw: ran.append(kw) or [])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    rc = main(["profile", "--all", "--no-runtime", "--plot", str(tmp_path / "f.png")])
+    assert rc == 2 and ran == []
+    assert "pip install" in capsys.readouterr().err
+
+
+def test_cpu_bf16_detection_reads_flags_and_assumes_none_when_unreadable(monkeypatch):
+    import builtins
+
+    import lightsr.profile
+    import lightsr.upscale
+
+    # one implementation, used by upscale too
+    assert lightsr.upscale.cpu_has_native_bf16 is lightsr.profile.cpu_has_native_bf16
+    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    assert lightsr.profile.cpu_has_native_bf16()
+    monkeypatch.undo()
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *a, **k):
+        if str(path) == "/proc/cpuinfo":
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    assert lightsr.profile._cpu_flags() is None
+    assert lightsr.profile.cpu_has_native_bf16() is False

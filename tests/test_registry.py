@@ -185,3 +185,70 @@ def test_bundled_default_model_beats_bicubic() -> None:
     bicubic = lightsr.imresize(lr, 4)
     gain = lightsr.psnr(sr, hr, crop_border=4) - lightsr.psnr(bicubic, hr, crop_border=4)
     assert gain > 0.5, gain
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "bad", "valid"),
+    [
+        ("a2f_sd", {"ggas": True}, "ggas", "none besides scale"),
+        ("maffsrn", {"ggas": True}, "ggas", "gate_relu"),
+    ],
+)
+def test_unknown_option_names_it_and_the_valid_ones(name, options, bad, valid) -> None:
+    with pytest.raises(lightsr.ConfigError) as info:
+        lightsr.create_model(name, scale=4, **options)
+    message = str(info.value)
+    assert f"option(s) {bad}" in message and valid in message
+    # accepted options still work and are recorded for save/load
+    assert lightsr.create_model("maffsrn", scale=2, gate_relu=False).arch_options == {
+        "gate_relu": False
+    }
+
+
+def test_atomic_write_syncs_the_file_before_the_rename(tmp_path, monkeypatch) -> None:
+    import os
+    import stat
+
+    from lightsr.checkpoint import atomic_write
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        events.append(f"fsync {kind}")
+        if kind == "dir":
+            raise OSError(22, "Invalid argument")  # as some file systems answer: ignored
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "out.txt"
+    atomic_write(target, lambda tmp: Path(tmp).write_text("data"))
+    assert events == ["fsync file", "replace", "fsync dir"]
+    assert target.read_text() == "data"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_load_any_accepts_none_expectations(a2f_x4_file: Path) -> None:
+    model = lightsr.load_any(a2f_x4_file, expect_arch=None, expect_scale=None)
+    assert (model.arch_name, model.scale) == ("a2f_sd", 4)
+    with pytest.raises(lightsr.CheckpointError, match="--scale 4"):
+        lightsr.load_any(a2f_x4_file, expect_arch=None, expect_scale=2)
+
+
+def test_load_any_checks_an_authors_file() -> None:
+    from conftest import shared_path
+
+    path = shared_path("weights", "official", "a2f_sd_x4.pt")
+    assert lightsr.load_any(path, expect_arch="a2f-sd", expect_scale=None).scale == 4
+    with pytest.raises(lightsr.CheckpointError, match="not x2.*--scale 4"):
+        lightsr.load_any(path, expect_scale=2)
+    with pytest.raises(lightsr.CheckpointError, match="not fmen_s.*--model a2f_sd"):
+        lightsr.load_any(path, expect_arch="fmen_s")

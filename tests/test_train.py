@@ -33,7 +33,7 @@ from lightsr.data.training import (
 from lightsr.errors import CheckpointError, ConfigError, DatasetError
 from lightsr.models.base import SRModel
 from lightsr.registry import _REGISTRY, register_model
-from lightsr.train import read_state, resume_config, train
+from lightsr.train import lr_at, make_schedule, read_log, read_state, resume_config, train
 
 # ---------------------------------------------------------------------------------------------
 # A tiny model (registered on import, also in spawned DDP workers) and tiny images
@@ -203,6 +203,41 @@ num_workers = 0
     assert main(["train", str(recipe)]) == 2
 
 
+def test_resume_after_a_torn_log_line(images, tmp_path):
+    # A process killed in the middle of an append leaves half a record and no newline.
+    train(_cfg(images, tmp_path / "run", "length=3", "log_every=1"))
+    log = tmp_path / "run" / "log.jsonl"
+    with open(log, "a", encoding="utf-8") as f:
+        f.write('{"event": "train", "loss": 0.1')
+    assert [r["step"] for r in read_log(tmp_path / "run") if r["event"] == "train"] == [1, 2, 3]
+    resumed = train(resume_config(tmp_path / "run", ["length=5"]), resume=tmp_path / "run")
+    assert resumed.step == 5
+    # the torn line is gone and the records after it are whole lines of their own
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records if r["event"] == "train"] == [1, 2, 3, 4, 5]
+    assert not any('"loss": 0.1{' in line for line in lines)
+
+
+def test_resume_may_not_change_the_length_of_a_cosine_schedule(images, tmp_path):
+    train(_cfg(images, tmp_path / "run", "length=2", "schedule.kind=cosine"))
+    # why: the cosine factor of every remaining step depends on the total
+    two, four = (
+        make_schedule(_cfg(images, tmp_path, f"length={n}", "schedule.kind=cosine"), 1)
+        for n in (2, 4)
+    )
+    assert lr_at(1, two) != lr_at(1, four)
+    with pytest.raises(
+        ConfigError,
+        match=r"length 4 \(the run has 2\): cosine schedules depend on length.*"
+        r"Start a new run or keep length",
+    ):
+        resume_config(tmp_path / "run", ["length=4"])
+    # other resumable changes are still accepted (a step schedule may still be extended:
+    # test_resume_can_extend_the_run_through_the_cli)
+    assert resume_config(tmp_path / "run", ["log_every=1"]).length == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Clear errors
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +378,14 @@ def test_div2k_layout_uses_the_shipped_lr_files(tmp_path):
     assert find_training_images([root], scale=3)[0].lr is None
     with pytest.raises(ConfigError, match="has no LR folder"):
         find_training_images([root], scale=3, lr_source="folder")
+    # two LR candidates for one HR image: refused, not one picked silently
+    Image.fromarray(given["0000"]).save(lr_dir / "0000.png")
+    with pytest.raises(
+        DatasetError,
+        match=r"two LR candidates .* for the HR image 0000\.png at x2: 0000x2\.png, 0000\.png",
+    ):
+        find_training_images([root], scale=2)
+    (lr_dir / "0000.png").unlink()
     (lr_dir / "0001x2.png").unlink()
     with pytest.raises(DatasetError, match=r"no LR file for 0001\.png"):
         find_training_images([root], scale=2)

@@ -280,14 +280,60 @@ def test_bf16_is_close_and_keeps_image_convs_fp32():
     assert 0 < np.abs(out - ref).max() <= 3
 
 
+def _bf16_runner(model: SRModel) -> Upscaler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no native bf16" on CPUs without it
+        return Upscaler(model, tile=None, precision="bf16")
+
+
+def _fp32_names(runner: Upscaler) -> list[str]:
+    return [n for n, m in runner.model.named_modules() if type(m).__name__ == "_Float32Conv"]
+
+
+def test_bf16_keeps_the_final_c_to_3_conv_of_edsr_fp32():
+    # EDSR's image comes from a 64 -> 3 conv after the pixel shuffle: a rule looking for
+    # 3 * s^2 output channels finds nothing at x2.
+    torch.manual_seed(0)
+    runner = _bf16_runner(lightsr.create_model("edsr_baseline", scale=2))
+    assert _fp32_names(runner) == ["upsampler.0", "tail"]
+    assert runner.model.tail.conv.out_channels == 3
+    dtypes = {}
+
+    def hook(name):
+        return lambda _m, _i, out: dtypes.__setitem__(name, out.dtype)
+
+    runner.model.tail.register_forward_hook(hook("tail"))
+    runner.model.body_conv.register_forward_hook(hook("body"))
+    runner(_image(8, 8))
+    assert dtypes == {"tail": torch.float32, "body": torch.bfloat16}
+
+
+def test_bf16_leaves_idn_internal_48_channel_convs_alone():
+    # At x4, 3 * s^2 = 48 is also the width of IDN's distillation convs; only the conv that
+    # feeds the pixel shuffle produces image values.
+    model = lightsr.create_model("idn", scale=4)
+    n48 = sum(isinstance(m, nn.Conv2d) and m.out_channels == 48 for m in model.modules())
+    assert n48 > 1
+    assert _fp32_names(_bf16_runner(model)) == ["upsampler.0"]
+
+
+def test_output_convs_finds_both_branches_of_a_summed_tail():
+    from lightsr.upscale import output_convs
+
+    model = lightsr.reparameterize(lightsr.create_model("maffsrn", scale=2))
+    assert output_convs(model) == [model.tail3, model.tail5]
+
+
 def test_auto_precision_follows_the_hardware(monkeypatch):
     from lightsr.upscale import resolve_precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(lightsr.upscale, "_cpu_flags", lambda: {"avx512f", "avx512_vnni"})
+    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: {"avx512f", "avx512_vnni"})
     assert resolve_precision("auto", cpu) == "fp32"  # emulated bf16 would be slower
-    monkeypatch.setattr(lightsr.upscale, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
     assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: None)  # no /proc/cpuinfo
+    assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
     with pytest.raises(LightSRError, match="fp32"):
         resolve_precision("int8", cpu)
@@ -372,20 +418,96 @@ def test_cli_upscale(tmp_path, capsys):
     assert "--checkpoint" in capsys.readouterr().err
 
 
-def test_cli_upscale_with_checkpoint_and_scale_check(tmp_path, capsys):
-    model = _net(LocalNet, scale=2)
+def test_cli_upscale_with_checkpoint_and_scale_check(tmp_path, capsys, monkeypatch):
     ckpt = tmp_path / "m.safetensors"
-    fmen = lightsr.create_model("fmen_s", scale=2)
-    lightsr.save(fmen, ckpt)
-    write_image(tmp_path / "in.png", _image(10, 12))
+    torch.manual_seed(0)
+    fsrcnn = lightsr.create_model("fsrcnn", scale=2)  # receptive field 7: cheap exact tiles
+    lightsr.save(fsrcnn, ckpt)
+    img = _image(40, 36)
+    write_image(tmp_path / "in.png", img)
     args = ["upscale", str(tmp_path / "in.png"), "--checkpoint", str(ckpt), "-o", str(tmp_path)]
-    args += ["--overlap", "34"]  # FMEN-S's receptive field (measured in another test)
     assert main([*args, "--scale", "4"]) == 2
     assert "x2" in capsys.readouterr().err
-    assert main([*args, "--tile", "8", "--quiet"]) == 0
+    windows = []
+    real = Upscaler._forward
+
+    def counted(self, x):
+        windows.append(tuple(x.shape[-2:]))
+        return real(self, x)
+
+    monkeypatch.setattr(Upscaler, "_forward", counted)
+    assert main([*args, "--tile", "8", "--quiet"]) == 0  # overlap auto = 7
+    # 5 x 5 tiles of 8 x 8 (36 -> 5 cores of 8 or fewer), each read as a 22 x 22 window
+    assert windows == [(22, 22)] * 25
     got = read_image(tmp_path / "in_x2.png")
-    assert np.array_equal(got, Upscaler(fmen, tile=None)(_image(10, 12)))
-    del model
+    assert np.array_equal(got, Upscaler(fsrcnn, tile=None)(img))
+
+
+def test_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
+    write_image(tmp_path / "in.png", _image(10, 12))
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(LightSRError, match="cannot create the output folder"):
+        upscale_files(tmp_path / "in.png", tmp_path / "file" / "out", model=_net(), tile=None)
+    argv = ["upscale", str(tmp_path / "in.png"), "--model", "bicubic", "--scale", "2"]
+    assert main([*argv, "-o", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the output folder" in err and "Traceback" not in err
+
+
+def test_a_failed_write_is_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
+    import lightsr.data.io
+
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / name, _image(10, 12))
+    real = lightsr.data.io.write_image
+
+    def flaky(path, image):
+        if "b_x2" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, image)
+
+    monkeypatch.setattr(lightsr.data.io, "write_image", flaky)
+    with pytest.warns(UserWarning, match="Permission denied"):
+        report = upscale_files(tmp_path, tmp_path / "out", model=_net(), tile=None)
+    assert [s.name for s, _ in report.written] == ["a.png", "c.png"]
+    assert [s.name for s, _ in report.failed] == ["b.png"]
+    assert "Permission denied" in report.failed[0][1] and "b_x2.png" in report.failed[0][1]
+
+
+def test_cli_turns_os_errors_into_a_message(tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/somewhere/out")
+
+    monkeypatch.setattr(lightsr.upscale, "upscale_files", refuse)
+    write_image(tmp_path / "in.png", _image(10, 12))
+    argv = ["upscale", str(tmp_path / "in.png"), "--model", "bicubic", "--scale", "2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Permission denied (/somewhere/out)" in err and "Traceback" not in err
+
+
+def test_a_second_run_over_a_folder_skips_the_first_runs_outputs(tmp_path, capsys):
+    write_image(tmp_path / "in.png", _image(10, 12))
+    argv = ["upscale", str(tmp_path), "--model", "bicubic", "--scale", "3", "--quiet"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # in.png again -> in_x3_1.png; in_x3.png itself is skipped
+    assert main(argv) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["in.png", "in_x3.png", "in_x3_1.png", "in_x3_2.png"]
+    err = capsys.readouterr().err
+    assert "skipped" in err and "earlier output" in err
+    # written to another folder, every file is an input
+    report = upscale_files(tmp_path, tmp_path / "out", model=Bicubic(scale=3), tile=None)
+    assert sorted(s.name for s, _ in report.written) == names and not report.skipped
+    # a glob behaves like the folder
+    with pytest.warns(UserWarning, match="earlier output"):
+        report = upscale_files(str(tmp_path / "*.png"), model=Bicubic(scale=3), tile=None)
+    assert [s.name for s, _ in report.written] == ["in.png"]
+    # another scale's outputs are ordinary inputs; a file named explicitly is always upscaled
+    report = upscale_files(str(tmp_path / "in_x3_[12].png"), model=Bicubic(scale=2), tile=None)
+    assert [s.name for s, _ in report.written] == ["in_x3_1.png", "in_x3_2.png"]
+    report = upscale_files(tmp_path / "in_x3.png", model=Bicubic(scale=3), tile=None)
+    assert [d.name for _, d in report.written] == ["in_x3_x3.png"]
 
 
 def test_default_model_without_bundled_weights_names_the_fix(monkeypatch, tmp_path):

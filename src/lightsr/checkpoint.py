@@ -27,7 +27,9 @@ FORMAT_TAG = "lightsr-checkpoint-v1"
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see a
-    half-written file (a killed process leaves the old file, or none)."""
+    half-written file (a killed process leaves the old file, or none). The data is flushed to
+    disk (fsync) before the rename and the folder entry after it, so a power loss cannot leave
+    an empty or truncated file under the final name either."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,11 +40,38 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: str) -> None:
+    # The writer may have closed its handle without flushing the OS cache; without this an
+    # os.replace can reach the disk before the data does.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename. Best effort: Windows cannot open folders, some file systems refuse
+    fsync on them; the file itself is already safe."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _version() -> str:
@@ -257,11 +286,20 @@ def load_official(path: str | os.PathLike) -> SRModel:
     return model.eval()
 
 
-def load_any(path: str | os.PathLike, **expect: Any) -> SRModel:
-    """A lightsr checkpoint or, failing that, an authors' released one."""
+def load_any(
+    path: str | os.PathLike,
+    *,
+    expect_arch: str | None = None,
+    expect_scale: int | None = None,
+) -> SRModel:
+    """A lightsr checkpoint or, failing that, an authors' released one (eval mode).
+
+    ``expect_arch``/``expect_scale`` (None: anything) turn a checkpoint of another model or
+    scale into a :class:`CheckpointError` naming what the file holds and the fix.
+    """
     path = Path(path)
     try:
-        return load(path, **expect)
+        return load(path, expect_arch=expect_arch, expect_scale=expect_scale)
     except CheckpointError as first:
         if not path.is_file():
             raise
@@ -269,14 +307,15 @@ def load_any(path: str | os.PathLike, **expect: Any) -> SRModel:
             model = load_official(path)
         except CheckpointError:
             raise first from None
-        want_arch, want_scale = expect.get("expect_arch"), expect.get("expect_scale")
-        if want_arch and model.arch_name != want_arch.lower().replace("-", "_"):
+        if expect_arch and model.arch_name != expect_arch.lower().replace("-", "_"):
             raise CheckpointError(
-                f"{str(path)!r} holds {model.arch_name}, not {want_arch}."
+                f"{str(path)!r} holds {model.arch_name}, not {expect_arch}. "
+                f"Pass --model {model.arch_name} (or no --model) to use it."
             ) from None
-        if want_scale and model.scale != int(want_scale):
+        if expect_scale and model.scale != int(expect_scale):
             raise CheckpointError(
-                f"{str(path)!r} holds a x{model.scale} model, not x{want_scale}."
+                f"{str(path)!r} holds a x{model.scale} model, not x{expect_scale}. "
+                f"Use a x{expect_scale} checkpoint, or --scale {model.scale}."
             ) from None
         return model
 

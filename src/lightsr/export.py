@@ -16,6 +16,7 @@ so a size baked into the graph shows up as a failure).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -131,12 +132,23 @@ def export_model(
     else:
         worst = 0.0
         for x, ref in zip(xs, refs):
-            y = run(x)
+            # A file that cannot run, or gives the wrong shape, is removed: left in place
+            # without a sidecar it would look like a finished export.
+            try:
+                y = run(x)
+            except Exception as exc:  # noqa: BLE001 - any runtime failure means a broken file
+                _remove(path)
+                raise LightSRError(
+                    f"the exported {fmt} model fails on input {tuple(x.shape)} "
+                    f"({type(exc).__name__}: {exc}); removed {str(path)!r}."
+                ) from exc
             if tuple(y.shape) != tuple(ref.shape):
+                _remove(path)
                 raise LightSRError(
                     f"the exported {fmt} model gives shape {tuple(y.shape)} for input "
                     f"{tuple(x.shape)}, PyTorch {tuple(ref.shape)}: the size was baked into the "
-                    "graph; this model cannot be exported with dynamic sizes."
+                    "graph; this model cannot be exported with dynamic sizes. Removed "
+                    f"{str(path)!r}."
                 )
             diff = float((y - ref).abs().max())
             worst = max(worst, diff)
@@ -147,6 +159,11 @@ def export_model(
     text = json.dumps(asdict(report), indent=2) + "\n"
     atomic_write(sidecar, lambda tmp: Path(tmp).write_text(text))
     return report
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _format_from_suffix(path: Path) -> str:

@@ -654,16 +654,6 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
-def _cpu_native_bf16() -> bool:
-    """True when /proc/cpuinfo lists a bf16 instruction set (AMX or AVX512-BF16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
-        return True  # cannot tell: do not claim emulation
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def measure_peak_flops(device: str = "cpu", *, threads: int | None = None) -> dict[str, Any]:
     """The machine's measured matmul peak in GFLOP/s: fp32 and bf16 (``None`` where absent).
 
@@ -681,6 +671,27 @@ def measure_peak_flops(device: str = "cpu", *, threads: int | None = None) -> di
             bf16 = _matmul_gflops(dev, torch.bfloat16, n, 0.5) if has_bf16 else None
         _PEAK_CACHE[key] = {"peak_gflops_fp32": fp32, "peak_gflops_bf16": bf16}
     return dict(_PEAK_CACHE[key])
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU feature flags of /proc/cpuinfo; None where it cannot be read (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo).
+
+    Without it oneDNN emulates bf16 through fp32 and bf16 inference is several times slower
+    than fp32. Where the flags cannot be read, False: callers then keep fp32, which is never
+    the slow choice."""
+    return bool({"amx_bf16", "avx512_bf16"} & (_cpu_flags() or set()))
 
 
 def device_name(device: str = "cpu") -> str:
@@ -893,7 +904,14 @@ def profile(
         if flops_peak:
             report.__dict__.update(measure_peak_flops(device, threads=threads))
             report.fraction_of_peak_fp32 = report.achieved_gflops / report.peak_gflops_fp32
-            if dev.type == "cpu" and report.peak_gflops_bf16 is not None and not _cpu_native_bf16():
+            # Only when the flags were read: an unreadable cpuinfo proves no emulation.
+            flags_read = _cpu_flags() is not None
+            if (
+                dev.type == "cpu"
+                and report.peak_gflops_bf16 is not None
+                and flags_read
+                and not cpu_has_native_bf16()
+            ):
                 report.notes.append(
                     "the CPU flags show no avx512_bf16/amx_bf16: the bf16 peak is emulated"
                 )
@@ -1012,12 +1030,13 @@ _MEASURED_FIELDS = (
 
 def write_results(
     reports: Sequence[ProfileReport],
-    json_path: str | os.PathLike,
+    json_path: str | os.PathLike | None,
     *,
     csv_path: str | os.PathLike | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``reports`` as JSON ({"metadata", "results"}) and optionally CSV, atomically."""
+    """Write ``reports`` as JSON ({"metadata", "results"}) and/or CSV, atomically; a ``None``
+    path skips that format."""
     from .checkpoint import atomic_write
 
     meta = {
@@ -1042,7 +1061,8 @@ def write_results(
             json.dump(payload, f, indent=1)
             f.write("\n")
 
-    atomic_write(json_path, write_json)
+    if json_path is not None:
+        atomic_write(json_path, write_json)
     if csv_path is not None:
 
         def write_csv(tmp: str) -> None:
@@ -1150,6 +1170,17 @@ def load_psnr_results(
     return out
 
 
+def require_matplotlib() -> None:
+    """Raise ConfigError naming the fix when matplotlib is missing (checked before long runs)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "plotting needs matplotlib, which is not installed: pip install 'lightsr[plot]' "
+            "(or pip install matplotlib)."
+        )
+
+
 def plot_psnr_vs_multiadds(
     reports: Sequence[ProfileReport],
     psnr: dict[str, float],
@@ -1162,17 +1193,13 @@ def plot_psnr_vs_multiadds(
     at ``scale`` (the network that is deployed: FMEN's training form costs three times its
     folded form); marker area grows with the folded parameter count. Returns the number of
     points. Needs matplotlib (``pip install 'lightsr[plot]'``)."""
-    try:
-        import matplotlib
+    require_matplotlib()
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError as exc:
-        raise ConfigError(
-            "plotting needs matplotlib, which is not installed: pip install 'lightsr[plot]' "
-            "(or pip install matplotlib)."
-        ) from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
     from .checkpoint import atomic_write
 
     points = [r for r in reports if r.scale == scale and r.form == "folded" and r.model in psnr]
@@ -1208,6 +1235,7 @@ __all__ = [
     "OpCount",
     "ProfileReport",
     "count_ops",
+    "cpu_has_native_bf16",
     "device_name",
     "load_psnr_results",
     "lr_size_for_output",
@@ -1219,5 +1247,6 @@ __all__ = [
     "profile",
     "profile_all",
     "read_results",
+    "require_matplotlib",
     "write_results",
 ]

@@ -8,11 +8,12 @@ a keyword-only function ``builder(*, scale, **options) -> SRModel``.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UnknownModelError, UnsupportedScaleError
+from .errors import ConfigError, UnknownModelError, UnsupportedScaleError
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,29 @@ def create_model(name: str, *, scale: int, **options: Any):
         raise UnsupportedScaleError(
             f"model {spec.name!r} supports scales {list(spec.scales)}, not {scale!r}."
         )
+    _check_options(spec, scale, options)
     model = spec.builder(scale=scale, **options)
     model.arch_name = spec.name
     model.arch_options = dict(options)
     return model
+
+
+def _check_options(spec: ModelSpec, scale: int, options: dict[str, Any]) -> None:
+    """Raise ConfigError when the builder does not accept ``options`` (a bad keyword would
+    otherwise surface as a bare TypeError from inside the builder). Builders taking
+    ``**options`` accept any name here and validate their options themselves."""
+    signature = inspect.signature(spec.builder)
+    try:
+        signature.bind(scale=scale, **options)
+    except TypeError as exc:
+        named = [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "scale"
+        ]
+        bad = [k for k in options if k not in named]
+        problem = f"the option(s) {', '.join(bad)}" if bad else f"these options ({exc})"
+        valid = ", ".join(named) if named else "none besides scale"
+        raise ConfigError(
+            f"model {spec.name!r} does not accept {problem}; its options are: {valid}."
+        ) from None

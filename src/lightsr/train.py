@@ -41,7 +41,11 @@ from .errors import CheckpointError, ConfigError, DatasetError
 STATE_FORMAT = "lightsr-train-state-v1"
 STATE_FILE = "state.pt"
 
-# Config keys that may change when a run is resumed: they do not change what is computed.
+# Config keys that may change when a run is resumed: they do not change the update of any step.
+# `length` is the exception that needs a rule: with a step, multistep or constant schedule it
+# only moves the end of the run (so a run can be extended), but a schedule whose shape is
+# stretched over the whole run (cosine) would give every remaining step another learning rate;
+# check_resumable refuses that (see _LENGTH_DEPENDENT_SCHEDULES).
 _RESUME_MUTABLE = (
     "length",
     "log_every",
@@ -57,6 +61,9 @@ _RESUME_MUTABLE = (
     "data.lr_dirs",
     "val.",
 )
+# Schedule kinds whose learning rate at a step depends on the run's total length (lr_at uses
+# Schedule.total). Warm-up is counted in absolute units, so it never does.
+_LENGTH_DEPENDENT_SCHEDULES = ("cosine",)
 
 # ---------------------------------------------------------------------------------------------
 # Schedule, loss, optimiser
@@ -299,6 +306,13 @@ def check_resumable(cfg: TrainConfig, state: dict[str, Any], run_dir: str | os.P
             f"cannot resume {str(run_dir)!r} exactly: these settings differ from the run's: "
             f"{detail}. Only {', '.join(m.rstrip('.') for m in _RESUME_MUTABLE)} may change."
         )
+    if now["length"] != before.get("length") and cfg.schedule.kind in _LENGTH_DEPENDENT_SCHEDULES:
+        raise ConfigError(
+            f"cannot resume {str(run_dir)!r} with length {now['length']} (the run has "
+            f"{before.get('length')}): {cfg.schedule.kind} schedules depend on length, so every "
+            "remaining step would get another learning rate than the run was following. Start "
+            "a new run or keep length."
+        )
 
 
 def resume_config(
@@ -320,6 +334,29 @@ def resume_config(
 # ---------------------------------------------------------------------------------------------
 
 
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl`` (``path``: the file or its run folder), in order.
+
+    Lines that are not a JSON object (a torn last line left by a process killed in the middle
+    of an append, or an empty line) are skipped.
+    """
+    path = Path(path)
+    return [record for _, record in _log_lines(path / "log.jsonl" if path.is_dir() else path)]
+
+
+def _log_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line as written, its record) for each line of ``path`` that holds a JSON object."""
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append((line, record))
+    return out
+
+
 class _Log:
     """JSONL records (rank 0), plus TensorBoard scalars when tensorboard is installed."""
 
@@ -330,15 +367,13 @@ class _Log:
         if not enabled:
             return
         if resume_step is not None and self.path.is_file():
-            # A killed run may have logged steps past its last checkpoint; they are redone.
-            keep = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            atomic_write(
-                self.path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in keep))
-            )
+            # A killed run may have logged steps past its last checkpoint; they are redone. A
+            # run killed in the middle of an append leaves a torn last line: it is dropped
+            # too (rewriting also ends the file with a newline, so the next record does not
+            # land on the torn one).
+            keep = [line for line, r in _log_lines(self.path) if r.get("step", 0) <= resume_step]
+            text = "".join(line + "\n" for line in keep)
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
         if tb:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -749,6 +784,7 @@ __all__ = [
     "lr_at",
     "make_optimizer",
     "make_schedule",
+    "read_log",
     "read_state",
     "resume_config",
     "train",

@@ -29,8 +29,9 @@ float RGB (N, 3, sH, sW); this module turns any image array into that and back:
 - **speed**: the model is folded (:func:`lightsr.reparameterize`) before inference, moved to
   channels_last memory format, optionally compiled (``compile=True``), and run in fp32 (default)
   or bf16/fp16 under autocast. Under autocast the convolutions that produce image values (those
-  with ``3 * scale**2`` outputs, feeding the pixel shuffle) stay in fp32, so the last rounding
-  step is not half a grey level. On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is
+  feeding a pixel shuffle, and the one making the output; found by :func:`output_convs`, a
+  forward pass on a tiny input) stay in fp32, so the last rounding step is not half a grey
+  level. On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is
   emulated and slower than fp32: ``precision="auto"`` then keeps fp32.
 
 The output image is assembled tile by tile in an array of the output dtype; no float copy of
@@ -44,6 +45,7 @@ import copy
 import glob
 import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -55,9 +57,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import CheckpointError, ImageReadError, LightSRError
 from .models.base import SRModel
+from .profile import cpu_has_native_bf16  # re-exported: one CPU-feature check in the library
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,7 +88,13 @@ _MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
 
 class Bicubic(SRModel):
     """Bicubic upscaling as an SRModel: cubic kernel a = -0.5 (MATLAB's ``imresize``), mirror
-    (symmetric) borders. Float [0, 1] in and out, unclamped. No parameters."""
+    (symmetric) borders. Float [0, 1] in and out, unclamped. No parameters.
+
+    The fast torch path (:func:`lightsr.data.resize.imresize_torch`): any device, any dtype,
+    tileable, within ~8e-6 of MATLAB in float32 (float64 input: to rounding). It is the
+    ``--model bicubic`` of ``lightsr upscale`` and the alpha-channel upscaler. Evaluation uses
+    :class:`lightsr.evaluate.BicubicBaseline` instead, the exact numpy ``imresize`` (float64,
+    CPU), for the papers' Bicubic rows."""
 
     #: Each output pixel depends on input pixels at most 2 LR pixels away.
     receptive_field = 2
@@ -94,27 +104,10 @@ class Bicubic(SRModel):
         self.arch_name = "bicubic"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .data.resize import imresize_torch
+
         self.check_input(x)
-        h, w = x.shape[-2:]
-        # Symmetric padding (edge pixel repeated, as MATLAB) by index, valid for any size.
-        pad = 2
-        rows = _symmetric_index(h, pad, x.device)
-        cols = _symmetric_index(w, pad, x.device)
-        xp = x.index_select(-2, rows).index_select(-1, cols)
-        # antialias=True selects PyTorch's separable kernel with a = -0.5 (upscaling: no
-        # stretching), unlike the a = -0.75 of the plain bicubic mode.
-        y = F.interpolate(
-            xp, scale_factor=self.scale, mode="bicubic", align_corners=False, antialias=True
-        )
-        s = self.scale
-        return y[..., pad * s : (pad + h) * s, pad * s : (pad + w) * s]
-
-
-def _symmetric_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
-    idx = torch.arange(-pad, n + pad, device=device)
-    period = 2 * n
-    idx = torch.remainder(idx, period)
-    return torch.where(idx >= n, period - 1 - idx, idx)
+        return imresize_torch(x, self.scale, boundary="mirror")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,24 +125,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             "device 'cuda' requested but no CUDA GPU is available: use --device cpu."
         )
     return device
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16). Without it oneDNN
-    emulates bf16 through fp32 and bf16 inference is several times slower than fp32."""
-    flags = _cpu_flags()
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -308,11 +283,89 @@ class _Float32Conv(nn.Module):
             return self.conv(x.float())
 
 
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+class _PixelShuffleWatch(TorchFunctionMode):
+    """Calls ``on_shuffle(input)`` for every pixel shuffle (``nn.PixelShuffle`` and
+    ``F.pixel_shuffle`` both end in ``torch.pixel_shuffle``)."""
+
+    def __init__(self, on_shuffle: Callable[[Any], None]) -> None:
+        super().__init__()
+        self.on_shuffle = on_shuffle
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") == "pixel_shuffle" and args:
+            self.on_shuffle(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def output_convs(model: nn.Module) -> list[nn.Module]:
+    """The convolutions that produce image values: those whose outputs reach a pixel shuffle's
+    input or the model's output through no other convolution (the two-branch tail of MAFFSRN
+    gives two, A2F's tail and skip two, EDSR's upsampler and final C->3 conv three at x4).
+
+    Found by one forward pass on a tiny input, walking the autograd graph back from each
+    pixel-shuffle input and from the output and stopping at conv outputs. If a path reaches
+    no conv module (a functional conv), the conv module executed last before it counts.
+    Returned in execution order, without repeats."""
+    conv_of: dict[Any, nn.Module] = {}  # grad_fn of a conv's output -> the conv
+    order: list[nn.Module] = []
+    ends: list[tuple[Any, nn.Module | None]] = []  # (tensor, last conv executed before it)
+
+    def record(conv: nn.Module, _inp: Any, out: Any) -> None:
+        order.append(conv)
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            conv_of[out.grad_fn] = conv
+
+    def on_shuffle(t: Any) -> None:
+        ends.append((t, order[-1] if order else None))
+
+    n = max(8, int(getattr(model, "min_input_size", 1)))
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.rand(1, 3, n, n, device=device, requires_grad=True)  # a graph without weight grads
+    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _CONVS)]
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), _PixelShuffleWatch(on_shuffle):
+            y = model(x)
+        on_shuffle(y)
+    finally:
+        for h in handles:
+            h.remove()
+
+    found: set[int] = set()
+    for tensor, fallback in ends:
+        hits = _nearest_convs(getattr(tensor, "grad_fn", None), conv_of)
+        if not hits and fallback is not None:
+            hits = [fallback]
+        found.update(id(c) for c in hits)
+    return [c for i, c in enumerate(order) if id(c) in found and c not in order[:i]]
+
+
+def _nearest_convs(node: Any, conv_of: dict[Any, nn.Module]) -> list[nn.Module]:
+    """Convs met first on every path back from autograd ``node`` (not passing through them)."""
+    hits: list[nn.Module] = []
+    stack, seen = [node], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if fn in conv_of:
+            hits.append(conv_of[fn])
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return hits
+
+
 def _keep_image_convs_fp32(model: SRModel) -> None:
-    image_channels = 3 * model.scale * model.scale
+    """Wrap the :func:`output_convs` of ``model`` (in place) to run in fp32 under autocast:
+    rounding their outputs to bf16/fp16 would cost up to half a grey level."""
+    targets = output_convs(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Conv2d) and child.out_channels == image_channels:
+            if any(child is t for t in targets):
                 setattr(parent, name, _Float32Conv(child))
 
 
@@ -714,12 +767,9 @@ def resolve_model(
     from .checkpoint import load_any
 
     if checkpoint is not None:
-        expect: dict[str, Any] = {}
-        if model:
-            expect["expect_arch"] = model
-        if scale:
-            expect["expect_scale"] = scale
-        return load_any(checkpoint, **expect)
+        if model is not None and model.lower() == "bicubic":
+            raise LightSRError("--model bicubic takes no --checkpoint.")
+        return load_any(checkpoint, expect_arch=model or None, expect_scale=scale or None)
     if model is not None:
         if model.lower() == "bicubic":
             return Bicubic(scale=scale or 4)
@@ -757,28 +807,57 @@ def _unique(path: Path) -> Path:
     return candidate
 
 
-def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
+def expand_inputs(
+    inputs: Iterable[str | os.PathLike],
+    *,
+    skip_outputs_of_scale: int | None = None,
+    out_dir: Path | None = None,
+) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files, folders (their files, not recursive, hidden ones skipped) and glob patterns ->
-    (candidate image files, [(path, reason)] for things that are not images)."""
+    (candidate image files, [(path, reason)] for things that are skipped).
+
+    With ``skip_outputs_of_scale=s``, files found in a folder or by a glob whose stem ends in
+    ``_x<s>`` or ``_x<s>_<n>`` are skipped when their output would go into their own folder
+    (``out_dir`` None, or that folder): they are what an earlier run wrote there, and a second
+    run over the folder would upscale its own results. Files named explicitly always run."""
     from .data.io import IMAGE_EXTENSIONS
 
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    earlier = (
+        re.compile(rf"_x{int(skip_outputs_of_scale)}(_\d+)?$")
+        if skip_outputs_of_scale is not None
+        else None
+    )
+    target = out_dir.resolve() if out_dir is not None else None
 
-    def add_file(p: Path) -> None:
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
-            files.append(p)
-        else:
+    def add_file(p: Path, *, explicit: bool) -> None:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
             skipped.append((p, f"not an image file (suffix {p.suffix or 'none'!r})"))
+        elif (
+            not explicit
+            and earlier is not None
+            and earlier.search(p.stem)
+            and (target is None or target == p.parent.resolve())
+        ):
+            skipped.append(
+                (
+                    p,
+                    f"looks like an earlier output (name ends in _x{skip_outputs_of_scale}) "
+                    "written beside the inputs; name the file explicitly to upscale it",
+                )
+            )
+        else:
+            files.append(p)
 
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for child in sorted(p.iterdir()):
                 if child.is_file() and not child.name.startswith("."):
-                    add_file(child)
+                    add_file(child, explicit=False)
         elif p.is_file():
-            add_file(p)
+            add_file(p, explicit=True)
         else:
             matches = sorted(glob.glob(str(item)))
             if not matches:
@@ -786,7 +865,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list
             for m in matches:
                 mp = Path(m)
                 if mp.is_file():
-                    add_file(mp)
+                    add_file(mp, explicit=False)
     # the same file named twice (a folder and a glob) runs once
     seen: set[Path] = set()
     unique = []
@@ -811,9 +890,11 @@ def upscale_files(
     """Upscale image files, folders and globs; write ``<stem>_x<s>.png`` into ``out`` (a folder,
     created if needed; or a file name when there is exactly one input) or beside each input.
 
-    Non-image files are skipped with a warning and unreadable images are reported; the run goes
-    on and the returned :class:`UpscaleReport` lists both. ``options`` go to :class:`Upscaler`
-    (tile, overlap, precision, device, channels_last, compile, alpha).
+    Non-image files, and earlier outputs found in a folder or glob when writing beside the
+    inputs (see :func:`expand_inputs`), are skipped with a warning; unreadable images and
+    failed writes are reported; the run goes on and the returned :class:`UpscaleReport` lists
+    both. An output folder that cannot be created raises :class:`LightSRError`. ``options`` go
+    to :class:`Upscaler` (tile, overlap, precision, device, channels_last, compile, alpha).
     """
     from tqdm.auto import tqdm
 
@@ -822,17 +903,21 @@ def upscale_files(
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     runner = model if isinstance(model, Upscaler) else Upscaler(model, progress=progress, **options)
-    files, skipped = expand_inputs(inputs)
-    report = UpscaleReport(skipped=list(skipped))
-    for path, reason in skipped:
-        warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
-
     out_path = Path(out) if out is not None else None
     single_target = (
         out_path is not None
         and out_path.suffix.lower() in IMAGE_EXTENSIONS
         and not out_path.is_dir()
     )
+    files, skipped = expand_inputs(
+        inputs,
+        skip_outputs_of_scale=None if single_target else runner.scale,
+        out_dir=None if single_target else out_path,
+    )
+    report = UpscaleReport(skipped=list(skipped))
+    for path, reason in skipped:
+        warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
+
     if single_target and len(files) > 1:
         raise LightSRError(
             f"output {str(out_path)!r} is a file name but there are {len(files)} inputs: "
@@ -840,16 +925,24 @@ def upscale_files(
         )
     out_dir = None if single_target else out_path
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LightSRError(
+                f"cannot create the output folder {str(out_dir)!r}: {exc.strerror or exc}. "
+                "Pass a folder you can write to as -o."
+            ) from None
 
     bar = tqdm(files, desc="images", unit="img", disable=True if progress is False else None)
     for src in bar:
         try:
             image = read_image(src)
-        except ImageReadError as exc:
-            report.failed.append((src, str(exc)))
-            warnings.warn(f"failed: {exc}", stacklevel=2)
+        except (ImageReadError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, LightSRError) else f"cannot read: {exc}"
+            report.failed.append((src, reason))
+            warnings.warn(f"failed: {src}: {reason}", stacklevel=2)
             continue
+        dst: Path | None = None
         try:
             result = runner(image)
             del image
@@ -864,6 +957,12 @@ def upscale_files(
         except LightSRError as exc:
             report.failed.append((src, str(exc)))
             warnings.warn(f"failed: {src}: {exc}", stacklevel=2)
+            continue
+        except OSError as exc:  # an unwritable or full target: this file fails, the run goes on
+            target = str(dst) if dst is not None else "the output"
+            reason = f"cannot write {target!r}: {exc.strerror or exc}"
+            report.failed.append((src, reason))
+            warnings.warn(f"failed: {src}: {reason}", stacklevel=2)
             continue
         report.written.append((src, dst))
     return report

@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     except LightSRError as exc:
         print(f"lightsr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A file system refusal (permissions, full disk, a file where a folder should be) is
+        # the user's to fix: say what and where, without a traceback.
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"lightsr {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -59,12 +59,7 @@ def _build_model(args: argparse.Namespace):
     if args.checkpoint:
         if args.model == "bicubic":
             raise LightSRError("--model bicubic takes no --checkpoint.")
-        expect = {}
-        if args.model:
-            expect["expect_arch"] = args.model
-        if args.scale:
-            expect["expect_scale"] = args.scale
-        model = load_any(args.checkpoint, **expect)
+        model = load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
         return model, f"{model.arch_name} ({Path(args.checkpoint).name})"
     if not args.model:
         raise LightSRError("give --checkpoint FILE, or --model NAME --scale S (e.g. bicubic).")
@@ -85,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.benchmark import BenchmarkSet
     from ..errors import LightSRError
     from ..evaluate import evaluate
+    from ..upscale import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise LightSRError("--lr-dir pairs with exactly one DATASET folder.")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise LightSRError(f"--out {args.out!r}: use a .csv or .json file name.")
+    device = resolve_device(args.device)  # a missing GPU is a clear error, not an assert
     model, label = _build_model(args)
-    model = model.to(args.device)
+    model = model.to(device)
     scale = model.scale
     # Open every set first: a bad folder fails before any time is spent on the others.
     sets = [

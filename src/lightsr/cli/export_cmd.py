@@ -47,12 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.onnx or args.torchscript):
         raise LightSRError("choose a format: --onnx and/or --torchscript.")
     if args.checkpoint:
-        expect = {}
-        if args.model:
-            expect["expect_arch"] = args.model
-        if args.scale:
-            expect["expect_scale"] = args.scale
-        model = load_any(args.checkpoint, **expect)
+        model = load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
         stem = Path(args.checkpoint).stem
     elif args.model:
         if not args.scale:

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         plot_psnr_vs_multiadds,
         profile,
         profile_all,
+        require_matplotlib,
         write_results,
     )
 
@@ -65,15 +66,19 @@ def run(args: argparse.Namespace) -> int:
         reps=args.reps,
         warmup=args.warmup,
     )
+    if (args.csv or args.plot) and not args.all:
+        raise ConfigError("--csv and --plot tabulate every model: use them with --all.")
     if args.all:
         if args.model or args.checkpoint:
             raise ConfigError("--all profiles every model: give no MODEL or --checkpoint with it.")
+        if args.plot:
+            require_matplotlib()  # before the long run, not after it
         reports = profile_all(scales=[args.scale] if args.scale else None, progress=True, **opts)
         for r in reports:
             print(r.summary())
-        if args.json:
+        if args.json or args.csv:
             write_results(reports, args.json, csv_path=args.csv)
-            print(f"wrote {args.json}" + (f" and {args.csv}" if args.csv else ""))
+            print("wrote " + " and ".join(p for p in (args.json, args.csv) if p))
         if args.plot:
             psnr = load_psnr_results(args.results_dir)
             n = plot_psnr_vs_multiadds(reports, psnr, args.plot)
@@ -111,12 +116,7 @@ def _build(args: argparse.Namespace):
     from ..registry import create_model
 
     if args.checkpoint:
-        expect = {}
-        if args.model:
-            expect["expect_arch"] = args.model
-        if args.scale:
-            expect["expect_scale"] = args.scale
-        return load_any(args.checkpoint, **expect)
+        return load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
     if not args.model:
         raise ConfigError("name a model (see `lightsr list`), or pass --checkpoint or --all.")
     return create_model(args.model, scale=args.scale or 4)

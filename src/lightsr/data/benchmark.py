@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .io import list_images, read_image
+from .layout import div2k_lr_dir, match_lr_files
 from .resize import imresize, modcrop
 
 LR_SOURCES = (
@@ -241,33 +242,24 @@ def _find_layout(path: Path, scale: int) -> tuple[str, Path, dict[str, Path]]:
         inner = sorted(p for p in path.glob("*_HR") if p.is_dir())
         if len(inner) == 1:
             hr_dir = inner[0]
-    if hr_dir.name.endswith("_HR"):
-        prefix = hr_dir.name[: -len("_HR")]
+    mirror = div2k_lr_dir(hr_dir, scale)
+    if mirror is not None:
         # DIV2K's LR was made with MATLAB's imresize (mirror rule).
-        found = {
-            "folder-clamp": hr_dir.parent / f"{prefix}_LR_bicubic_clamp" / f"X{scale}",
-            "folder-mirror": hr_dir.parent / f"{prefix}_LR_bicubic" / f"X{scale}",
-        }
-        return prefix, hr_dir, {k: v for k, v in found.items() if v.is_dir()}
+        found = {"folder-clamp": div2k_lr_dir(hr_dir, scale, clamp=True), "folder-mirror": mirror}
+        return hr_dir.name[: -len("_HR")], hr_dir, {k: v for k, v in found.items() if v.is_dir()}
     return path.name, path, {}
 
 
 def _pair_files(hr_files: Sequence[Path], lr_dir: Path, scale: int) -> list[_Pair]:
-    """Pair HR ``name.*`` with LR ``namex<s>.*`` (or ``name.*``); every file must pair."""
-    lr_by_key: dict[str, Path] = {}
-    for p in list_images(lr_dir):
-        key = p.stem.removesuffix(f"x{scale}") if p.stem.endswith(f"x{scale}") else p.stem
-        if key in lr_by_key:
-            raise DatasetError(
-                f"two LR files in {str(lr_dir)!r} belong to {key!r}: "
-                f"{lr_by_key[key].name}, {p.name}."
-            )
-        lr_by_key[key] = p
-    if not lr_by_key:
+    """Pair HR ``name.*`` with LR ``namex<s>.*`` or ``name.*`` (:func:`.layout.match_lr_files`:
+    two candidates for one HR image are an error); every file of both folders must pair."""
+    if not list_images(lr_dir):
         raise DatasetError(f"no images in the LR folder {str(lr_dir)!r}.")
-    hr_keys = {p.stem for p in hr_files}
-    missing = [p.stem for p in hr_files if p.stem not in lr_by_key]
-    extra = sorted(k for k in lr_by_key if k not in hr_keys)
+    match = match_lr_files(hr_files, lr_dir, scale)
+    missing = [p.stem for p in match.missing]
+    # named by the HR image each would belong to ("zebrax4.png" -> zebra)
+    suffix = f"x{scale}"
+    extra = [p.stem[: -len(suffix)] if p.stem.endswith(suffix) else p.stem for p in match.extra]
     if missing or extra:
         parts = []
         if missing:
@@ -284,7 +276,7 @@ def _pair_files(hr_files: Sequence[Path], lr_dir: Path, scale: int) -> list[_Pai
             f"HR and LR files do not pair up in {str(lr_dir)!r}: " + "; ".join(parts) + ". "
             "Check the folders and the scale, or make LR from HR with --lr-source imresize-*."
         )
-    return [_Pair(p.stem, p, lr_by_key[p.stem]) for p in hr_files]
+    return [_Pair(p.stem, p, match.lr[p]) for p in hr_files]
 
 
 def open_benchmark(

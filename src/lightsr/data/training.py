@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, ImageReadError
 from .io import IMAGE_EXTENSIONS, list_images, read_image
+from .layout import div2k_lr_dir, match_lr_files
 from .resize import imresize, modcrop
 
 # Bumped when the cached arrays would change for the same inputs.
@@ -50,12 +51,6 @@ class TrainingImage:
 # ---------------------------------------------------------------------------------------------
 
 
-def _div2k_lr_folder(hr_dir: Path, scale: int) -> Path:
-    """DIV2K's bicubic LR folder beside an ``*_HR`` folder: ``X_HR`` -> ``X_LR_bicubic/X{s}``."""
-    stem = hr_dir.name[: -len("_HR")] if hr_dir.name.endswith("_HR") else hr_dir.name
-    return hr_dir.parent / f"{stem}_LR_bicubic" / f"X{scale}"
-
-
 def _hr_subfolder(root: Path) -> Path:
     """A dataset root as it ships -> its HR folder: ``DIV2K/DIV2K_train_HR``,
     ``Flickr2K/Flickr2K_HR``; any other folder is taken as it is."""
@@ -63,18 +58,6 @@ def _hr_subfolder(root: Path) -> Path:
         if (root / name).is_dir():
             return root / name
     return root
-
-
-def _lr_index(folder: Path, scale: int) -> dict[str, Path]:
-    """LR files of a folder keyed by the HR stem they belong to (``0001x4.png`` -> ``0001``)."""
-    index: dict[str, Path] = {}
-    suffix = f"x{scale}"
-    for path in list_images(folder):
-        stem = path.stem
-        if stem.endswith(suffix):
-            index.setdefault(stem[: -len(suffix)], path)
-        index.setdefault(stem, path)
-    return index
 
 
 def find_training_images(
@@ -90,8 +73,9 @@ def find_training_images(
     (``DIV2K`` holding ``DIV2K_train_HR``, ``Flickr2K`` holding ``Flickr2K_HR``). LR files
     come from the matching entry of ``lr_dirs`` or, for an ``*_HR`` folder, from the
     ``*_LR_bicubic/X{scale}`` folder beside it, matched by name (``0001.png`` <->
-    ``0001x4.png`` or ``0001.png``). ``lr_source``: "auto" uses LR files when a folder has
-    them, "resize" never does, "folder" requires them.
+    ``0001x4.png`` or ``0001.png``; both at once is a DatasetError; see
+    :mod:`lightsr.data.layout`). LR files without an HR image are ignored. ``lr_source``:
+    "auto" uses LR files when a folder has them, "resize" never does, "folder" requires them.
     """
     if not hr_dirs:
         raise ConfigError(
@@ -111,6 +95,7 @@ def find_training_images(
         hr_dir = _hr_subfolder(hr_dir)
         given = str(lr_dirs[i]) if i < len(lr_dirs) else ""
         lr_dir: Path | None = None
+        div2k = div2k_lr_dir(hr_dir, scale)  # None unless hr_dir is an *_HR folder
         if lr_source != "resize":
             if given:
                 lr_dir = Path(given).expanduser()
@@ -119,12 +104,13 @@ def find_training_images(
                         f"LR folder {given!r} (data.lr_dirs[{i}]) does not exist. Fix the path, "
                         'or give "" to make the LR from the HR images.'
                     )
-            elif _div2k_lr_folder(hr_dir, scale).is_dir():
-                lr_dir = _div2k_lr_folder(hr_dir, scale)
+            elif div2k is not None and div2k.is_dir():
+                lr_dir = div2k
             elif lr_source == "folder":
+                where = f" or place DIV2K's {str(div2k)!r}" if div2k is not None else ""
                 raise ConfigError(
                     f"`data.lr_source` is 'folder' but {str(hr_dir)!r} has no LR folder: give "
-                    f"`data.lr_dirs` or place DIV2K's {str(_div2k_lr_folder(hr_dir, scale))!r}."
+                    f"`data.lr_dirs`{where}."
                 )
         hr_files = list_images(hr_dir)
         if not hr_files:
@@ -132,9 +118,9 @@ def find_training_images(
                 f"training data folder {str(hr_dir)!r} holds no images "
                 f"({', '.join(IMAGE_EXTENSIONS)})."
             )
-        lr_files = _lr_index(lr_dir, scale) if lr_dir is not None else {}
+        lr_files = match_lr_files(hr_files, lr_dir, scale).lr if lr_dir is not None else {}
         for hr in hr_files:
-            lr = lr_files.get(hr.stem)
+            lr = lr_files.get(hr)
             if lr_dir is not None and lr is None:
                 raise DatasetError(
                     f"no LR file for {hr.name} in {str(lr_dir)!r} (looked for {hr.stem}x{scale}.* "
