@@ -994,6 +994,7 @@ __all__ = [
     "cpu_has_native_bf16",
     "default_model",
     "expand_inputs",
+    "output_convs",
     "output_path",
     "print_report",
     "receptive_field",
