@@ -37,7 +37,9 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def test_every_registered_model_has_a_pinned_count() -> None:
-    assert sorted(lightsr.list_models()) == sorted(EXPECTED_PARAMS)
+    # Names starting with "_" are test doubles that other test files register.
+    public = [name for name in lightsr.list_models() if not name.startswith("_")]
+    assert sorted(public) == sorted(EXPECTED_PARAMS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
