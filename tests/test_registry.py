@@ -44,8 +44,10 @@ def test_every_registered_model_has_a_pinned_count() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_parameter_counts(name: str) -> None:
-    counts = tuple(n_params(lightsr.create_model(name, scale=s)) for s in (2, 3, 4))
-    assert counts == EXPECTED_PARAMS[name]
+    models = [lightsr.create_model(name, scale=s) for s in (2, 3, 4)]
+    assert tuple(n_params(m) for m in models) == EXPECTED_PARAMS[name]
+    # Nothing frozen hides in parameters() (frozen mean shifts are buffers, not weights).
+    assert all(p.requires_grad for m in models for p in m.parameters())
 
 
 def test_unknown_model_names_the_closest() -> None:
