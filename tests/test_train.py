@@ -439,6 +439,45 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(images, tmp_path):
     assert bf16.last_loss != fp32.last_loss  # bf16 was really used
 
 
+def test_channels_last_training_matches_the_contiguous_layout(images, tmp_path):
+    """The layout is a speed choice only: the same steps give the same weights to float
+    rounding, and the run really trained in channels-last."""
+    nhwc = train(_cfg(images, tmp_path / "a", "length=3"))
+    nchw = train(_cfg(images, tmp_path / "b", "length=3", "channels_last=false"))
+    assert nhwc.model.head.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.model.head.weight.is_contiguous(memory_format=torch.channels_last)
+    moved = nchw.model.head.weight - lightsr.create_model("_tiny_train", scale=2).head.weight
+    assert moved.abs().max() > 1e-4  # it trained
+    for a, b in zip(nhwc.model.parameters(), nchw.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_init_from_copies_the_matching_body_and_keeps_a_fresh_tail(images, tmp_path):
+    """A x3 run started from a x2 checkpoint: the body (same names, same shapes) starts from the
+    x2 weights, the x3 upsampling conv (another shape) from a fresh draw; the log says which."""
+    donor = train(_cfg(images, tmp_path / "x2", "length=2"))
+    ckpt = tmp_path / "x2" / "last.safetensors"
+    start = ("scale=3", "length=1", "optim.lr=1e-12", f"init_from='{ckpt}'")
+    run = train(_cfg(images, tmp_path / "x3", *start))
+    torch.testing.assert_close(run.model.head.weight, donor.model.head.weight, rtol=0, atol=1e-9)
+    torch.manual_seed(0)  # the run's seed: a fresh model draws the same tail
+    fresh = lightsr.create_model("_tiny_train", scale=3)
+    torch.testing.assert_close(run.model.tail.weight, fresh.tail.weight, rtol=0, atol=1e-9)
+    log = read_log(tmp_path / "x3" / "log.jsonl")
+    init = next(r for r in log if r["event"] == "init_from")
+    assert init["kept_fresh"] == ["tail.bias", "tail.weight"]
+    assert init["copied"] == 2
+
+
+def test_init_from_refuses_a_missing_file_and_another_architecture(images, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(_cfg(images, tmp_path / "a", f"init_from='{tmp_path / 'nope.safetensors'}'"))
+    other = tmp_path / "other.safetensors"
+    lightsr.save(lightsr.create_model("fsrcnn", scale=2), other)
+    with pytest.raises(ConfigError, match="shares no tensor"):
+        train(_cfg(images, tmp_path / "b", f"init_from='{other}'"))
+
+
 # ---------------------------------------------------------------------------------------------
 # DDP: 2 processes, gloo, CPU
 # ---------------------------------------------------------------------------------------------

@@ -514,3 +514,19 @@ def test_default_model_without_bundled_weights_names_the_fix(monkeypatch, tmp_pa
     monkeypatch.setattr(lightsr.upscale, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="--checkpoint"):
         lightsr.upscale.default_model(4)
+
+
+def test_model_name_of_the_default_uses_the_bundled_weights(monkeypatch, tmp_path):
+    """`--model a2f_sd --scale 2` is the bundled x2 model when the default is an A2F-SD; a
+    model with no bundled weights still refuses to run with random ones."""
+    monkeypatch.setattr(lightsr.upscale, "WEIGHTS_DIR", tmp_path)
+    trained = lightsr.create_model("a2f_sd", scale=2)
+    lightsr.save(trained, tmp_path / "default_x2.safetensors")
+    got = lightsr.upscale.resolve_model(model="a2f_sd", scale=2)
+    assert got.arch_name == "a2f_sd" and got.scale == 2
+    for key, value in trained.state_dict().items():
+        assert torch.equal(got.state_dict()[key], value), key
+    with pytest.raises(CheckpointError, match="random weights"):
+        lightsr.upscale.resolve_model(model="fmen_s", scale=2)
+    with pytest.raises(CheckpointError, match="random weights"):
+        lightsr.upscale.resolve_model(model="a2f_sd", scale=3)  # no default_x3 here

@@ -120,6 +120,11 @@ class TrainConfig:
     scale: int = 4
     #: Keyword options of the model builder (e.g. {ggas = true} for a baseline).
     model_options: dict[str, Any] = field(default_factory=dict)
+    #: Start from the weights of this checkpoint (lightsr or the authors'), copying every
+    #: tensor whose name and shape match and keeping the fresh initialisation elsewhere: how a
+    #: x2 or x3 model starts from a trained x4 body (only the upsampling tail differs), or a
+    #: finished run is annealed with a new schedule. Used when a run starts, not on resume.
+    init_from: str = ""
     #: Global batch size (all processes together); must divide by the number of processes.
     batch_size: int = 16
     #: Run length in ``unit``.
@@ -133,6 +138,9 @@ class TrainConfig:
     device: str = "auto"
     #: Mixed precision: "bf16" autocast, or "none" (fp32).
     amp: Literal["none", "bf16"] = "none"
+    #: Train in the channels-last memory layout (NHWC). Same arithmetic up to float rounding;
+    #: on CPU, oneDNN's convolutions run about twice as fast in it (benchmarks/bench_train.py).
+    channels_last: bool = True
     #: EMA decay of the weights (e.g. 0.999); 0 = no EMA.
     ema_decay: float = 0.0
     #: Run folder (checkpoints, logs, state). "" = runs/<name or model_xscale>.

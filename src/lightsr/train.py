@@ -53,6 +53,8 @@ _RESUME_MUTABLE = (
     "progress",
     "tensorboard",
     "device",
+    "channels_last",
+    "init_from",
     "out_dir",
     "name",
     "data.num_workers",
@@ -463,6 +465,41 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
+def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Copy into ``model`` every tensor of the checkpoint at ``path`` whose name and shape match.
+
+    The checkpoint may hold another scale of the same architecture (its body transfers, its
+    upsampling tail does not) or the authors' release. Raises :class:`ConfigError` when the
+    file is missing or nothing matches (another architecture). Returns what was copied and
+    what was left at its fresh initialisation, for the run's log.
+    """
+    from .checkpoint import load_any
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"`init_from` = {str(path)!r} does not exist; give a checkpoint file or remove the key."
+        )
+    source = load_any(path).state_dict()
+    target = model.state_dict()
+    copied = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
+    if not copied:
+        raise ConfigError(
+            f"`init_from` = {str(path)!r} shares no tensor (name and shape) with "
+            f"{getattr(model, 'arch_name', type(model).__name__)}; is it another architecture?"
+        )
+    with torch.no_grad():
+        for k in copied:
+            target[k].copy_(source[k])
+    kept = sorted(set(target) - set(copied))
+    return {
+        "source": str(path),
+        "copied": len(copied),
+        "kept_fresh": kept,
+        "copied_params": int(sum(source[k].numel() for k in copied)),
+    }
+
+
 def _save_weights(model: nn.Module, path: Path, cfg: TrainConfig, step: int, **extra: Any) -> None:
     from .checkpoint import save
 
@@ -526,6 +563,11 @@ def train(
                 f"{cfg.model} needs LR inputs of at least {min_size}x{min_size}; the LR patch is "
                 f"{cfg.lr_patch}. Raise `data.lr_patch` (or `data.hr_patch`)."
             )
+        init_report = None
+        if cfg.init_from and state is None:
+            init_report = init_weights_from(model, cfg.init_from)
+        layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model.to(memory_format=layout)
         ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
 
         # -- data ----------------------------------------------------------------------------
@@ -623,6 +665,8 @@ def train(
                 "params": sum(p.numel() for p in model.parameters()),
             }
         )
+        if init_report is not None:
+            log.write({"event": "init_from", "step": step, **init_report})
 
         def save_state(at: int) -> None:
             # Rank 0 only; every rank holds the same weights, optimiser and EMA.
@@ -690,6 +734,7 @@ def train(
                 lr_batch, hr_batch = next(it)
                 lr_batch = to_unit(lr_batch.to(device, non_blocking=True), dataset.peak)
                 hr_batch = to_unit(hr_batch.to(device, non_blocking=True), dataset.peak)
+                lr_batch = lr_batch.contiguous(memory_format=layout)
                 wait += time.perf_counter() - t0
 
                 lr = schedule(step)

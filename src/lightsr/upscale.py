@@ -777,10 +777,17 @@ def resolve_model(
 
         spec = get_spec(model)  # unknown names fail here, with suggestions
         path = bundled_weights(spec.name, scale or 4)
+        default = bundled_weights("default", scale or 4)
+        if path is None and default is not None:
+            from .checkpoint import read_metadata
+
+            # `--model a2f_sd` means the bundled weights when the default model is an A2F-SD
+            if read_metadata(default)["arch"] == spec.name:
+                path = default
         if path is not None:
             from .checkpoint import load
 
-            return load(path)
+            return load(path, expect_scale=scale or 4)
         raise CheckpointError(
             f"--model {model} without --checkpoint would upscale with random weights. Pass "
             f"--checkpoint PATH with trained {spec.name} weights, or --model bicubic."
