@@ -89,3 +89,68 @@ class ConvPixelShuffle(nn.Sequential):
 def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Plain PyTorch bicubic (align_corners=False, no antialias, no clamp) of an image."""
     return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def _cubic_weights(t: float, a: float = -0.75) -> list[float]:
+    """PyTorch's 4 bicubic tap weights (taps at -1, 0, 1, 2) for a fractional offset ``t``."""
+
+    def near(x: float) -> float:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: float) -> float:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def bicubic_phase_kernels(scale: int) -> torch.Tensor:
+    """(scale^2, 1, 5, 5) float64 kernels: output pixel (s*i + p, s*j + q) of PyTorch's bicubic
+    upsampling (align_corners=False) is kernel ``p*s + q`` applied at input (i, j), with the
+    border replicated (PyTorch clamps tap indices to the image)."""
+    taps = torch.zeros(scale, 5, dtype=torch.float64)
+    for p in range(scale):
+        d = (p + 0.5) / scale - 0.5  # source coordinate of the phase, relative to i
+        base = -1 if d < 0 else 0
+        t = d - base
+        for k, w in enumerate(_cubic_weights(t)):
+            taps[p, base - 1 + k + 2] = w  # offsets -2..2 -> columns 0..4
+    return torch.einsum("pa,qb->pqab", taps, taps).reshape(scale * scale, 1, 5, 5)
+
+
+class BicubicUpsample(nn.Module):
+    """The bicubic image skip of MAFFSRN, IDN and MemNet (:func:`bicubic_upsample`).
+
+    ``fuse()`` gives :class:`PhaseBicubicUpsample`, the same function as one small grouped conv
+    and a pixel shuffle: on a CPU, ``aten::upsample_bicubic2d`` costs ~45 ms of a 256x256 x4
+    MAFFSRN forward, the conv ~2 ms."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bicubic_upsample(x, self.scale)
+
+    def fuse(self) -> PhaseBicubicUpsample:
+        return PhaseBicubicUpsample(self.scale)
+
+
+class PhaseBicubicUpsample(nn.Module):
+    """Bicubic upsampling as replicate padding, a 5x5 conv per colour channel giving the
+    ``scale^2`` output phases, and a pixel shuffle: equal to :func:`bicubic_upsample` up to
+    float rounding (tests/test_deploy.py)."""
+
+    def __init__(self, scale: int, channels: int = 3) -> None:
+        super().__init__()
+        self.scale = scale
+        self.channels = channels
+        kernels = bicubic_phase_kernels(scale).float().repeat(channels, 1, 1, 1)
+        self.register_buffer("kernels", kernels, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Image values: kept in fp32 (or wider) under bf16/fp16 autocast, like the output convs.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x if x.dtype == torch.float64 else x.float()
+            padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
+            phases = F.conv2d(padded, self.kernels.to(x.dtype), groups=self.channels)
+            return F.pixel_shuffle(phases, self.scale)

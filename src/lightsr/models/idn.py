@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers.common import ConvPixelShuffle, bicubic_upsample, conv2d
+from ..layers.common import BicubicUpsample, ConvPixelShuffle, conv2d
 from ..registry import register_model
 from ..strategies import StrategyOptions
 from ..strategies.ggas import attention_maps, gate
@@ -92,6 +92,7 @@ class IDN(SRModel):
         self.global_attention = opts.global_attention(channels, n_blocks=n_blocks)
         self.lr_conv = nn.Sequential(*_conv_lrelu(channels, channels))
         self.upsampler = ConvPixelShuffle(channels, 3, scale=scale)
+        self.image_upsample = BicubicUpsample(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -100,7 +101,7 @@ class IDN(SRModel):
         maps = attention_maps(self.global_attention, f0, len(self.blocks))
         for block, ga in zip(self.blocks, maps):
             h = gate(block(h), ga)
-        return self.upsampler(self.lr_conv(h)) + bicubic_upsample(x, self.scale)
+        return self.upsampler(self.lr_conv(h)) + self.image_upsample(x)
 
 
 @register_model("idn", paper=_PAPER)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.common import BicubicUpsample
 from ..layers.weight_norm import WNConv2d
 from ..registry import register_model
 from .base import SRModel
@@ -171,14 +172,14 @@ class MAFFSRN(SRModel):
         self.tail3_scale = nn.Parameter(torch.full((1,), 0.5))
         self.tail5_scale = nn.Parameter(torch.full((1,), 0.5))
         self.shuffle = nn.PixelShuffle(scale)
+        self.image_upsample = BicubicUpsample(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         f = self.body(self.head(x))
         # Scalar multiplication commutes with pixel shuffle, so one shuffle of the sum suffices.
         y = self.shuffle(self.tail3_scale * self.tail3(f) + self.tail5_scale * self.tail5(f))
-        base = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return y + base
+        return y + self.image_upsample(x)
 
 
 # ---------------------------------------------------------------------------------------------

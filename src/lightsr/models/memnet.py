@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers.common import ConvPixelShuffle, bicubic_upsample, conv2d
+from ..layers.common import BicubicUpsample, ConvPixelShuffle, conv2d
 from ..registry import register_model
 from ..strategies import StrategyOptions
 from ..strategies.ggas import attention_maps, gate
@@ -97,6 +97,7 @@ class MemNet(SRModel):
         )
         self.global_attention = opts.global_attention(channels, n_blocks=n_blocks)
         self.upsampler = nn.Sequential(nn.ReLU(), ConvPixelShuffle(channels, 3, scale=scale))
+        self.image_upsample = BicubicUpsample(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -106,7 +107,7 @@ class MemNet(SRModel):
         for block, ga in zip(self.blocks, maps):
             h = gate(block(h, memory), ga)
             memory.append(h)
-        return self.upsampler(h) + bicubic_upsample(x, self.scale)
+        return self.upsampler(h) + self.image_upsample(x)
 
 
 @register_model("memnet", paper=_PAPER)
