@@ -4,9 +4,11 @@ For A2F-SD, FMEN-S and MAFFSRN at x4 on a 256 x 256 LR input (the NTIRE protocol
 
 - ``authors``: A2F-SD and MAFFSRN in their training form (weight norm recomputed every
   forward), FMEN-S in its released folded form; fp32, eager, NCHW.
-- ``fold_cl``: lightsr's default path: folded, channels_last, fp32, eager (``Upscaler``).
-- ``compiled``: the same plus ``torch.compile`` (inductor, weights frozen so conv + pointwise
-  ops fuse) (``Upscaler(compile=True)``).
+- ``fold_cl``: folded, channels_last, fp32, eager (``Upscaler(pad_narrow=False)``).
+- ``fold_cl_pad``: the same with feature maps narrower than 16 channels widened to 16 by zero
+  filters (``Upscaler()``'s default, ``lightsr.deploy.pad_channels``); ``fold_cl`` is without.
+- ``compiled``/``compiled_pad``: the same two plus ``torch.compile`` (inductor, weights frozen
+  so conv + pointwise ops fuse) (``Upscaler(compile=True)``).
 - ``bf16``: folded, channels_last, bf16 autocast with the image-producing convs in fp32
   (``Upscaler(precision="bf16")``).
 
@@ -120,8 +122,10 @@ def bench_model(name: str, rounds: int, peaks: dict) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bf16 on a CPU without native support
         runners = {
-            "fold_cl": Upscaler(folded, tile=None),
-            "compiled": Upscaler(folded, tile=None, compile=True),
+            "fold_cl": Upscaler(folded, tile=None, pad_narrow=False),
+            "fold_cl_pad": Upscaler(folded, tile=None),
+            "compiled": Upscaler(folded, tile=None, compile=True, pad_narrow=False),
+            "compiled_pad": Upscaler(folded, tile=None, compile=True),
             "bf16": Upscaler(folded, tile=None, precision="bf16"),
         }
     paths = {"authors": authors_path(model if name != "fmen_s" else folded)}
@@ -160,7 +164,11 @@ def bench_model(name: str, rounds: int, peaks: dict) -> dict:
             ),
         }
     p = result["paths"]
-    fastest = min(("fold_cl", "compiled", "bf16"), key=lambda k: p[k]["median_ms"])
+    fastest = min(
+        ("fold_cl", "fold_cl_pad", "compiled", "compiled_pad", "bf16"),
+        key=lambda k: p[k]["median_ms"],
+    )
+    result["padding"] = runners["fold_cl_pad"].padding.__dict__
     result["fastest_path"] = fastest
     result["speedup_median"] = round(p["authors"]["median_ms"] / p[fastest]["median_ms"], 2)
     result["speedup_min"] = round(p["authors"]["min_ms"] / p[fastest]["min_ms"], 2)
@@ -215,6 +223,8 @@ def main() -> int:
             "threads": args.threads,
             "torch": torch.__version__,
             "load_average_at_start": os.getloadavg()[0],
+            # PASSIVE makes compiled code (many short OpenMP regions) several times slower
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: ACTIVE)"),
         },
         "peaks": peaks,
         "protocol": (

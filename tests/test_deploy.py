@@ -97,3 +97,15 @@ def test_padding_refuses_models_it_would_change():
     assert "outside a conv" in report.reason
     _, report = pad_channels(lightsr.create_model("a2f_sd", scale=2).eval())
     assert "already a multiple" in report.reason
+
+
+def test_upscaler_pads_narrow_widths_by_default_with_the_same_output():
+    from lightsr.upscale import Upscaler
+
+    torch.manual_seed(0)
+    model = lightsr.create_model("maffsrn", scale=2).eval()
+    padded = Upscaler(model, tile=None)
+    plain = Upscaler(model, tile=None, pad_narrow=False)
+    assert padded.padding.widened == {8: 16} and plain.padding is None
+    x = torch.rand(1, 3, 20, 17)
+    assert (padded._forward(x) - plain._forward(x)).abs().max() < 1e-5

@@ -408,6 +408,10 @@ class Upscaler:
         channels_last: run in channels_last memory format (faster convolutions).
         compile: ``torch.compile`` the folded model (slow first call; pays off on many
             same-size tiles).
+        pad_narrow: widen feature maps narrower than 16 channels to 16 with zero filters
+            (:func:`lightsr.deploy.pad_channels`; the same function, checked on a probe
+            input): oneDNN runs such convs on slow reference paths (MAFFSRN's 8-channel
+            attention convs).
         alpha: ``"bicubic"`` or ``"model"``: how an alpha channel is upscaled.
         progress: show a tqdm bar over tiles (None: only on a terminal).
     """
@@ -422,6 +426,7 @@ class Upscaler:
         device: str | torch.device | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        pad_narrow: bool = True,
         alpha: str = "bicubic",
         progress: bool | None = False,
     ) -> None:
@@ -438,12 +443,15 @@ class Upscaler:
         self.channels_last = channels_last
         self.arch_name = getattr(model, "arch_name", type(model).__name__)
 
-        from .deploy import reparameterize
+        from .deploy import PaddingReport, pad_channels, reparameterize
 
         folded = reparameterize(model) if isinstance(model, SRModel) else copy.deepcopy(model)
         folded = folded.eval()
         for p in folded.parameters():
             p.requires_grad_(False)
+        self.padding: PaddingReport | None = None
+        if pad_narrow and isinstance(folded, SRModel):
+            folded, self.padding = pad_channels(folded, below=16)
         if not (overlap == "auto" or (isinstance(overlap, int) and overlap >= 0)):
             raise LightSRError(f"overlap must be 'auto' or an integer >= 0, not {overlap!r}.")
         # Measured lazily: an image that fits in one tile needs neither probe.
