@@ -1,0 +1,124 @@
+"""Evaluate the bundled default models and set them against their paper's numbers.
+
+For every ``src/lightsr/weights/default_x{s}.safetensors`` present: ``lightsr eval`` on Set5,
+Set14 and B100 (LR from ``LR_bicubic_clamp``: MATLAB imresize, replicate boundary; PSNR-Y/SSIM-Y,
+crop = scale), the MATLAB-bicubic baseline on the same LR, and the paper's Table 6 row for the
+architecture. Writes
+
+    benchmarks/results/bundled_x{s}.json      lightsr eval's JSON (per image), one per scale
+    benchmarks/results/bundled_summary.json   means, paper numbers, gaps, within-0.5-dB flags
+    and prints the Markdown table that docs/BUNDLED.md and the README quote.
+
+    python benchmarks/bundled_report.py [--scales 2 3 4] [--skip-eval]
+
+``--skip-eval`` rebuilds the summary from the per-scale JSONs already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
+RESULTS = REPO / "benchmarks" / "results"
+WEIGHTS = REPO / "src" / "lightsr" / "weights"
+SETS = ("Set5", "Set14", "B100")
+#: The acceptance margin of the training issue: within this many dB of the paper, every set.
+MARGIN_DB = 0.5
+
+# A2F paper ("Lightweight Single-Image Super-Resolution Network with Attentive Auxiliary
+# Feature Learning", Table 6, A2F-SD rows): PSNR / SSIM per set.
+PAPER = {
+    "a2f_sd": {
+        2: {"Set5": (37.91, 0.9602), "Set14": (33.45, 0.9164), "B100": (32.08, 0.8986)},
+        3: {"Set5": (34.23, 0.9259), "Set14": (30.22, 0.8395), "B100": (29.01, 0.8028)},
+        4: {"Set5": (32.06, 0.8928), "Set14": (28.47, 0.7790), "B100": (27.48, 0.7373)},
+    },
+}
+
+
+def run_eval(args: list[str], out: Path) -> list[dict]:
+    cmd = [sys.executable, "-m", "lightsr", "eval", *args, "--out", str(out), "--no-progress"]
+    cmd += [str(SHARED / "data" / s) for s in SETS]
+    subprocess.run(cmd, check=True, cwd=REPO)
+    return json.loads(out.read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    ap.add_argument("--skip-eval", action="store_true")
+    args = ap.parse_args()
+    if not (SHARED / "data" / "Set5").is_dir():
+        print(f"the benchmark sets are not at {SHARED / 'data'}; nothing to do", file=sys.stderr)
+        return 1
+
+    summary: dict = {"margin_db": MARGIN_DB, "sets": list(SETS), "scales": {}}
+    rows = []
+    for s in args.scales:
+        ckpt = WEIGHTS / f"default_x{s}.safetensors"
+        if not ckpt.is_file():
+            print(f"x{s}: no bundled weights ({ckpt.name}); skipped", file=sys.stderr)
+            continue
+        ours_json = RESULTS / f"bundled_x{s}.json"
+        bic_json = RESULTS / f"bicubic_x{s}.json"
+        if args.skip_eval:
+            ours, bic = json.loads(ours_json.read_text()), json.loads(bic_json.read_text())
+        else:
+            ours = run_eval(["--checkpoint", str(ckpt.relative_to(REPO))], ours_json)
+            bic = run_eval(["--model", "bicubic", "--scale", str(s)], bic_json)
+        arch = ours[0]["model"].split()[0]
+        paper = PAPER.get(arch, {}).get(s)
+        entry = {"checkpoint": str(ckpt.relative_to(REPO)), "arch": arch, "sets": {}}
+        for o, b in zip(ours, bic, strict=True):
+            name = o["dataset"]
+            e = {"psnr": round(o["psnr"], 3), "ssim": round(o["ssim"], 4)}
+            e["bicubic_psnr"], e["bicubic_ssim"] = round(b["psnr"], 3), round(b["ssim"], 4)
+            if paper and name in paper:
+                e["paper_psnr"], e["paper_ssim"] = paper[name]
+                e["gap_db"] = round(o["psnr"] - paper[name][0], 3)
+                e["within_margin"] = e["gap_db"] >= -MARGIN_DB
+            entry["sets"][name] = e
+        summary["scales"][str(s)] = entry
+        rows.append((s, entry))
+
+    out = RESULTS / "bundled_summary.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+
+    print("| scale | | " + " | ".join(SETS) + " |")
+    print("|---|---|" + "---|" * len(SETS))
+    for s, entry in rows:
+        sets = [entry["sets"][n] for n in SETS]
+        print(
+            f"| ×{s} | bundled {entry['arch']} | "
+            + " | ".join(f"{e['psnr']:.2f} / {e['ssim']:.4f}" for e in sets)
+            + " |"
+        )
+        if all("paper_psnr" in e for e in sets):
+            print(
+                "| | paper | "
+                + " | ".join(f"{e['paper_psnr']:.2f} / {e['paper_ssim']:.4f}" for e in sets)
+                + " |"
+            )
+            print(
+                "| | gap | "
+                + " | ".join(
+                    f"{e['gap_db']:+.2f} dB {'✓' if e['within_margin'] else '✗'}" for e in sets
+                )
+                + " |"
+            )
+        print(
+            "| | bicubic | "
+            + " | ".join(f"{e['bicubic_psnr']:.2f} / {e['bicubic_ssim']:.4f}" for e in sets)
+            + " |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
