@@ -175,6 +175,30 @@ def test_stop_signal_writes_state_and_resume_continues(images, tmp_path):
     _assert_same_weights(full.model, resumed.model)
 
 
+def test_a_signal_to_the_workers_too_still_stops_cleanly(images, tmp_path):
+    """`pkill -f` or Ctrl-C signal the DataLoader workers as well as the trainer: the workers
+    ignore it, the trainer stops at the next step with its state saved."""
+    import multiprocessing
+
+    extra = ("ckpt_every=100", "data.num_workers=1")
+    full = train(_cfg(images, tmp_path / "full", *extra))
+    signalled = []
+
+    def terminate_all(step, model):
+        if step == 2:
+            workers = multiprocessing.active_children()
+            for w in workers:
+                os.kill(w.pid, signal.SIGTERM)
+            signalled.extend(workers)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = train(_cfg(images, tmp_path / "run", *extra), hooks=[terminate_all])
+    assert signalled, "the run had no worker process to signal"
+    assert stopped.stopped and read_state(tmp_path / "run")["step"] == 3
+    resumed = train(resume_config(tmp_path / "run"), resume=tmp_path / "run")
+    _assert_same_weights(full.model, resumed.model)
+
+
 def test_resume_can_extend_the_run_through_the_cli(images, tmp_path):
     from lightsr.cli import main
 

@@ -434,10 +434,17 @@ class StepBatchSampler:
 
 
 def _worker_init(_worker_id: int) -> None:
+    import signal
+
     import torch
 
     # Workers only slice and convert arrays; one thread each avoids oversubscription.
     torch.set_num_threads(1)
+    # Ctrl-C reaches every process of the terminal's group, and `pkill -f` matches the workers'
+    # command line too: a worker that died of it would crash the training process before it
+    # could stop cleanly at the next step and save its state. The trainer stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(
