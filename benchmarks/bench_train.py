@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -84,6 +85,7 @@ def bench(
     budget_s: float,
     cache: Path,
     tmp: Path,
+    channels_last: bool = True,
 ) -> dict:
     data = [str(SHARED / "data" / "T91" / "HR"), str(SHARED / "data" / "BSD200" / "HR")]
     cfg = load_config(
@@ -101,6 +103,7 @@ def bench(
             "progress=false",
             "tensorboard=false",
             f"out_dir='{tmp / recipe}'",
+            f"channels_last={str(channels_last).lower()}",
         ],
     )
     t0 = time.perf_counter()
@@ -119,6 +122,7 @@ def bench(
             train(cfg, hooks=[budget])
     wall = time.perf_counter() - t0
     log = (tmp / recipe / "log.jsonl").read_text().splitlines()
+    shutil.rmtree(tmp / recipe)  # the next layout of the same recipe starts a fresh run
     records = [json.loads(line) for line in log]
     start = next(r for r in records if r["event"] == "start")
     # one record per step (log_every=1); the first `warmup` steps are not timed
@@ -130,6 +134,7 @@ def bench(
         loader = _loader_rate(cfg, n=max(20, iters))
     return {
         "model": cfg.model,
+        "channels_last": channels_last,
         "scale": cfg.scale,
         "batch_size": cfg.batch_size,
         "lr_patch": cfg.lr_patch,
@@ -159,6 +164,13 @@ def main() -> None:
         help="seconds of timed steps per recipe; fewer steps are timed when it runs out",
     )
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument(
+        "--contiguous",
+        nargs="*",
+        default=["a2f_sd", "maffsrn"],
+        help="recipes also timed in the NCHW (contiguous) layout, to show what channels-last "
+        "(the default) gains",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not (SHARED / "data" / "T91" / "HR").is_dir():
@@ -175,9 +187,11 @@ def main() -> None:
         data = [SHARED / "data" / "T91" / "HR", SHARED / "data" / "BSD200" / "HR"]
         PairStore(find_training_images(data, scale=4), scale=4, cache_dir=cache)
         prepare = time.perf_counter() - t0
-        for recipe in args.recipes:
+        runs = [(r, True) for r in args.recipes] + [(r, False) for r in args.contiguous]
+        for recipe, channels_last in runs:
             r = bench(
                 recipe,
+                channels_last=channels_last,
                 iters=args.iters,
                 warmup=args.warmup,
                 workers=args.workers,
@@ -186,7 +200,8 @@ def main() -> None:
                 tmp=tmp,
             )
             print(
-                f"{recipe:<8} batch {r['batch_size']:>2} x {r['lr_patch']}^2 LR: "
+                f"{recipe:<8} {'NHWC' if channels_last else 'NCHW'} "
+                f"batch {r['batch_size']:>2} x {r['lr_patch']}^2 LR: "
                 f"{r['it_per_s']:.3f} it/s ({r['seconds_per_it']:.2f} s/it), data wait "
                 f"{100 * r['data_wait_share']:.1f}%, loader alone "
                 f"{r['loader_batches_per_s']:.1f} batches/s",

@@ -139,7 +139,8 @@ class TrainConfig:
     #: Mixed precision: "bf16" autocast, or "none" (fp32).
     amp: Literal["none", "bf16"] = "none"
     #: Train in the channels-last memory layout (NHWC). Same arithmetic up to float rounding;
-    #: on CPU, oneDNN's convolutions run about twice as fast in it (benchmarks/bench_train.py).
+    #: on CPU, oneDNN's convolutions run faster in it (1.13x A2F-SD, 1.25x MAFFSRN steps per
+    #: second at one thread: benchmarks/results/train_speed.json).
     channels_last: bool = True
     #: EMA decay of the weights (e.g. 0.999); 0 = no EMA.
     ema_decay: float = 0.0
