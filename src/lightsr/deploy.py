@@ -100,8 +100,10 @@ def pad_channels(
     """A copy of the folded ``model`` whose inner feature widths are rounded up to ``multiple``
     with zero filters, and a :class:`PaddingReport`.
 
-    Why: oneDNN's AVX-512 convolutions work on blocks of 16 channels; a width such as FMEN-S's
-    50 runs slower than 64 does (``benchmarks/bench_upscale.py``). The added channels carry
+    Why: oneDNN's AVX-512 convolutions work on blocks of 16 channels, and narrow widths (MAFFSRN's
+    8) fall back to slow reference kernels (``benchmarks/bench_upscale.py`` times the
+    ``Upscaler``'s ``below=16`` padding against none). ``below`` leaves wider widths alone: their
+    extra FLOPs can cost more than the better blocking saves. The added channels carry
     values that every consumer multiplies by zero weights, so the function is unchanged: the
     image side of the model (3-channel inputs, the convs feeding a pixel shuffle or the output)
     keeps its widths, and the result is checked against the original on a random input. A
