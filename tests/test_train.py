@@ -5,6 +5,7 @@ Everything runs on a tiny registered model and a folder of tiny synthetic images
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -33,7 +34,15 @@ from lightsr.data.training import (
 from lightsr.errors import CheckpointError, ConfigError, DatasetError
 from lightsr.models.base import SRModel
 from lightsr.registry import _REGISTRY, register_model
-from lightsr.train import lr_at, make_schedule, read_log, read_state, resume_config, train
+from lightsr.train import (
+    ema_decay_at,
+    lr_at,
+    make_schedule,
+    read_log,
+    read_state,
+    resume_config,
+    train,
+)
 
 # ---------------------------------------------------------------------------------------------
 # A tiny model (registered on import, also in spawned DDP workers) and tiny images
@@ -127,7 +136,8 @@ def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ("optim.name=adamp", "ema_decay=0.9"),  # AdamP state, EMA, in-process loading
+        # AdamP state, a warmed-up EMA, in-process loading
+        ("optim.name=adamp", "ema_decay=0.9", "ema_warmup=true"),
         ("data.num_workers=1", "schedule.every=2"),  # a worker process, a changing lr
     ],
     ids=["adamp-ema-workers0", "adam-workers1"],
@@ -159,6 +169,25 @@ def test_killed_and_resumed_run_equals_unbroken_run(images, tmp_path, extra):
     last = lightsr.load(tmp_path / "broken" / "last.safetensors")
     _assert_same_weights(last, full.model)
     assert last.checkpoint_extra["step"] == 6
+
+
+def test_warmed_up_ema_averages_the_steps_so_far(images, tmp_path):
+    # decay min(0.99, (1 + t) / (10 + t)): 0.1 at the first update, 2/11 at the second; a
+    # plain EMA at 0.99 would still be 98% the starting weights after two steps.
+    assert [ema_decay_at(t, 0.99, warmup=True) for t in (0, 1, 1000)] == [0.1, 2 / 11, 0.99]
+    assert ema_decay_at(0, 0.99, warmup=False) == 0.99
+    seen = []
+    torch.manual_seed(0)  # the run's seed: its starting weights
+    start = lightsr.create_model("_tiny_train", scale=2).state_dict()
+    cfg = _cfg(images, tmp_path / "run", "length=2", "ema_decay=0.99", "ema_warmup=true")
+    result = train(cfg, hooks=[lambda step, m: seen.append(copy.deepcopy(m.state_dict()))])
+    for key, ema in result.ema.state_dict().items():
+        if not ema.is_floating_point():
+            continue
+        expected = 0.1 * start[key] + 0.9 * seen[0][key]
+        expected = 2 / 11 * expected + 9 / 11 * seen[1][key]
+        torch.testing.assert_close(ema, expected)
+        assert not torch.allclose(ema, seen[1][key])  # it is an average, not the last weights
 
 
 def test_stop_signal_writes_state_and_resume_continues(images, tmp_path):

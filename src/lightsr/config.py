@@ -144,6 +144,12 @@ class TrainConfig:
     channels_last: bool = True
     #: EMA decay of the weights (e.g. 0.999); 0 = no EMA.
     ema_decay: float = 0.0
+    #: Warm the EMA up: the decay at update t is min(ema_decay, (1 + t) / (10 + t)), so early on
+    #: the EMA averages the steps so far instead of holding the starting weights for about
+    #: 1 / (1 - ema_decay) steps. Matters when a run starts partly random (a fine-tune whose
+    #: upsampling tail is fresh): without it the EMA of such a run reads far below the raw
+    #: weights for thousands of steps.
+    ema_warmup: bool = False
     #: Run folder (checkpoints, logs, state). "" = runs/<name or model_xscale>.
     out_dir: str = ""
     name: str = ""

@@ -153,6 +153,12 @@ def loss_fn(kind: str, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((sr - hr) ** 2 + 1e-6).mean()  # charbonnier, eps = 1e-3
 
 
+def ema_decay_at(update: int, decay: float, *, warmup: bool) -> float:
+    """The EMA decay of update number ``update`` (0-based): ``decay``, or with warm-up the
+    smaller of it and (1 + update) / (10 + update), TensorFlow's ``num_updates`` rule."""
+    return min(decay, (1.0 + update) / (10.0 + update)) if warmup else decay
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) copied."""
@@ -749,7 +755,7 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                 optimizer.step()
                 if ema is not None:
-                    ema_update(ema, model, cfg.ema_decay)
+                    ema_update(ema, model, ema_decay_at(step, cfg.ema_decay, warmup=cfg.ema_warmup))
                 step += 1
                 loss_sum += loss.detach()
                 n_sum += 1
