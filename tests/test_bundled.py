@@ -1,0 +1,43 @@
+"""The bundled default weights are the ones the committed table (docs/BUNDLED.md, from
+benchmarks/results/bundled_summary.json) measured, and that table's verdict is arithmetic on
+its own figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lightsr
+from lightsr.data.benchmark import open_benchmark
+from lightsr.evaluate import evaluate
+from lightsr.upscale import bundled_weights
+
+from conftest import shared_path
+
+SUMMARY = Path(__file__).parents[1] / "benchmarks" / "results" / "bundled_summary.json"
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bundled_weights_measure_what_the_committed_table_says(scale: int) -> None:
+    path = bundled_weights("default", scale)
+    if path is None:
+        pytest.skip(f"no bundled x{scale} weights in this checkout")
+    committed = json.loads(SUMMARY.read_text())["scales"][str(scale)]["sets"]["Set5"]
+    model = lightsr.load(path, expect_scale=scale)
+    dataset = open_benchmark(shared_path("data", "Set5"), scale=scale)
+    assert dataset.lr_source == "folder-clamp"  # the LR the table was measured on
+    measured = evaluate(model, dataset)
+    # a retrained file shipped without re-running benchmarks/bundled_report.py fails here
+    assert measured.psnr == pytest.approx(committed["psnr"], abs=6e-4)
+    assert measured.ssim == pytest.approx(committed["ssim"], abs=6e-5)
+
+
+def test_the_committed_verdict_follows_from_its_figures() -> None:
+    summary = json.loads(SUMMARY.read_text())
+    for scale, entry in summary["scales"].items():
+        for name, row in entry["sets"].items():
+            gap = round(row["psnr"] - row["paper_psnr"], 3)
+            assert row["gap_db"] == pytest.approx(gap, abs=1.5e-3), (scale, name)
+            assert row["within_margin"] == (row["gap_db"] >= -summary["margin_db"]), (scale, name)
