@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
 import lightsr
 from lightsr.data.benchmark import open_benchmark
 from lightsr.evaluate import evaluate
 from lightsr.upscale import bundled_weights
-
-from conftest import shared_path
 
 SUMMARY = Path(__file__).parents[1] / "benchmarks" / "results" / "bundled_summary.json"
 
