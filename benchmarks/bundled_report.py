@@ -6,8 +6,14 @@ crop = scale), the MATLAB-bicubic baseline on the same LR, and the paper's Table
 architecture. Writes
 
     benchmarks/results/bundled_x{s}.json      lightsr eval's JSON (per image), one per scale
-    benchmarks/results/bundled_summary.json   means, paper numbers, gaps, within-0.5-dB flags
-    and prints the Markdown table that docs/BUNDLED.md and the README quote.
+    benchmarks/results/bundled_summary.json   means, paper numbers, gaps, within-0.5-dB flags,
+                                              and each file's training lineage
+    and prints the Markdown tables that docs/BUNDLED.md and the README quote.
+
+The lineage follows the ``init_from`` chain recorded in each checkpoint's own config back to a
+run started from scratch; per run it gives the steps that reached the shipped weights and the
+training time they took, summed from the run's JSONL log (steps between records / logged it/s,
+validation and checkpoint writes not counted).
 
     python benchmarks/bundled_report.py [--scales 2 3 4] [--skip-eval]
 
@@ -49,6 +55,40 @@ def run_eval(args: list[str], out: Path) -> list[dict]:
     return json.loads(out.read_text())
 
 
+def _checkpoint_record(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata().get("extra", "{}"))
+
+
+def training_lineage(checkpoint: Path) -> list[dict]:
+    """The runs behind ``checkpoint``, oldest first: run folder, steps, training hours."""
+    runs = []
+    record = _checkpoint_record(checkpoint)
+    run_dir = REPO / record["config"]["out_dir"]
+    while True:
+        steps, seconds, done = int(record["step"]), 0.0, 0
+        for line in (run_dir / "log.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("event") == "train" and done < entry["step"] <= steps:
+                seconds += (entry["step"] - done) / entry["it_per_s"]
+                done = entry["step"]
+        runs.append(
+            {
+                "run": str(run_dir.relative_to(REPO)),
+                "steps": steps,
+                "hours": round(seconds / 3600, 2),
+            }
+        )
+        parent = record["config"].get("init_from", "")
+        if not parent:
+            return runs[::-1]
+        # the file, not its recorded out_dir: a run folder may have moved since (stage 1 did)
+        run_dir = (REPO / parent).parent
+        record = _checkpoint_record(REPO / parent)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
@@ -75,6 +115,7 @@ def main() -> int:
         arch = ours[0]["model"].split()[0]
         paper = PAPER.get(arch, {}).get(s)
         entry = {"checkpoint": str(ckpt.relative_to(REPO)), "arch": arch, "sets": {}}
+        entry["lineage"] = training_lineage(ckpt)
         for o, b in zip(ours, bic, strict=True):
             name = o["dataset"]
             e = {"psnr": round(o["psnr"], 3), "ssim": round(o["ssim"], 4)}
@@ -117,6 +158,13 @@ def main() -> int:
             + " | ".join(f"{e['bicubic_psnr']:.2f} / {e['bicubic_ssim']:.4f}" for e in sets)
             + " |"
         )
+    print("\n| scale | runs (steps) | steps | training hours |")
+    print("|---|---|---|---|")
+    for s, entry in rows:
+        runs = entry["lineage"]
+        names = ", ".join(f"{Path(r['run']).name} ({r['steps']:,})" for r in runs)
+        steps, hours = sum(r["steps"] for r in runs), sum(r["hours"] for r in runs)
+        print(f"| ×{s} | {names} | {steps:,} | {hours:.1f} |")
     return 0
 
 

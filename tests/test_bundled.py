@@ -4,18 +4,27 @@ its own figures."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from conftest import shared_path
+from conftest import REPO, shared_path
 
 import lightsr
 from lightsr.data.benchmark import open_benchmark
 from lightsr.evaluate import evaluate
 from lightsr.upscale import bundled_weights
 
-SUMMARY = Path(__file__).parents[1] / "benchmarks" / "results" / "bundled_summary.json"
+SUMMARY = REPO / "benchmarks" / "results" / "bundled_summary.json"
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location(
+        "bundled_report", REPO / "benchmarks" / "bundled_report.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -33,9 +42,15 @@ def test_bundled_weights_measure_what_the_committed_table_says(scale: int) -> No
     assert measured.ssim == pytest.approx(committed["ssim"], abs=6e-5)
 
 
-def test_the_committed_verdict_follows_from_its_figures() -> None:
+def test_the_committed_verdict_and_compute_follow_from_the_files() -> None:
     summary = json.loads(SUMMARY.read_text())
+    report = _report_module()
     for scale, entry in summary["scales"].items():
+        # the lineage (runs, steps, hours) is read off the shipped file and the committed logs
+        checkpoint = REPO / entry["checkpoint"]
+        if checkpoint.is_file():
+            assert entry["lineage"] == report.training_lineage(checkpoint), scale
+            assert entry["lineage"][0]["run"] == "training/bundled_a2f_sd_x4"  # from scratch
         for name, row in entry["sets"].items():
             gap = round(row["psnr"] - row["paper_psnr"], 3)
             assert row["gap_db"] == pytest.approx(gap, abs=1.5e-3), (scale, name)
