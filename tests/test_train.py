@@ -256,6 +256,34 @@ num_workers = 0
     assert main(["train", str(recipe)]) == 2
 
 
+def test_stop_at_ends_a_session_early_and_resume_finishes_the_same_run(images, tmp_path):
+    from lightsr.cli import main
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        f"""
+model = "_tiny_train"
+scale = 2
+batch_size = 4
+length = 6
+schedule.kind = "cosine"
+log_every = 1
+ckpt_every = 100
+progress = false
+out_dir = "{(tmp_path / "run").as_posix()}"
+[data]
+hr_dirs = ["{images.as_posix()}"]
+lr_patch = 6
+num_workers = 0
+"""
+    )
+    assert main(["train", str(recipe), "--stop-at", "2"]) == 130  # stopped, resumable
+    assert read_state(tmp_path / "run")["step"] == 2
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    unbroken = train(_cfg(images, tmp_path / "ref", "schedule.kind=cosine", "log_every=1"))
+    _assert_same_weights(lightsr.load(tmp_path / "run" / "last.safetensors"), unbroken.model)
+
+
 def test_resume_after_a_torn_log_line(images, tmp_path):
     # A process killed in the middle of an append leaves half a record and no newline.
     train(_cfg(images, tmp_path / "run", "length=3", "log_every=1"))

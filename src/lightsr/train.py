@@ -517,9 +517,12 @@ def train(
     *,
     resume: str | os.PathLike | None = None,
     hooks: Sequence[Callable[[int, nn.Module], None]] = (),
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` as ``cfg`` says; with ``resume`` (a run folder) continue that run.
 
+    ``stop_at``: stop after this step as a stop signal would (state saved, resumable), to split
+    a long run across sessions or end it early on purpose; not part of the recipe.
     ``hooks`` are called after every step as ``hook(step, raw_model)`` (after any checkpoint
     of that step). Returns a :class:`TrainResult`. Errors in the config, the data folders or a
     resume from an incompatible run raise :class:`~lightsr.errors.LightSRError` subclasses.
@@ -788,7 +791,7 @@ def train(
                 t_pause = time.perf_counter()
                 if cfg.val.every and step % cfg.val.every == 0 and step != total:
                     run_validation(step)
-                stop_now = stop.requested
+                stop_now = stop.requested or (stop_at is not None and step >= stop_at)
                 if dist.world > 1:
                     flag = torch.tensor([int(stop_now)], device=device)
                     torch.distributed.all_reduce(flag)

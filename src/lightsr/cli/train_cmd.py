@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="recipe file (.toml or .json)")
     p.add_argument("overrides", nargs="*", help="key=value settings, e.g. optim.lr=1e-3")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop after this step, state saved (resume later with --resume RUN_DIR)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..train import train
 
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, stop_at=args.stop_at)
     if result.stopped:
         print(
             f"stopped at step {result.step}; continue with: lightsr train --resume {result.run_dir}"
