@@ -228,26 +228,32 @@ def test_a_signal_to_the_workers_too_still_stops_cleanly(images, tmp_path):
     _assert_same_weights(full.model, resumed.model)
 
 
-def test_resume_can_extend_the_run_through_the_cli(images, tmp_path):
-    from lightsr.cli import main
-
+def _write_recipe(tmp_path: Path, images: Path, *lines: str) -> Path:
+    """A recipe file of the tiny model writing to tmp_path/run, for the CLI tests."""
     recipe = tmp_path / "tiny.toml"
+    body = "\n".join(lines)
     recipe.write_text(
         f"""
 model = "_tiny_train"
 scale = 2
 batch_size = 4
-length = 3
 log_every = 1
-ckpt_every = 3
 progress = false
 out_dir = "{(tmp_path / "run").as_posix()}"
+{body}
 [data]
 hr_dirs = ["{images.as_posix()}"]
 lr_patch = 6
 num_workers = 0
 """
     )
+    return recipe
+
+
+def test_resume_can_extend_the_run_through_the_cli(images, tmp_path):
+    from lightsr.cli import main
+
+    recipe = _write_recipe(tmp_path, images, "length = 3", "ckpt_every = 3")
     assert main(["train", str(recipe)]) == 0
     assert main(["train", "--resume", str(tmp_path / "run"), "length=6"]) == 0
     unbroken = train(_cfg(images, tmp_path / "ref"))
@@ -259,23 +265,8 @@ num_workers = 0
 def test_stop_at_ends_a_session_early_and_resume_finishes_the_same_run(images, tmp_path):
     from lightsr.cli import main
 
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(
-        f"""
-model = "_tiny_train"
-scale = 2
-batch_size = 4
-length = 6
-schedule.kind = "cosine"
-log_every = 1
-ckpt_every = 100
-progress = false
-out_dir = "{(tmp_path / "run").as_posix()}"
-[data]
-hr_dirs = ["{images.as_posix()}"]
-lr_patch = 6
-num_workers = 0
-"""
+    recipe = _write_recipe(
+        tmp_path, images, "length = 6", 'schedule.kind = "cosine"', "ckpt_every = 100"
     )
     assert main(["train", str(recipe), "--stop-at", "2"]) == 130  # stopped, resumable
     assert read_state(tmp_path / "run")["step"] == 2
