@@ -17,6 +17,8 @@ validation and checkpoint writes not counted).
 
     python benchmarks/bundled_report.py [--scales 2 3 4] [--skip-eval]
 
+Scales left out of ``--scales`` keep their entries in the summary already written.
+
 ``--skip-eval`` rebuilds the summary from the per-scale JSONs already written.
 """
 
@@ -98,8 +100,10 @@ def main() -> int:
         print(f"the benchmark sets are not at {SHARED / 'data'}; nothing to do", file=sys.stderr)
         return 1
 
-    summary: dict = {"margin_db": MARGIN_DB, "sets": list(SETS), "scales": {}}
-    rows = []
+    out = RESULTS / "bundled_summary.json"
+    # scales not named keep the entries already written (re-measure one retrained file alone)
+    kept = json.loads(out.read_text())["scales"] if out.is_file() else {}
+    summary: dict = {"margin_db": MARGIN_DB, "sets": list(SETS), "scales": kept}
     for s in args.scales:
         ckpt = WEIGHTS / f"default_x{s}.safetensors"
         if not ckpt.is_file():
@@ -126,9 +130,9 @@ def main() -> int:
                 e["within_margin"] = e["gap_db"] >= -MARGIN_DB
             entry["sets"][name] = e
         summary["scales"][str(s)] = entry
-        rows.append((s, entry))
 
-    out = RESULTS / "bundled_summary.json"
+    summary["scales"] = dict(sorted(summary["scales"].items(), key=lambda kv: int(kv[0])))
+    rows = [(int(s), entry) for s, entry in summary["scales"].items()]
     out.write_text(json.dumps(summary, indent=2) + "\n")
 
     print("| scale | | " + " | ".join(SETS) + " |")
