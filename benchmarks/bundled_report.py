@@ -165,7 +165,9 @@ def main() -> int:
     print("\n| scale | runs (steps) | steps | training hours |")
     print("|---|---|---|---|")
     for s, entry in rows:
-        runs = entry["lineage"]
+        runs = entry.get("lineage")
+        if not runs:  # an entry written before lineages were recorded
+            continue
         names = ", ".join(f"{Path(r['run']).name} ({r['steps']:,})" for r in runs)
         steps, hours = sum(r["steps"] for r in runs), sum(r["hours"] for r in runs)
         print(f"| ×{s} | {names} | {steps:,} | {hours:.1f} |")
