@@ -57,21 +57,21 @@ def run_eval(args: list[str], out: Path) -> list[dict]:
     return json.loads(out.read_text())
 
 
-def _checkpoint_record(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata().get("extra", "{}"))
-
-
 def training_lineage(checkpoint: Path) -> list[dict]:
     """The runs behind ``checkpoint``, oldest first: run folder, steps, training hours."""
+    from lightsr.checkpoint import read_metadata
+
     runs = []
-    record = _checkpoint_record(checkpoint)
+    record = read_metadata(checkpoint)["extra"]
+    if "config" not in record:
+        raise SystemExit(f"{checkpoint} records no training config (not written by lightsr train)")
     run_dir = REPO / record["config"]["out_dir"]
     while True:
         steps, seconds, done = int(record["step"]), 0.0, 0
-        for line in (run_dir / "log.jsonl").read_text().splitlines():
+        log = run_dir / "log.jsonl"
+        if not log.is_file():
+            raise SystemExit(f"{log} is missing: the training lineage of {checkpoint} needs it")
+        for line in log.read_text().splitlines():
             entry = json.loads(line)
             if entry.get("event") == "train" and done < entry["step"] <= steps:
                 seconds += (entry["step"] - done) / entry["it_per_s"]
@@ -88,7 +88,7 @@ def training_lineage(checkpoint: Path) -> list[dict]:
             return runs[::-1]
         # the file, not its recorded out_dir: a run folder may have moved since (stage 1 did)
         run_dir = (REPO / parent).parent
-        record = _checkpoint_record(REPO / parent)
+        record = read_metadata(REPO / parent)["extra"]
 
 
 def main() -> int:
@@ -133,7 +133,10 @@ def main() -> int:
 
     summary["scales"] = dict(sorted(summary["scales"].items(), key=lambda kv: int(kv[0])))
     rows = [(int(s), entry) for s, entry in summary["scales"].items()]
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    from lightsr.checkpoint import atomic_write
+
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
 
     print("| scale | | " + " | ".join(SETS) + " |")
     print("|---|---|" + "---|" * len(SETS))

@@ -270,6 +270,12 @@ def test_stop_at_ends_a_session_early_and_resume_finishes_the_same_run(images, t
     )
     assert main(["train", str(recipe), "--stop-at", "2"]) == 130  # stopped, resumable
     assert read_state(tmp_path / "run")["step"] == 2
+    # a stop at or before the step reached names the problem instead of doing nothing
+    with pytest.raises(ConfigError, match="already at step 2"):
+        train(resume_config(tmp_path / "run"), resume=tmp_path / "run", stop_at=2)
+    with pytest.raises(ConfigError, match="at least 1"):
+        train(resume_config(tmp_path / "run"), resume=tmp_path / "run", stop_at=0)
+    assert read_state(tmp_path / "run")["step"] == 2  # and leaves the run as it was
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
     unbroken = train(_cfg(images, tmp_path / "ref", "schedule.kind=cosine", "log_every=1"))
     _assert_same_weights(lightsr.load(tmp_path / "run" / "last.safetensors"), unbroken.model)

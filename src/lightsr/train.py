@@ -539,6 +539,8 @@ def train(
     from .registry import create_model
 
     cfg.validate()
+    if stop_at is not None and stop_at < 1:
+        raise ConfigError(f"--stop-at must be a step number of at least 1, got {stop_at}.")
     dist = _init_distributed(cfg.device)
     try:
         device = _pick_device(cfg.device, dist)
@@ -622,6 +624,11 @@ def train(
             _set_rng_state(state["rng"])
             step = int(state["step"])
             best = dict(state["best"])
+            if stop_at is not None and stop_at <= step:
+                raise ConfigError(
+                    f"the run is already at step {step}; --stop-at {stop_at} would stop it "
+                    f"without training. Name a later step, or leave --stop-at out."
+                )
 
         train_model: nn.Module = model
         if dist.world > 1:
