@@ -30,10 +30,10 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 import lightsr  # noqa: E402
-from lightsr.checkpoint import atomic_write  # noqa: E402
+from lightsr.atomic import atomic_write  # noqa: E402
 from lightsr.data.benchmark import open_benchmark  # noqa: E402
 from lightsr.evaluate import evaluate  # noqa: E402
-from lightsr.profile import device_name  # noqa: E402
+from lightsr.hardware import device_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))

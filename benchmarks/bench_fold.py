@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import lightsr
-from lightsr.checkpoint import atomic_write
+from lightsr.atomic import atomic_write
 
 MODELS = ("fmen_s", "a2f_sd", "maffsrn")
 RESULTS = Path(__file__).resolve().parent / "results" / "fold_speed.json"

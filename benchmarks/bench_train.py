@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from lightsr.checkpoint import atomic_write
+from lightsr.atomic import atomic_write
 from lightsr.config import load_config
-from lightsr.profile import device_name
+from lightsr.hardware import device_name
 from lightsr.train import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -46,9 +46,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import lightsr
 from lightsr.data.io import image_to_tensor, read_image, tensor_to_image
 from lightsr.data.resize import modcrop
+from lightsr.hardware import cpu_has_native_bf16, device_name
 from lightsr.metrics import psnr
-from lightsr.profile import device_name
-from lightsr.upscale import Upscaler, cpu_has_native_bf16
+from lightsr.upscale import Upscaler
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", ROOT.parent / "shared"))

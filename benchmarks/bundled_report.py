@@ -133,7 +133,7 @@ def main() -> int:
 
     summary["scales"] = dict(sorted(summary["scales"].items(), key=lambda kv: int(kv[0])))
     rows = [(int(s), entry) for s, entry in summary["scales"].items()]
-    from lightsr.checkpoint import atomic_write
+    from lightsr.atomic import atomic_write
 
     text = json.dumps(summary, indent=2) + "\n"
     atomic_write(out, lambda tmp: Path(tmp).write_text(text))

@@ -31,7 +31,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 import lightsr  # noqa: E402
-from lightsr.checkpoint import atomic_write  # noqa: E402
+from lightsr.atomic import atomic_write  # noqa: E402
 from lightsr.data.benchmark import open_benchmark  # noqa: E402
 from lightsr.errors import CheckpointError  # noqa: E402
 from lightsr.evaluate import evaluate  # noqa: E402

@@ -13,7 +13,7 @@ from conftest import REPO, shared_path
 import lightsr
 from lightsr.data.benchmark import open_benchmark
 from lightsr.evaluate import evaluate
-from lightsr.upscale import bundled_weights
+from lightsr.hub import bundled_weights
 
 SUMMARY = REPO / "benchmarks" / "results" / "bundled_summary.json"
 

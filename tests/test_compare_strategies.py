@@ -1,5 +1,6 @@
-"""benchmarks/compare_strategies.py: the Table 2 transcription, the gain/verdict arithmetic,
-the run configs, and one tiny end-to-end run (skip, resume-free re-evaluation, budget guard)."""
+"""The GGAS/CWSS comparison: the Table 2 transcription and the gain/verdict arithmetic
+(:mod:`lightsr.strategies.report`), the run configs, and one tiny end-to-end run of
+benchmarks/compare_strategies.py (skip, resume-free re-evaluation, budget guard)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import numpy as np
 import pytest
 from conftest import REPO, shared_path
 
+import lightsr.strategies.report as rp
 from lightsr.config import config_from_dict
 from lightsr.data.io import write_image
 
 
-def _load_module():
+@pytest.fixture(scope="module")
+def script():
+    """benchmarks/compare_strategies.py (a script, not a package module): only the tests of its
+    training and CLI parts (Budget, Job, main) load it."""
     path = REPO / "benchmarks" / "compare_strategies.py"
     spec = importlib.util.spec_from_file_location("compare_strategies", path)
     module = importlib.util.module_from_spec(spec)
@@ -26,30 +31,27 @@ def _load_module():
     return module
 
 
-cs = _load_module()
-
-
 # -- the paper's Table 2 ---------------------------------------------------------------------
 
 
 def test_paper_rows_derive_absolute_values_and_ssim_gains():
-    edsr = cs.paper_rows("edsr_baseline")
+    edsr = rp.paper_rows("edsr_baseline")
     assert edsr["baseline"]["Set5"] == {"psnr": 32.09, "ssim": 0.8938, "d_psnr": 0.0, "d_ssim": 0.0}
     # "+ both" prints +0.15 / 0.8973: PSNR 32.09 + 0.15, SSIM gain 0.8973 - 0.8938
     assert edsr["both"]["Set5"] == {"psnr": 32.24, "ssim": 0.8973, "d_psnr": 0.15, "d_ssim": 0.0035}
-    imdn = cs.paper_rows("imdn")
+    imdn = rp.paper_rows("imdn")
     assert imdn["ggas"]["B100"] == {"psnr": 27.58, "ssim": 0.7356, "d_psnr": 0.03, "d_ssim": 0.0006}
     assert imdn["cwss"]["Urban100"]["d_psnr"] == 0.05
-    assert set(cs.paper_rows("fsrcnn")) == {"baseline", "ggas"}  # no residual units: no CWSS
-    assert cs.paper_rows("a2f_sd") == {}
+    assert set(rp.paper_rows("fsrcnn")) == {"baseline", "ggas"}  # no residual units: no CWSS
+    assert rp.paper_rows("a2f_sd") == {}
 
 
 def test_parse_table2_rejects_unsigned_gains_and_short_rows():
     cells = "  ".join(["0.04 / 0.8952"] * 5)
     with pytest.raises(ValueError, match="signed"):
-        cs.parse_table2(f"imdn ggas {cells}")
+        rp.parse_table2(f"imdn ggas {cells}")
     with pytest.raises(ValueError, match="cells"):
-        cs.parse_table2("imdn base 32.21 / 0.8948  28.56 / 0.7809")
+        rp.parse_table2("imdn base 32.21 / 0.8948  28.56 / 0.7809")
 
 
 def test_transcription_matches_the_paper_text():
@@ -74,10 +76,10 @@ def test_transcription_matches_the_paper_text():
         else:
             continue
         cells = re.findall(r"([+-]?\d+\.\d+) / (\d\.\d{4})", line)
-        assert cs.PAPER_TABLE2[model][variant] == tuple((float(a), float(b)) for a, b in cells)
-        assert cs.PAPER_PARAMS_K[model][variant] == int(line.split("\t")[1].rstrip("K"))
+        assert rp.PAPER_TABLE2[model][variant] == tuple((float(a), float(b)) for a, b in cells)
+        assert rp.PAPER_PARAMS_K[model][variant] == int(line.split("\t")[1].rstrip("K"))
         rows += 1
-    assert rows == sum(len(v) for v in cs.PAPER_TABLE2.values()) == 22
+    assert rows == sum(len(v) for v in rp.PAPER_TABLE2.values()) == 22
 
 
 # -- gains and verdicts ----------------------------------------------------------------------
@@ -104,8 +106,8 @@ def test_summarize_pairs_gains_by_seed_and_judges_noise():
         _rec("baseline_lr2x", 0, 30.05),  # the control: baseline at the strategies' rate
         _rec("baseline_lr2x", 1, 30.3),
     ]
-    variants = [*cs.DEFAULT_VARIANTS, "baseline_lr2x"]
-    s = cs.summarize(records, baselines=["edsr_baseline"], variants=variants, sets=["Set5"])[
+    variants = [*rp.DEFAULT_VARIANTS, "baseline_lr2x"]
+    s = rp.summarize(records, baselines=["edsr_baseline"], variants=variants, sets=["Set5"])[
         "edsr_baseline"
     ]
     g = s["ggas"]["Set5"]
@@ -126,7 +128,7 @@ def test_summarize_pairs_gains_by_seed_and_judges_noise():
     assert s["baseline"]["Set5"]["direction"] is None
     assert s["baseline_lr2x"]["Set5"]["direction"] == "n/a"  # not in the paper
     assert s["baseline_lr2x"]["Set5"]["d_psnr_vs_lr_control"] is None
-    (line,) = cs.verdict_lines({"edsr_baseline": s})
+    (line,) = rp.verdict_lines({"edsr_baseline": s})
     assert "+GGAS on 1/1 sets" in line
     assert "+CWSS on 0/1 sets (not on Set5) [within noise: Set5]" in line
     assert "One seed only" not in line
@@ -134,26 +136,27 @@ def test_summarize_pairs_gains_by_seed_and_judges_noise():
 
 
 def test_a_smoke_budget_gets_no_verdict():
-    assert cs.smoke_reason(5000, "") is None
-    assert cs.smoke_reason(cs.MIN_VERDICT_STEPS, "full run") is None
-    assert "12 steps, fewer than the 1000" in cs.smoke_reason(12, "")
-    assert "labelled a smoke run" in cs.smoke_reason(5000, "SMOKE RUN: harness check")
+    assert rp.smoke_reason(5000, "") is None
+    assert rp.smoke_reason(rp.MIN_VERDICT_STEPS, "full run") is None
+    assert "12 steps, fewer than the 1000" in rp.smoke_reason(12, "")
+    assert "labelled a smoke run" in rp.smoke_reason(5000, "SMOKE RUN: harness check")
     records = [_rec("baseline", 0, 30.0), _rec("ggas", 0, 31.0)]  # a large "gain"
     kw = {"baselines": ["edsr_baseline"], "variants": ["baseline", "ggas"], "sets": ["Set5"]}
-    judged = cs.summarize(records, **kw)
+    judged = rp.summarize(records, **kw)
     assert judged["edsr_baseline"]["ggas"]["Set5"]["direction"] == "yes"
-    smoke = cs.summarize(records, **kw, judge=False)
+    smoke = rp.summarize(records, **kw, judge=False)
     row = smoke["edsr_baseline"]["ggas"]["Set5"]
     assert (row["direction"], row["d_psnr"]) == ("no verdict", pytest.approx(1.0))
-    (line,) = cs.verdict_lines(smoke, smoke=cs.smoke_reason(12, ""))
+    (line,) = rp.verdict_lines(smoke, smoke=rp.smoke_reason(12, ""))
     assert line.startswith("no verdict: smoke budget (12 steps")
-    assert cs.verdict_lines({}, smoke="x") == []  # nothing evaluated: nothing to say
+    assert rp.verdict_lines({}, smoke="x") == []  # nothing evaluated: nothing to say
 
 
-def test_the_committed_page_is_its_json_and_judges_only_a_real_budget():
-    report = json.loads((REPO / "benchmarks" / "results" / "strategies_x4.json").read_text())
+def test_the_committed_page_is_its_json_and_judges_only_a_real_budget(tmp_path):
+    results = REPO / "benchmarks" / "results" / "strategies_x4.json"
+    report = json.loads(results.read_text())
     doc = (REPO / "docs" / "STRATEGIES.md").read_text()
-    smoke = cs.smoke_reason(report["budget"]["steps"], report["label"])
+    smoke = rp.smoke_reason(report["budget"]["steps"], report["label"])
     if smoke is not None:
         assert "no verdict: smoke budget" in doc
         assert "reproduces for" not in doc and "| yes |" not in doc and "| no |" not in doc
@@ -169,32 +172,38 @@ def test_the_committed_page_is_its_json_and_judges_only_a_real_budget():
         assert not report["missing"]
         assert "no verdict" not in doc and doc.count("reproduces for") == 2
     # the page is what --from-json makes of the JSON (it was not edited by hand)
-    rebuilt = cs.rebuild_report(report, report.get("rebuilt_by", ""))
+    rebuilt = rp.rebuild_report(report, report.get("rebuilt_by", ""))
     assert rebuilt["summary"] == report["summary"]
-    assert cs.render_markdown(rebuilt) == doc
+    assert rp.render_markdown(rebuilt) == doc
+    # and writing the committed report again gives both committed files byte for byte
+    rp.write_report(report, tmp_path / "out.json", tmp_path / "out.md")
+    assert (tmp_path / "out.json").read_bytes() == results.read_bytes()
+    assert (tmp_path / "out.md").read_bytes() == (REPO / "docs" / "STRATEGIES.md").read_bytes()
 
 
 def test_direction_rules():
-    assert cs.direction(0.05, 0.12, None) == "yes"
-    assert cs.direction(-0.05, 0.12, None) == "no"
-    assert cs.direction(0.0, 0.12, None) == "no"
-    assert cs.direction(0.05, 0.0, None) == "n/a"  # CARN +CWSS Set5 prints +0.00
-    assert cs.direction(0.05, None, None) == "n/a"
-    assert cs.direction(0.05, 0.12, 0.03) == "yes (within noise)"
-    assert cs.direction(0.07, 0.12, 0.03) == "yes"
-    assert cs.direction(math.nan, 0.12, None) == "n/a"
+    assert rp.direction(0.05, 0.12, None) == "yes"
+    assert rp.direction(-0.05, 0.12, None) == "no"
+    assert rp.direction(0.0, 0.12, None) == "no"
+    assert rp.direction(0.05, 0.0, None) == "n/a"  # CARN +CWSS Set5 prints +0.00
+    assert rp.direction(0.05, None, None) == "n/a"
+    assert rp.direction(0.05, 0.12, 0.03) == "yes (within noise)"
+    assert rp.direction(0.07, 0.12, 0.03) == "yes"
+    assert rp.direction(math.nan, 0.12, None) == "n/a"
 
 
 # -- what is trained -------------------------------------------------------------------------
 
 
-def test_jobs_share_the_budget_and_double_the_strategy_lr(tmp_path):
-    budget = cs.Budget(
+def test_jobs_share_the_budget_and_double_the_strategy_lr(script, tmp_path):
+    # the runs and the report share one table of variants (labels, options, LR choice)
+    assert script.VARIANTS is rp.VARIANTS and script.SCALE == rp.SCALE == 4
+    budget = script.Budget(
         steps=3000, batch=16, lr_patch=48, schedule="step", strategy_lr_scale=2.0, hr_dirs=("a",)
     )
-    base = cs.Job("imdn", "baseline", 0, 2e-4, budget, tmp_path / "b")
-    both = cs.Job("imdn", "both", 0, 2e-4, budget, tmp_path / "c")
-    control = cs.Job("imdn", "baseline_lr2x", 0, 2e-4, budget, tmp_path / "d")
+    base = script.Job("imdn", "baseline", 0, 2e-4, budget, tmp_path / "b")
+    both = script.Job("imdn", "both", 0, 2e-4, budget, tmp_path / "c")
+    control = script.Job("imdn", "baseline_lr2x", 0, 2e-4, budget, tmp_path / "d")
     cfgs = [
         config_from_dict(j.config(device="cpu", workers=0, cache_dir="", ckpt_every=500))
         for j in (base, both, control)
@@ -208,10 +217,11 @@ def test_jobs_share_the_budget_and_double_the_strategy_lr(tmp_path):
         assert c.data.boundary == "replicate" and c.data.lr_source == "resize"
         assert c.val.sets == []  # nothing is chosen on a test set
     assert base.fingerprint()["lr_scale"] == 1.0 and both.fingerprint()["lr_scale"] == 2.0
-    other = cs.Budget(
+    other = script.Budget(
         steps=3001, batch=16, lr_patch=48, schedule="step", strategy_lr_scale=2.0, hr_dirs=("a",)
     )
-    assert cs.Job("imdn", "baseline", 0, 2e-4, other, tmp_path).fingerprint() != base.fingerprint()
+    other_job = script.Job("imdn", "baseline", 0, 2e-4, other, tmp_path)
+    assert other_job.fingerprint() != base.fingerprint()
     assert budget.tag == "s3000_b16_p48_step_lrx2"
 
 
@@ -225,7 +235,7 @@ def _smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(np.stack(img, axis=2), 0, 255).astype(np.uint8)
 
 
-def test_end_to_end_skips_finished_runs_and_guards_the_budget(tmp_path, capsys):
+def test_end_to_end_skips_finished_runs_and_guards_the_budget(script, tmp_path, capsys):
     rng = np.random.default_rng(0)
     for i in range(3):
         write_image(tmp_path / "train" / f"t{i}.png", _smooth_image(rng, 48))
@@ -240,7 +250,7 @@ def test_end_to_end_skips_finished_runs_and_guards_the_budget(tmp_path, capsys):
         "--json", str(tmp_path / "out.json"), "--doc", str(tmp_path / "out.md"),
         "--label", "SMOKE",
     ]  # fmt: skip
-    assert cs.main([*common, "--sets", "SetA"]) == 0
+    assert script.main([*common, "--sets", "SetA"]) == 0
     report = json.loads((tmp_path / "out.json").read_text())
     assert [(r["variant"], r["steps"]) for r in report["runs"]] == [("baseline", 2), ("ggas", 2)]
     assert report["runs"][1]["params"] == 715_176 + 7_488  # IMDN x4 + GGAS (C^2 + 53C)
@@ -252,8 +262,8 @@ def test_end_to_end_skips_finished_runs_and_guards_the_budget(tmp_path, capsys):
     assert "> **SMOKE**" in doc and "| +GGAS | SetA |" in doc
     assert "no verdict: smoke budget" in doc and "reproduces for" not in doc
     assert report["summary"]["imdn"]["ggas"]["SetA"]["direction"] == "no verdict"
-    # --from-json rebuilds the same page from the JSON alone (no run folders, no torch)
-    assert cs.main(["--from-json", str(tmp_path / "out.json"), "--json",
+    # --from-json rebuilds the same page from the JSON alone (no run folders, no training)
+    assert script.main(["--from-json", str(tmp_path / "out.json"), "--json",
                     str(tmp_path / "re.json"), "--doc", str(tmp_path / "re.md")]) == 0  # fmt: skip
     redone = (tmp_path / "re.md").read_text()
 
@@ -267,7 +277,7 @@ def test_end_to_end_skips_finished_runs_and_guards_the_budget(tmp_path, capsys):
     # and SetA is kept bit for bit.
     log_before = (run / "log.jsonl").read_text()
     capsys.readouterr()
-    assert cs.main([*common, "--sets", "SetA", "SetB"]) == 0
+    assert script.main([*common, "--sets", "SetA", "SetB"]) == 0
     assert "trained" not in capsys.readouterr().out
     assert (run / "log.jsonl").read_text() == log_before
     again = json.loads((tmp_path / "out.json").read_text())
@@ -275,11 +285,11 @@ def test_end_to_end_skips_finished_runs_and_guards_the_budget(tmp_path, capsys):
     assert again["runs"][1]["sets"]["SetB"]["images"] == 2
 
     # A missing benchmark set fails before any training.
-    assert cs.main([*common, "--variants", "cwss", "--sets", "Nope"]) == 2
+    assert script.main([*common, "--variants", "cwss", "--sets", "Nope"]) == 2
     assert "Nope" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "imdn" / "cwss").exists()
 
     # Another budget in the same folder is refused rather than mixed in.
     common[common.index("--steps") + 1] = "3"
-    assert cs.main([*common, "--sets", "SetA"]) == 2
+    assert script.main([*common, "--sets", "SetA"]) == 2
     assert "steps 2 there, 3 now" in capsys.readouterr().err

@@ -16,9 +16,10 @@ from lightsr.data.benchmark import BenchmarkSet, open_benchmark
 from lightsr.data.io import read_image, write_image
 from lightsr.data.resize import imresize, modcrop
 from lightsr.errors import DatasetError, LightSRError
-from lightsr.evaluate import BicubicBaseline, _transforms, evaluate, super_resolve
+from lightsr.evaluate import _transforms, evaluate, super_resolve
 from lightsr.metrics import psnr, ssim
 from lightsr.models.base import SRModel
+from lightsr.models.bicubic import Bicubic
 
 
 class NearestUp(SRModel):
@@ -206,7 +207,7 @@ def test_grey_rgba_and_16bit_are_handled(tmp_path):
     assert "alpha channel dropped" in by_name["rgba"].notes[0]
     assert "16-bit" in by_name["rgb16"].notes[0]
     assert np.array_equal(by_name["rgb16"].hr, by_name["rgb"].hr)
-    result = {r.name: r for r in evaluate(BicubicBaseline(scale=2), ds).images}
+    result = {r.name: r for r in evaluate(Bicubic(scale=2, exact=True), ds).images}
     assert result["grey"].psnr == result["greyrep"].psnr  # Y of the repeated channel
     assert result["grey"].ssim == result["greyrep"].ssim
     assert result["rgba"].psnr == result["rgb"].psnr == result["rgb16"].psnr
@@ -257,7 +258,7 @@ def test_bicubic_baseline_regression():
     HR) is reproduced when the LR is made the same way."""
     hr = modcrop(read_image(shared_path("data", "Set5", "HR", "butterfly.png")), 2)
     lr = np.floor(np.clip(imresize(hr / 255.0, 1 / 2), 0, 1) * 255 + 0.5).astype(np.uint8)
-    sr = super_resolve(BicubicBaseline(scale=2), lr)
+    sr = super_resolve(Bicubic(scale=2, exact=True), lr)
     assert psnr(sr, hr, crop_border=2) == pytest.approx(27.43860, abs=1e-5)
     assert ssim(sr, hr, crop_border=2) == pytest.approx(0.91597, abs=1e-5)
 
@@ -283,7 +284,7 @@ def test_cli_eval_bicubic_writes_csv_and_json(tmp_path, capsys):
     assert "SetA" in printed and "imresize-replicate" in printed and "butterfly" in printed
     rows = list(csv.DictReader(out_csv.open()))
     means = {r["dataset"]: float(r["psnr"]) for r in rows if r["image"] == "mean"}
-    direct = evaluate(BicubicBaseline(scale=2), open_benchmark(a, scale=2))
+    direct = evaluate(Bicubic(scale=2, exact=True), open_benchmark(a, scale=2))
     assert means["SetA"] == pytest.approx(direct.psnr, abs=1e-6)
     assert main([*argv, "--out", str(out_json)]) == 0
     data = json.loads(out_json.read_text())
@@ -298,8 +299,9 @@ def test_cli_eval_reports_failures_and_errors(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 1
     assert "Mini/bird" in captured.err and "(1 failed)" in captured.out
-    assert main(["eval", str(root), "--no-progress"]) == 2
-    assert "--checkpoint" in capsys.readouterr().err
+    # no model named: the bundled default, by the same rule as `lightsr upscale`
+    assert main(["eval", str(root), "--scale", "2", "--no-progress"]) == 1  # bird still fails
+    assert "a2f_sd (bundled default x2)" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "nothing"), "--model", "bicubic", "--scale", "2"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

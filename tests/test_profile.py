@@ -357,10 +357,10 @@ def test_cli_profiles_an_authors_checkpoint(tmp_path):
 
 
 def test_cli_all_writes_csv_without_json(tmp_path, capsys, monkeypatch):
-    import lightsr.profile
+    import lightsr.cli.profile_cmd
 
     small = profile_all(models=["fsrcnn"], scales=[2], runtime=False, memory=False)
-    monkeypatch.setattr(lightsr.profile, "profile_all", lambda **kw: small)
+    monkeypatch.setattr(lightsr.cli.profile_cmd, "profile_all", lambda **kw: small)
     out = tmp_path / "all.csv"
     assert main(["profile", "--all", "--no-runtime", "--no-memory", "--csv", str(out)]) == 0
     lines = out.read_text().splitlines()
@@ -375,10 +375,10 @@ def test_cli_all_writes_csv_without_json(tmp_path, capsys, monkeypatch):
 def test_cli_plot_checks_matplotlib_before_the_run(monkeypatch, capsys, tmp_path):
     import sys
 
-    import lightsr.profile
+    import lightsr.cli.profile_cmd
 
     ran = []
-    monkeypatch.setattr(lightsr.profile, "profile_all", lambda **kw: ran.append(kw) or [])
+    monkeypatch.setattr(lightsr.cli.profile_cmd, "profile_all", lambda **kw: ran.append(kw) or [])
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     rc = main(["profile", "--all", "--no-runtime", "--plot", str(tmp_path / "f.png")])
     assert rc == 2 and ran == []
@@ -388,13 +388,15 @@ def test_cli_plot_checks_matplotlib_before_the_run(monkeypatch, capsys, tmp_path
 def test_cpu_bf16_detection_reads_flags_and_assumes_none_when_unreadable(monkeypatch):
     import builtins
 
+    import lightsr.hardware
     import lightsr.profile
     import lightsr.upscale
 
-    # one implementation, used by upscale too
-    assert lightsr.upscale.cpu_has_native_bf16 is lightsr.profile.cpu_has_native_bf16
-    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
-    assert lightsr.profile.cpu_has_native_bf16()
+    # one implementation, used by upscale and profile too
+    assert lightsr.upscale.cpu_has_native_bf16 is lightsr.hardware.cpu_has_native_bf16
+    assert lightsr.profile.cpu_has_native_bf16 is lightsr.hardware.cpu_has_native_bf16
+    monkeypatch.setattr(lightsr.hardware, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    assert lightsr.hardware.cpu_has_native_bf16()
     monkeypatch.undo()
     real_open = builtins.open
 
@@ -404,5 +406,5 @@ def test_cpu_bf16_detection_reads_flags_and_assumes_none_when_unreadable(monkeyp
         return real_open(path, *a, **k)
 
     monkeypatch.setattr(builtins, "open", no_cpuinfo)
-    assert lightsr.profile._cpu_flags() is None
-    assert lightsr.profile.cpu_has_native_bf16() is False
+    assert lightsr.hardware.cpu_flags() is None
+    assert lightsr.hardware.cpu_has_native_bf16() is False

@@ -177,7 +177,7 @@ def test_bundled_default_model_beats_bicubic(scale: int) -> None:
     MATLAB bicubic, they restore more than bicubic upscaling does (PSNR-Y, crop = scale)."""
     from lightsr.data.io import image_to_tensor, read_image, tensor_to_image
     from lightsr.data.resize import modcrop
-    from lightsr.upscale import bundled_weights
+    from lightsr.hub import bundled_weights
 
     path = bundled_weights("default", scale)
     if path is None:
@@ -214,7 +214,7 @@ def test_atomic_write_syncs_the_file_before_the_rename(tmp_path, monkeypatch) ->
     import os
     import stat
 
-    from lightsr.checkpoint import atomic_write
+    from lightsr.atomic import atomic_write
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace

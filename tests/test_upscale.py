@@ -12,17 +12,20 @@ from conftest import shared_path
 from torch import nn
 
 import lightsr
+import lightsr.hardware
+import lightsr.cli.upscale_cmd
+import lightsr.hub
 from lightsr.cli import main
 from lightsr.data.io import read_image, write_image
 from lightsr.errors import CheckpointError, LightSRError
 from lightsr.models.base import SRModel
+from lightsr.models.bicubic import Bicubic
+from lightsr.probe import ReceptiveField, bytes_per_lr_pixel, output_convs, receptive_field
 from lightsr.upscale import (
-    Bicubic,
     Upscaler,
     _tile_windows,
     auto_tile_size,
     output_path,
-    receptive_field,
     upscale_files,
     upscale_image,
 )
@@ -79,7 +82,7 @@ def _image(h: int, w: int, c: int = 3, dtype=np.uint8, seed: int = 0) -> np.ndar
 
 
 def test_receptive_field_is_measured_exactly():
-    assert receptive_field(_net()) == lightsr.upscale.ReceptiveField(3, False)
+    assert receptive_field(_net()) == ReceptiveField(3, False)
     glob = receptive_field(_net(GlobalNet))
     assert glob.is_global and glob.radius == 24
     fmen = lightsr.reparameterize(lightsr.create_model("fmen_s", scale=2))
@@ -238,7 +241,7 @@ def test_auto_tile_follows_available_memory(monkeypatch):
     assert big == 512  # capped on CPU
     assert 32 <= small < big
     # tile + context must fit: per-pixel estimate x window area <= the memory share
-    per_px = lightsr.upscale._bytes_per_lr_pixel(model, 4)
+    per_px = bytes_per_lr_pixel(model, 4)
     assert per_px * small**2 <= 0.25 * 16 * 2**20
 
 
@@ -318,8 +321,6 @@ def test_bf16_leaves_idn_internal_48_channel_convs_alone():
 
 
 def test_output_convs_finds_both_branches_of_a_summed_tail():
-    from lightsr.upscale import output_convs
-
     model = lightsr.reparameterize(lightsr.create_model("maffsrn", scale=2))
     assert output_convs(model) == [model.tail3, model.tail5]
 
@@ -328,11 +329,11 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     from lightsr.upscale import resolve_precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: {"avx512f", "avx512_vnni"})
+    monkeypatch.setattr(lightsr.hardware, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
     assert resolve_precision("auto", cpu) == "fp32"  # emulated bf16 would be slower
-    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    monkeypatch.setattr(lightsr.hardware, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
     assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(lightsr.profile, "_cpu_flags", lambda: None)  # no /proc/cpuinfo
+    monkeypatch.setattr(lightsr.hardware, "cpu_flags", lambda: None)  # no /proc/cpuinfo
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
     with pytest.raises(LightSRError, match="fp32"):
@@ -455,18 +456,18 @@ def test_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path, capsys)
 
 
 def test_a_failed_write_is_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
-    import lightsr.data.io
+    import lightsr.upscale
 
     for name in ("a.png", "b.png", "c.png"):
         write_image(tmp_path / name, _image(10, 12))
-    real = lightsr.data.io.write_image
+    real = lightsr.upscale.write_image
 
     def flaky(path, image):
         if "b_x2" in str(path):
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, image)
 
-    monkeypatch.setattr(lightsr.data.io, "write_image", flaky)
+    monkeypatch.setattr(lightsr.upscale, "write_image", flaky)
     with pytest.warns(UserWarning, match="Permission denied"):
         report = upscale_files(tmp_path, tmp_path / "out", model=_net(), tile=None)
     assert [s.name for s, _ in report.written] == ["a.png", "c.png"]
@@ -478,7 +479,7 @@ def test_cli_turns_os_errors_into_a_message(tmp_path, monkeypatch, capsys):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", "/somewhere/out")
 
-    monkeypatch.setattr(lightsr.upscale, "upscale_files", refuse)
+    monkeypatch.setattr(lightsr.cli.upscale_cmd, "upscale_files", refuse)
     write_image(tmp_path / "in.png", _image(10, 12))
     argv = ["upscale", str(tmp_path / "in.png"), "--model", "bicubic", "--scale", "2"]
     assert main(argv) == 1
@@ -511,22 +512,22 @@ def test_a_second_run_over_a_folder_skips_the_first_runs_outputs(tmp_path, capsy
 
 
 def test_default_model_without_bundled_weights_names_the_fix(monkeypatch, tmp_path):
-    monkeypatch.setattr(lightsr.upscale, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(lightsr.hub, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="--checkpoint"):
-        lightsr.upscale.default_model(4)
+        lightsr.hub.default_model(4)
 
 
 def test_model_name_of_the_default_uses_the_bundled_weights(monkeypatch, tmp_path):
     """`--model a2f_sd --scale 2` is the bundled x2 model when the default is an A2F-SD; a
     model with no bundled weights still refuses to run with random ones."""
-    monkeypatch.setattr(lightsr.upscale, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(lightsr.hub, "WEIGHTS_DIR", tmp_path)
     trained = lightsr.create_model("a2f_sd", scale=2)
     lightsr.save(trained, tmp_path / "default_x2.safetensors")
-    got = lightsr.upscale.resolve_model(model="a2f_sd", scale=2)
+    got = lightsr.hub.resolve_model(model="a2f_sd", scale=2).model
     assert got.arch_name == "a2f_sd" and got.scale == 2
     for key, value in trained.state_dict().items():
         assert torch.equal(got.state_dict()[key], value), key
     with pytest.raises(CheckpointError, match="random weights"):
-        lightsr.upscale.resolve_model(model="fmen_s", scale=2)
+        lightsr.hub.resolve_model(model="fmen_s", scale=2)
     with pytest.raises(CheckpointError, match="random weights"):
-        lightsr.upscale.resolve_model(model="a2f_sd", scale=3)  # no default_x3 here
+        lightsr.hub.resolve_model(model="a2f_sd", scale=3)  # no default_x3 here

@@ -6,8 +6,8 @@ shape (N, 3, s*H, s*W).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from . import models  # noqa: F401  (explicit imports: registers every model and converter)
+from ._version import __version__
 from .checkpoint import load, load_any, load_official, save
 from .data.color import rgb2y
 from .data.io import read_image, write_image

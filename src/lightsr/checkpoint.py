@@ -9,83 +9,28 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError, LightSRError
-
-if TYPE_CHECKING:  # a runtime import would be circular: model files register converters here
-    from .models.base import SRModel
+from ._version import __version__
+from .atomic import atomic_write
+from .deploy import reparameterize
+from .errors import CheckpointError
+from .models.base import SRModel
+from .registry import OfficialMatch, create_model, official_converters
 
 FORMAT_TAG = "lightsr-checkpoint-v1"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see a
-    half-written file (a killed process leaves the old file, or none). The data is flushed to
-    disk (fsync) before the rename and the folder entry after it, so a power loss cannot leave
-    an empty or truncated file under the final name either."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates 0600; give the file the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: str) -> None:
-    # The writer may have closed its handle without flushing the OS cache; without this an
-    # os.replace can reach the disk before the data does.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename. Best effort: Windows cannot open folders, some file systems refuse
-    fsync on them; the file itself is already safe."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def save(
     model: SRModel, path: str | os.PathLike, *, extra: Mapping[str, Any] | None = None
 ) -> None:
     """Write ``model``'s weights and description to ``path`` (safetensors, atomically)."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT_TAG,
@@ -93,7 +38,7 @@ def save(
         "scale": str(model.scale),
         "options": json.dumps(model.arch_options, sort_keys=True),
         "folded": json.dumps(bool(model.folded)),
-        "lightsr_version": _version(),
+        "lightsr_version": __version__,
         "extra": json.dumps(dict(extra or {}), sort_keys=True, default=str),
     }
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
@@ -101,8 +46,6 @@ def save(
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The decoded description of a lightsr checkpoint (raises CheckpointError otherwise)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
@@ -134,9 +77,6 @@ def build_from_description(
     arch: str, scale: int, options: Mapping[str, Any], folded: bool
 ) -> SRModel:
     """An untrained model with exactly the structure a checkpoint with this description holds."""
-    from .deploy import reparameterize
-    from .registry import create_model
-
     model = create_model(arch, scale=scale, **dict(options))
     return reparameterize(model, inplace=True) if folded else model
 
@@ -153,8 +93,6 @@ def load(
     ``expect_arch``/``expect_scale`` turn a checkpoint of another model or scale into a clear
     error instead of a wrong result.
     """
-    from safetensors.torch import load_file
-
     meta = read_metadata(path)
     if expect_arch is not None and meta["arch"] != expect_arch.lower().replace("-", "_"):
         raise CheckpointError(
@@ -204,39 +142,11 @@ def _load_state_strict(model: SRModel, state: Mapping[str, torch.Tensor], *, sou
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class OfficialMatch:
-    """A recognised foreign checkpoint: which of our models it is, and its weights in our keys."""
-
-    arch: str
-    scale: int
-    folded: bool
-    state_dict: dict[str, torch.Tensor]
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-OfficialConverter = Callable[[Mapping[str, torch.Tensor]], "OfficialMatch | None"]
-_OFFICIAL_CONVERTERS: list[tuple[str, OfficialConverter]] = []
-
-
-def register_official_converter(family: str) -> Callable[[OfficialConverter], OfficialConverter]:
-    """Decorator for a function that recognises a family's released state dicts by key names and
-    tensor shapes and returns an :class:`OfficialMatch`, or None when it is not that family's."""
-
-    def decorator(fn: OfficialConverter) -> OfficialConverter:
-        _OFFICIAL_CONVERTERS.append((family, fn))
-        return fn
-
-    return decorator
-
-
 def _read_foreign_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj: Any = load_file(str(path))
         else:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -259,14 +169,12 @@ def convert_official_state(
     state: Mapping[str, torch.Tensor], *, source: str = "<state>"
 ) -> OfficialMatch:
     """Recognise a foreign state dict; raise CheckpointError naming what is supported."""
-    from .registry import _ensure_loaded
-
-    _ensure_loaded()
-    for _family, fn in _OFFICIAL_CONVERTERS:
+    converters = official_converters()
+    for _family, fn in converters:
         match = fn(state)
         if match is not None:
             return match
-    families = ", ".join(f for f, _ in _OFFICIAL_CONVERTERS)
+    families = ", ".join(f for f, _ in converters)
     sample = ", ".join(list(state)[:4])
     raise CheckpointError(
         f"{source!r} is not a released checkpoint lightsr recognises (supported: {families}); "
@@ -321,13 +229,11 @@ def load_any(
 
 
 __all__ = [
-    "LightSRError",
-    "OfficialMatch",
-    "atomic_write",
+    "build_from_description",
+    "convert_official_state",
     "load",
     "load_any",
     "load_official",
     "read_metadata",
-    "register_official_converter",
     "save",
 ]

@@ -22,6 +22,14 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
+try:  # Python 3.11+; on 3.10 the optional tomli package (JSON configs need neither)
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
+
 # ---------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------
@@ -365,16 +373,10 @@ def _read_file(path: Path) -> dict[str, Any]:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{str(path)!r} is not valid JSON: {exc}") from None
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ConfigError(
-                "reading TOML configs needs Python 3.11+ or `pip install tomli`; or use a .json "
-                "config."
-            ) from None
+    if tomllib is None:
+        raise ConfigError(
+            "reading TOML configs needs Python 3.11+ or `pip install tomli`; or use a .json config."
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -416,9 +418,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key.")
     try:
-        import tomllib
-
-        parsed = tomllib.loads(f"v = {value}")["v"]
+        parsed = tomllib.loads(f"v = {value}")["v"]  # type: ignore[union-attr]
     except Exception:
         parsed = value.strip()
     return key.split("."), parsed

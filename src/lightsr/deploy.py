@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .models.base import SRModel
+from .probe import output_convs  # the convs that produce image values
 
 
 def _fuse_tree(module: nn.Module) -> nn.Module:
@@ -111,8 +112,6 @@ def pad_channels(
     convs, or whose padded form does not reproduce the original within ``tolerance`` (channel
     splits, concatenations at fixed offsets) is returned unchanged, with the reason.
     """
-    from .upscale import output_convs  # the convs that produce image values
-
     original = model if getattr(model, "folded", False) else reparameterize(model)
     report = PaddingReport()
     padded = copy.deepcopy(original)

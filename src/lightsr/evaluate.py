@@ -18,34 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .data.benchmark import BenchmarkSet
 from .data.io import image_to_tensor, tensor_to_image, write_image
-from .data.resize import imresize
 from .errors import LightSRError
 from .metrics import psnr, ssim
-from .models.base import SRModel
-
-
-class BicubicBaseline(SRModel):
-    """MATLAB bicubic upscaling (our exact :func:`~lightsr.data.resize.imresize`) as a
-    "model": the Bicubic row of the papers' tables. Float64 on CPU, no parameters.
-
-    Exact on purpose, and slow: evaluation reproduces published numbers. For inference (any
-    device, tiles, alpha channels) :class:`lightsr.upscale.Bicubic` uses the fast torch path
-    :func:`~lightsr.data.resize.imresize_torch`, within ~8e-6 of this one in float32."""
-
-    def __init__(self, *, scale: int, boundary: str = "mirror") -> None:
-        super().__init__(scale=scale)
-        self.boundary = boundary
-        self.arch_name = "bicubic"
-        self.arch_options = {"boundary": boundary}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        imgs = x.detach().cpu().double().permute(0, 2, 3, 1).numpy()
-        out = np.stack([imresize(im, self.scale, boundary=self.boundary) for im in imgs])
-        return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device)
 
 
 @dataclass
@@ -192,7 +170,6 @@ def evaluate(
         notes=list(dataset.notes),
     )
     out_dir = Path(save_sr) / dataset.name if save_sr is not None else None
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=not progress)
     try:
@@ -231,4 +208,4 @@ def evaluate(
     return result
 
 
-__all__ = ["BicubicBaseline", "EvalResult", "ImageResult", "evaluate", "super_resolve"]
+__all__ = ["EvalResult", "ImageResult", "evaluate", "super_resolve"]

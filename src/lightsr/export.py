@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write
+from ._version import __version__
+from .atomic import atomic_write
+from .deploy import reparameterize
 from .errors import LightSRError
 from .models.base import SRModel
 
@@ -82,8 +84,6 @@ def export_model(
     """Fold ``model`` and export it to ``path`` (format from ``format`` or the suffix:
     ``.onnx`` -> ONNX, ``.pt``/``.ts``/``.torchscript`` -> TorchScript); write the JSON sidecar
     ``<path>.json`` and return its content as an :class:`ExportReport`."""
-    from . import __version__
-    from .deploy import reparameterize
 
     path = Path(path)
     fmt = format or _format_from_suffix(path)

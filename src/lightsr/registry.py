@@ -1,17 +1,21 @@
-"""The one model registry.
+"""The one model registry: model builders and the recognisers of the authors' released files.
 
-Model files register *variant builders* with :func:`register_model`; the registry is filled by
-the explicit imports in :mod:`lightsr.models`, never by scanning the file system. A builder is
-a keyword-only function ``builder(*, scale, **options) -> SRModel``.
+Model files register *variant builders* with :func:`register_model` and recognisers of their
+family's released state dicts with :func:`register_official_converter`; the registry is filled
+by the explicit imports in :mod:`lightsr.models` (which ``import lightsr`` runs), never by
+scanning the file system. A builder is a keyword-only function
+``builder(*, scale, **options) -> SRModel``. This module imports no model: it sits below them.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from .errors import ConfigError, UnknownModelError, UnsupportedScaleError
 
@@ -25,13 +29,20 @@ class ModelSpec:
     scales: tuple[int, ...]
     paper: str
     summary: str
+    #: False for models with nothing to learn (bicubic): they need no weights to run.
+    learned: bool = True
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, paper: str, summary: str = "", scales: tuple[int, ...] = (2, 3, 4)
+    name: str,
+    *,
+    paper: str,
+    summary: str = "",
+    scales: tuple[int, ...] = (2, 3, 4),
+    learned: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``builder`` under ``name``. A duplicate name is a programming error."""
 
@@ -45,25 +56,20 @@ def register_model(
             scales=tuple(scales),
             paper=paper,
             summary=doc if isinstance(doc, str) else (doc[0] if doc else ""),
+            learned=learned,
         )
         return builder
 
     return decorator
 
 
-def _ensure_loaded() -> None:
-    from . import models  # noqa: F401  (explicit imports register every model)
-
-
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; an unknown name raises with the closest names."""
-    _ensure_loaded()
     key = name.lower().replace("-", "_")
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
@@ -113,3 +119,39 @@ def _check_options(spec: ModelSpec, scale: int, options: dict[str, Any]) -> None
         raise ConfigError(
             f"model {spec.name!r} does not accept {problem}; its options are: {valid}."
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Recognisers of the authors' released checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OfficialMatch:
+    """A recognised foreign checkpoint: which of our models it is, and its weights in our keys."""
+
+    arch: str
+    scale: int
+    folded: bool
+    state_dict: dict[str, torch.Tensor]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+OfficialConverter = Callable[[Mapping[str, torch.Tensor]], "OfficialMatch | None"]
+_OFFICIAL_CONVERTERS: list[tuple[str, OfficialConverter]] = []
+
+
+def register_official_converter(family: str) -> Callable[[OfficialConverter], OfficialConverter]:
+    """Decorator for a function that recognises a family's released state dicts by key names and
+    tensor shapes and returns an :class:`OfficialMatch`, or None when it is not that family's."""
+
+    def decorator(fn: OfficialConverter) -> OfficialConverter:
+        _OFFICIAL_CONVERTERS.append((family, fn))
+        return fn
+
+    return decorator
+
+
+def official_converters() -> list[tuple[str, OfficialConverter]]:
+    """The registered (family, recogniser) pairs, in registration order."""
+    return list(_OFFICIAL_CONVERTERS)

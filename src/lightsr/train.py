@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,10 +34,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
+from .checkpoint import load_any, save
 from .config import TrainConfig, apply_overrides, config_from_dict, read_config_dict
+from .data.benchmark import open_benchmark
+from .data.training import (
+    PairStore,
+    PatchDataset,
+    StepBatchSampler,
+    default_steps_per_epoch,
+    find_training_images,
+    make_loader,
+    to_unit,
+)
 from .errors import CheckpointError, ConfigError, DatasetError
+from .evaluate import evaluate
+from .hardware import resolve_device
+from .optim import AdamP
+from .registry import create_model
 
 STATE_FORMAT = "lightsr-train-state-v1"
 STATE_FILE = "state.pt"
@@ -125,8 +142,6 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     o = cfg.optim
     lr = o.lr * o.lr_scale
     if o.name == "adamp":
-        from .optim import AdamP
-
         return AdamP(
             params,
             lr=lr,
@@ -193,35 +208,20 @@ class _Dist:
 
 def _init_distributed(device_pref: str) -> _Dist:
     """Join the process group torchrun (or a test) describes in the environment, if any."""
-    import torch.distributed as dist
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
     owns = False
-    if not dist.is_initialized():
+    if not torch.distributed.is_initialized():
         use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
         owns = True
     return _Dist(
-        rank=dist.get_rank(),
-        world=dist.get_world_size(),
+        rank=torch.distributed.get_rank(),
+        world=torch.distributed.get_world_size(),
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         owns_group=owns,
     )
-
-
-def _pick_device(pref: str, d: _Dist) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("`device` is 'cuda' but no CUDA device is available; use cpu.")
-        return torch.device("cuda", d.local_rank)
-    try:
-        return torch.device(pref)
-    except RuntimeError:
-        raise ConfigError(f"`device` {pref!r} is not a torch device (auto, cpu, cuda).") from None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -412,8 +412,6 @@ class _Log:
 
 def validate(model: nn.Module, cfg: TrainConfig) -> dict[str, dict[str, float]]:
     """PSNR-Y / SSIM-Y (crop = scale) of ``model`` on each of ``cfg.val.sets``."""
-    from .data.benchmark import open_benchmark
-    from .evaluate import evaluate
 
     results: dict[str, dict[str, float]] = {}
     for name in cfg.val.sets:
@@ -454,8 +452,6 @@ class _StopRequest:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopRequest:
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -479,7 +475,6 @@ def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, An
     file is missing or nothing matches (another architecture). Returns what was copied and
     what was left at its fresh initialisation, for the run's log.
     """
-    from .checkpoint import load_any
 
     path = Path(path)
     if not path.is_file():
@@ -507,8 +502,6 @@ def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, An
 
 
 def _save_weights(model: nn.Module, path: Path, cfg: TrainConfig, step: int, **extra: Any) -> None:
-    from .checkpoint import save
-
     save(model, path, extra={"step": step, "config": cfg.to_dict(), **extra})
 
 
@@ -527,23 +520,13 @@ def train(
     of that step). Returns a :class:`TrainResult`. Errors in the config, the data folders or a
     resume from an incompatible run raise :class:`~lightsr.errors.LightSRError` subclasses.
     """
-    from .data.training import (
-        PairStore,
-        PatchDataset,
-        StepBatchSampler,
-        default_steps_per_epoch,
-        find_training_images,
-        make_loader,
-        to_unit,
-    )
-    from .registry import create_model
 
     cfg.validate()
     if stop_at is not None and stop_at < 1:
         raise ConfigError(f"--stop-at must be a step number of at least 1, got {stop_at}.")
     dist = _init_distributed(cfg.device)
     try:
-        device = _pick_device(cfg.device, dist)
+        device = resolve_device(cfg.device, local_rank=dist.local_rank)
         run_dir = Path(resume) if resume is not None else cfg.run_dir
         state = read_state(run_dir) if resume is not None else None
         if state is not None:
@@ -556,7 +539,6 @@ def train(
 
         if cfg.val.sets and dist.main:
             # Fail now, not after the first thousand steps, when a set is missing.
-            from .data.benchmark import open_benchmark
 
             for name in cfg.val.sets:
                 path = Path(cfg.val.root) / name if cfg.val.root else Path(name)
@@ -735,8 +717,6 @@ def train(
         # -- loop ----------------------------------------------------------------------------
         bar = None
         if dist.main and cfg.progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=total, initial=step, unit="it", dynamic_ncols=True, file=sys.stderr)
         amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else None
         loss_sum = torch.zeros((), device=device)

@@ -57,23 +57,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
+from tqdm.auto import tqdm
 
-from .errors import CheckpointError, ImageReadError, LightSRError
+from .data.io import IMAGE_EXTENSIONS, read_image, write_image
+from .deploy import PaddingReport, pad_channels, reparameterize
+from .errors import ImageReadError, LightSRError
+from .hardware import available_memory, cpu_has_native_bf16, is_out_of_memory, resolve_device
 from .models.base import SRModel
-from .profile import cpu_has_native_bf16  # re-exported: one CPU-feature check in the library
+from .models.bicubic import Bicubic
+from .probe import ReceptiveField, bytes_per_lr_pixel, output_convs, receptive_field
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-# Receptive-field probe: an LR input of 2 * _RF_LIMIT + 1 pixels; a support that reaches the
-# probe's edge means a global operation (or a field wider than the limit).
-_RF_LIMIT = 40
-# Overlap for such models: their tiles cannot match untiled inference exactly; 24 LR pixels of
-# context keep the deviation small (A2F-SD: see tests/test_upscale.py) at a tile cost of
-# (1 + 48 / tile)^2.
-_GLOBAL_OVERLAP = 24
 # Auto tile: largest tile whose estimated working set fits this share of the available memory,
 # capped (bigger tiles do not run faster on a CPU, and the cap bounds peak memory).
 _MEMORY_SHARE = 0.25
@@ -82,49 +78,8 @@ _MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
 
 
 # ---------------------------------------------------------------------------------------------
-# Bicubic "model" (baseline, and alpha channels)
+# Precision and tile size
 # ---------------------------------------------------------------------------------------------
-
-
-class Bicubic(SRModel):
-    """Bicubic upscaling as an SRModel: cubic kernel a = -0.5 (MATLAB's ``imresize``), mirror
-    (symmetric) borders. Float [0, 1] in and out, unclamped. No parameters.
-
-    The fast torch path (:func:`lightsr.data.resize.imresize_torch`): any device, any dtype,
-    tileable, within ~8e-6 of MATLAB in float32 (float64 input: to rounding). It is the
-    ``--model bicubic`` of ``lightsr upscale`` and the alpha-channel upscaler. Evaluation uses
-    :class:`lightsr.evaluate.BicubicBaseline` instead, the exact numpy ``imresize`` (float64,
-    CPU), for the papers' Bicubic rows."""
-
-    #: Each output pixel depends on input pixels at most 2 LR pixels away.
-    receptive_field = 2
-
-    def __init__(self, *, scale: int) -> None:
-        super().__init__(scale=scale, min_input_size=1)
-        self.arch_name = "bicubic"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .data.resize import imresize_torch
-
-        self.check_input(x)
-        return imresize_torch(x, self.scale, boundary="mirror")
-
-
-# ---------------------------------------------------------------------------------------------
-# Hardware: devices, precisions, memory
-# ---------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LightSRError(
-            "device 'cuda' requested but no CUDA GPU is available: use --device cpu."
-        )
-    return device
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -139,119 +94,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def available_memory(device: torch.device) -> int:
-    """Bytes free for inference: CUDA free memory, or MemAvailable from /proc/meminfo (CPU)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 4 * 2**30  # no /proc (macOS, Windows): assume a modest machine
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Model analysis: receptive field, memory per pixel
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Radius (LR pixels) of the input that influences one output pixel. ``is_global`` when the
-    influence reaches beyond 40 pixels (global pooling, or a very deep or downsampling network):
-    ``radius`` is then the default overlap for such models (24), not a bound."""
-
-    radius: int
-    is_global: bool
-
-
-def receptive_field(model: nn.Module) -> ReceptiveField:
-    """Measure the receptive field of ``model`` from the support of an input gradient.
-
-    The model runs on an 81 x 81 LR probe; the gradient of the centre pixel's s x s output block
-    is non-zero exactly on the inputs it depends on (barring exact cancellation). A model may
-    declare an integer ``receptive_field`` attribute instead. The result is cached on the model.
-    """
-    declared = getattr(model, "receptive_field", None)
-    if isinstance(declared, int):
-        return ReceptiveField(declared, False)
-    cached = getattr(model, "_lightsr_receptive_field", None)
-    if isinstance(cached, ReceptiveField):
-        return cached
-    probe = copy.deepcopy(model).cpu().float().eval()
-    for p in probe.parameters():
-        p.requires_grad_(False)
-    n = 2 * _RF_LIMIT + 1
-    s = int(model.scale)
-    x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(0))
-    x.requires_grad_(True)
-    with torch.enable_grad():
-        y = probe(x)
-        c = _RF_LIMIT
-        y[..., c * s : (c + 1) * s, c * s : (c + 1) * s].sum().backward()
-    g = x.grad.abs().sum(dim=(0, 1))
-    support = _chebyshev(n, c)[g > 0]
-    radius = int(support.max()) if support.numel() else 0
-    result = (
-        ReceptiveField(radius, False)
-        if radius < _RF_LIMIT
-        else ReceptiveField(_GLOBAL_OVERLAP, True)
-    )
-    with contextlib.suppress(AttributeError, TypeError):
-        model._lightsr_receptive_field = result
-    return result
-
-
-def _chebyshev(n: int, c: int) -> torch.Tensor:
-    r = (torch.arange(n) - c).abs()
-    return torch.maximum(r[:, None], r[None, :])
-
-
-def _bytes_per_lr_pixel(model: nn.Module, element_bytes: int) -> float:
-    """Estimated peak working set of one forward pass per LR input pixel (bytes).
-
-    Measured with forward hooks on a small probe: the largest single activation (per LR pixel),
-    times 4 for the tensors alive next to it (its input, residual/skip tensors, a concat), plus
-    the HR output. Deliberately generous: it only sizes tiles.
-    """
-    cached = getattr(model, "_lightsr_bytes_per_px", None)
-    if cached is not None:
-        return cached * element_bytes
-    n = max(32, int(getattr(model, "min_input_size", 1)))
-    largest = [0]
-
-    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):
-            largest[0] = max(largest[0], out.numel())
-
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, n, n, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    s = int(model.scale)
-    per_px = 4.0 * largest[0] / (n * n) + 2.0 * 3 * s * s + 3
-    with contextlib.suppress(AttributeError, TypeError):
-        model._lightsr_bytes_per_px = per_px
-    return per_px * element_bytes
-
-
 def auto_tile_size(
     model: nn.Module, *, device: torch.device, overlap: int = 0, element_bytes: int = 4
 ) -> int:
@@ -260,7 +102,7 @@ def auto_tile_size(
     budget = min(_MEMORY_SHARE * available_memory(device), _MAX_AUTO_TILE_BYTES)
     if device.type == "cuda":
         budget = 0.5 * available_memory(device)
-    per_px = _bytes_per_lr_pixel(model, element_bytes)
+    per_px = bytes_per_lr_pixel(model, element_bytes)
     side = int(math.sqrt(budget / per_px)) - 2 * overlap
     side = min(side, _MAX_AUTO_TILE.get(device.type, 512))
     return max(side, 32)
@@ -281,82 +123,6 @@ class _Float32Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return self.conv(x.float())
-
-
-_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-
-
-class _PixelShuffleWatch(TorchFunctionMode):
-    """Calls ``on_shuffle(input)`` for every pixel shuffle (``nn.PixelShuffle`` and
-    ``F.pixel_shuffle`` both end in ``torch.pixel_shuffle``)."""
-
-    def __init__(self, on_shuffle: Callable[[Any], None]) -> None:
-        super().__init__()
-        self.on_shuffle = on_shuffle
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") == "pixel_shuffle" and args:
-            self.on_shuffle(args[0])
-        return func(*args, **(kwargs or {}))
-
-
-def output_convs(model: nn.Module) -> list[nn.Module]:
-    """The convolutions that produce image values: those whose outputs reach a pixel shuffle's
-    input or the model's output through no other convolution (the two-branch tail of MAFFSRN
-    gives two, A2F's tail and skip two, EDSR's upsampler and final C->3 conv three at x4).
-
-    Found by one forward pass on a tiny input, walking the autograd graph back from each
-    pixel-shuffle input and from the output and stopping at conv outputs. If a path reaches
-    no conv module (a functional conv), the conv module executed last before it counts.
-    Returned in execution order, without repeats."""
-    conv_of: dict[Any, nn.Module] = {}  # grad_fn of a conv's output -> the conv
-    order: list[nn.Module] = []
-    ends: list[tuple[Any, nn.Module | None]] = []  # (tensor, last conv executed before it)
-
-    def record(conv: nn.Module, _inp: Any, out: Any) -> None:
-        order.append(conv)
-        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
-            conv_of[out.grad_fn] = conv
-
-    def on_shuffle(t: Any) -> None:
-        ends.append((t, order[-1] if order else None))
-
-    n = max(8, int(getattr(model, "min_input_size", 1)))
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.rand(1, 3, n, n, device=device, requires_grad=True)  # a graph without weight grads
-    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _CONVS)]
-    try:
-        with torch.inference_mode(False), torch.enable_grad(), _PixelShuffleWatch(on_shuffle):
-            y = model(x)
-        on_shuffle(y)
-    finally:
-        for h in handles:
-            h.remove()
-
-    found: set[int] = set()
-    for tensor, fallback in ends:
-        hits = _nearest_convs(getattr(tensor, "grad_fn", None), conv_of)
-        if not hits and fallback is not None:
-            hits = [fallback]
-        found.update(id(c) for c in hits)
-    return [c for i, c in enumerate(order) if id(c) in found and c not in order[:i]]
-
-
-def _nearest_convs(node: Any, conv_of: dict[Any, nn.Module]) -> list[nn.Module]:
-    """Convs met first on every path back from autograd ``node`` (not passing through them)."""
-    hits: list[nn.Module] = []
-    stack, seen = [node], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if fn in conv_of:
-            hits.append(conv_of[fn])
-            continue
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return hits
 
 
 def _keep_image_convs_fp32(model: SRModel) -> None:
@@ -442,8 +208,6 @@ class Upscaler:
         self.progress = progress
         self.channels_last = channels_last
         self.arch_name = getattr(model, "arch_name", type(model).__name__)
-
-        from .deploy import PaddingReport, pad_channels, reparameterize
 
         folded = reparameterize(model) if isinstance(model, SRModel) else copy.deepcopy(model)
         folded = folded.eval()
@@ -640,7 +404,7 @@ class Upscaler:
                 self._tiled_once(src, to_tensor, sink, tile)
                 return
             except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
-                if not _is_oom(exc):
+                if not is_out_of_memory(exc):
                     raise
                 current = tile or max(h, w)
                 smaller = current // 2
@@ -675,8 +439,6 @@ class Upscaler:
         jobs = [(r, c) for r in rows for c in cols]
         bar = None
         if len(jobs) > 1 and self.progress is not False:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(jobs), desc="tiles", unit="tile", leave=False, disable=None)
         try:
             for (r0, r1, wr0, wr1), (c0, c1, wc0, wc1) in jobs:
@@ -743,66 +505,6 @@ def upscale_image(
     return model(image)
 
 
-def bundled_weights(name: str, scale: int) -> Path | None:
-    """The path of a checkpoint shipped with the package (``weights/<name>_x<scale>.safetensors``),
-    or None."""
-    path = WEIGHTS_DIR / f"{name}_x{int(scale)}.safetensors"
-    return path if path.is_file() else None
-
-
-def default_model(scale: int = 4) -> SRModel:
-    """The bundled default model for ``scale`` (``weights/default_x<scale>.safetensors``)."""
-    from .checkpoint import load
-
-    path = bundled_weights("default", scale)
-    if path is None:
-        raise CheckpointError(
-            f"no bundled default weights for x{scale} in this installation ({WEIGHTS_DIR}). "
-            "Pass --checkpoint PATH (a lightsr checkpoint, or the authors' file such as "
-            "a2f_sd_x4.pt), or --model bicubic."
-        )
-    return load(path, expect_scale=scale)
-
-
-def resolve_model(
-    *,
-    model: str | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    scale: int | None = None,
-) -> SRModel:
-    """The model the CLI means: a checkpoint (ours or the authors', optionally checked against
-    ``model``/``scale``), ``bicubic``, a bundled ``<model>_x<scale>`` file, or the default."""
-    from .checkpoint import load_any
-
-    if checkpoint is not None:
-        if model is not None and model.lower() == "bicubic":
-            raise LightSRError("--model bicubic takes no --checkpoint.")
-        return load_any(checkpoint, expect_arch=model or None, expect_scale=scale or None)
-    if model is not None:
-        if model.lower() == "bicubic":
-            return Bicubic(scale=scale or 4)
-        from .registry import get_spec
-
-        spec = get_spec(model)  # unknown names fail here, with suggestions
-        path = bundled_weights(spec.name, scale or 4)
-        default = bundled_weights("default", scale or 4)
-        if path is None and default is not None:
-            from .checkpoint import read_metadata
-
-            # `--model a2f_sd` means the bundled weights when the default model is an A2F-SD
-            if read_metadata(default)["arch"] == spec.name:
-                path = default
-        if path is not None:
-            from .checkpoint import load
-
-            return load(path, expect_scale=scale or 4)
-        raise CheckpointError(
-            f"--model {model} without --checkpoint would upscale with random weights. Pass "
-            f"--checkpoint PATH with trained {spec.name} weights, or --model bicubic."
-        )
-    return default_model(scale or 4)
-
-
 def output_path(
     src: Path, *, scale: int, out_dir: Path | None, suffix: str = ".png", overwrite: bool = False
 ) -> Path:
@@ -835,8 +537,6 @@ def expand_inputs(
     ``_x<s>`` or ``_x<s>_<n>`` are skipped when their output would go into their own folder
     (``out_dir`` None, or that folder): they are what an earlier run wrote there, and a second
     run over the folder would upscale its own results. Files named explicitly always run."""
-    from .data.io import IMAGE_EXTENSIONS
-
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     earlier = (
@@ -911,10 +611,6 @@ def upscale_files(
     both. An output folder that cannot be created raises :class:`LightSRError`. ``options`` go
     to :class:`Upscaler` (tile, overlap, precision, device, channels_last, compile, alpha).
     """
-    from tqdm.auto import tqdm
-
-    from .data.io import IMAGE_EXTENSIONS, read_image, write_image
-
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     runner = model if isinstance(model, Upscaler) else Upscaler(model, progress=progress, **options)
@@ -998,22 +694,14 @@ def print_report(report: UpscaleReport, *, file: Any = None) -> None:
 
 
 __all__ = [
-    "Bicubic",
     "PRECISIONS",
-    "ReceptiveField",
     "UpscaleReport",
     "Upscaler",
     "auto_tile_size",
-    "available_memory",
-    "bundled_weights",
-    "cpu_has_native_bf16",
-    "default_model",
     "expand_inputs",
-    "output_convs",
     "output_path",
     "print_report",
-    "receptive_field",
-    "resolve_model",
+    "resolve_precision",
     "upscale_files",
     "upscale_image",
 ]

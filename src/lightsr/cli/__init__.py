@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from .._version import __version__
 from ..errors import LightSRError
 
 # Explicit list: a subcommand exists when its module is named here.
@@ -25,8 +26,6 @@ _SUBCOMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="lightsr", description="Lightweight single-image super-resolution."
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..checkpoint import load_official, save
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,8 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_official, save
-
     model = load_official(args.official)
     save(model, args.out, extra=model.checkpoint_extra)
     n = sum(p.numel() for p in model.parameters())

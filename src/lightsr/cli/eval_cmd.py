@@ -10,6 +10,15 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
+from ..atomic import atomic_write
+from ..data.benchmark import LR_SOURCES, BenchmarkSet
+from ..errors import LightSRError
+from ..evaluate import evaluate
+from ..hardware import resolve_device
+from ..hub import resolve_model
+
 LR_SOURCE_HELP = (
     "where LR images come from: auto (an LR folder when the set has one, clamp first; else "
     "imresize-replicate), folder (any LR folder), folder-clamp (LR_bicubic_clamp), "
@@ -19,8 +28,6 @@ LR_SOURCE_HELP = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..data.benchmark import LR_SOURCES
-
     p = sub.add_parser(
         "eval",
         help="PSNR/SSIM (Y channel) of a model on benchmark sets",
@@ -32,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="a lightsr checkpoint or an authors' released file")
     p.add_argument(
         "--model",
-        help="registered model name (random weights unless --checkpoint), or 'bicubic' for the "
-        "MATLAB bicubic baseline",
+        help="registered model name: its bundled weights, else random weights unless "
+        "--checkpoint; 'bicubic' for the MATLAB bicubic baseline (default: the bundled default)",
     )
     p.add_argument("--scale", type=int, help="scale factor (default: the checkpoint's)")
     p.add_argument("--lr-source", choices=LR_SOURCES, default="auto", help=LR_SOURCE_HELP)
@@ -51,37 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build_model(args: argparse.Namespace):
-    from ..checkpoint import load_any
-    from ..errors import LightSRError
-    from ..evaluate import BicubicBaseline
-    from ..registry import create_model
-
-    if args.checkpoint:
-        if args.model == "bicubic":
-            raise LightSRError("--model bicubic takes no --checkpoint.")
-        model = load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
-        return model, f"{model.arch_name} ({Path(args.checkpoint).name})"
-    if not args.model:
-        raise LightSRError("give --checkpoint FILE, or --model NAME --scale S (e.g. bicubic).")
-    if not args.scale:
-        raise LightSRError(f"--model {args.model} without a checkpoint needs --scale.")
-    if args.model == "bicubic":
-        return BicubicBaseline(scale=args.scale), "bicubic"
-    print(
-        f"note: {args.model} has random weights (no --checkpoint); its scores are a floor.",
-        file=sys.stderr,
+    """The model and its label, by the one rule of :func:`lightsr.hub.resolve_model`; eval
+    accepts random weights (a floor, said on stderr) and uses bicubic's exact path."""
+    resolved = resolve_model(
+        model=args.model,
+        checkpoint=args.checkpoint,
+        scale=args.scale,
+        allow_random=True,
+        exact=True,
     )
-    return create_model(args.model, scale=args.scale), f"{args.model} (random weights)"
+    return resolved.model, resolved.source
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.benchmark import BenchmarkSet
-    from ..errors import LightSRError
-    from ..evaluate import evaluate
-    from ..upscale import resolve_device
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.lr_dir and len(args.datasets) != 1:
@@ -158,7 +147,6 @@ def _fmt(v: float, digits: int) -> str:
 
 def write_results(results, path: str | Path) -> None:
     """Results as JSON (everything) or CSV (a row per image and a ``mean`` row per set)."""
-    from ..checkpoint import atomic_write
 
     path = Path(path)
     if path.suffix.lower() == ".json":

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..checkpoint import load_any
+from ..errors import LightSRError
+from ..export import export_model
+from ..registry import create_model
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -39,11 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_any
-    from ..errors import LightSRError
-    from ..export import export_model
-    from ..registry import create_model
-
     if not (args.onnx or args.torchscript):
         raise LightSRError("choose a format: --onnx and/or --torchscript.")
     if args.checkpoint:

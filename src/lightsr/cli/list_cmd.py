@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..registry import create_model, get_spec, list_models
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the registered models")
@@ -12,8 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import create_model, get_spec, list_models
-
     for name in list_models():
         spec = get_spec(name)
         line = f"{name:<16} x{'/x'.join(map(str, spec.scales)):<9} {spec.paper}"

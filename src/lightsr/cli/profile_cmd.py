@@ -6,6 +6,22 @@ import argparse
 import json
 import sys
 
+from ..atomic import atomic_write
+from ..checkpoint import load_any
+from ..deploy import reparameterize
+from ..errors import ConfigError
+from ..profile import (
+    count_ops,
+    load_psnr_results,
+    lr_size_for_output,
+    plot_psnr_vs_multiadds,
+    profile,
+    profile_all,
+    require_matplotlib,
+    write_results,
+)
+from ..registry import create_model
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -45,18 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..profile import (
-        count_ops,
-        load_psnr_results,
-        lr_size_for_output,
-        plot_psnr_vs_multiadds,
-        profile,
-        profile_all,
-        require_matplotlib,
-        write_results,
-    )
-
     opts = dict(
         device=args.device,
         threads=args.threads,
@@ -86,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     model = _build(args)
-    from ..deploy import reparameterize
 
     if args.folded:
         model = reparameterize(model)
@@ -98,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         for name, macs in sorted(count.by_scope(depth=2).items(), key=lambda kv: -kv[1]):
             print(f"    {name or '<root>':<32} {macs / 1e9:8.3f} G")
     if args.json:
-        from ..checkpoint import atomic_write
 
         def write(tmp: str) -> None:
             with open(tmp, "w") as f:
@@ -111,10 +113,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace):
-    from ..checkpoint import load_any
-    from ..errors import ConfigError
-    from ..registry import create_model
-
     if args.checkpoint:
         return load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
     if not args.model:

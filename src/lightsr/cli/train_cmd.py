@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..config import load_config
+from ..errors import ConfigError
+from ..train import resume_config, train
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,16 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..errors import ConfigError
-
     config, overrides = args.config, list(args.overrides)
     # `lightsr train --resume RUN key=value`: argparse puts the first override in `config`.
     if config is not None and "=" in config and not config.endswith((".toml", ".json")):
         config, overrides = None, [config, *overrides]
     if args.resume:
-        from ..train import resume_config
-
         cfg = resume_config(args.resume, overrides, config_path=config)
     else:
         if config is None:
@@ -55,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
         shown["_derived"] = {"lr_patch": cfg.lr_patch, "hr_patch": cfg.hr_patch}
         print(json.dumps(shown, indent=2, sort_keys=True))
         return 0
-    from ..train import train
 
     result = train(cfg, resume=args.resume, stop_at=args.stop_at)
     if result.stopped:

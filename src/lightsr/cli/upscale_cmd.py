@@ -6,6 +6,9 @@ import argparse
 import sys
 import warnings
 
+from ..hub import resolve_model
+from ..upscale import Upscaler, print_report, upscale_files
+
 
 def _tile(value: str) -> int | str | None:
     if value in ("auto", "none"):
@@ -92,9 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..upscale import Upscaler, print_report, resolve_model, upscale_files
-
-    model = resolve_model(model=args.model, checkpoint=args.checkpoint, scale=args.scale)
+    model = resolve_model(model=args.model, checkpoint=args.checkpoint, scale=args.scale).model
     runner = Upscaler(
         model,
         tile=args.tile,

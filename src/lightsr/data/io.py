@@ -16,7 +16,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
+from ..atomic import atomic_write
 from ..errors import ImageReadError, LightSRError
 
 #: File suffixes treated as images when listing a folder (lower case).
@@ -51,7 +54,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     transparency; grey+alpha becomes RGBA; CMYK/YCbCr become RGB. The EXIF orientation is
     applied. A missing, unreadable or damaged file raises :class:`ImageReadError` naming it.
     """
-    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
@@ -124,7 +126,6 @@ def _png16_colour_type(path: Path) -> int | None:
 def _decode_png_as(path: Path, mode: str, rawmode: str) -> np.ndarray:
     """Run Pillow's PNG decoder (which does the unfiltering/de-interlacing) with another
     unpacker of the same bits per pixel, to get at bytes its default unpacker drops."""
-    from PIL import Image
 
     with Image.open(path) as im:
         if len(im.tile) != 1 or im.tile[0][0] != "zip" or im.mode != mode:
@@ -200,7 +201,6 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, quality: int = 95
     alpha. ``quality`` applies to JPEG/WebP. Float arrays are refused: convert with
     :func:`tensor_to_image` (which rounds and clamps) first.
     """
-    from ..checkpoint import atomic_write
 
     path = Path(path)
     array = _as_hwc(array, f"write_image({str(path)!r})")
@@ -219,7 +219,6 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, quality: int = 95
             f"write_image({str(path)!r}): array dtype {array.dtype} is not uint8 or uint16. "
             "Convert float images with lightsr.data.io.tensor_to_image (round + clamp)."
         )
-    from PIL import Image
 
     formats = Image.registered_extensions()
     fmt = formats.get(suffix)
@@ -265,7 +264,6 @@ def encode_png16(array: np.ndarray, *, level: int = 6) -> bytes:
 def image_to_tensor(array: np.ndarray):
     """``H x W [x C]`` uint8 (/255) or uint16 (/65535) -> float32 tensor (1, C, H, W) in [0, 1].
     Float arrays are taken as already in [0, 1]."""
-    import torch
 
     array = np.asarray(array)
     if array.ndim == 2:
@@ -289,7 +287,6 @@ def tensor_to_image(tensor, dtype: type | np.dtype = np.uint8) -> np.ndarray:
     Values are clamped to [0, 1], scaled by 255 (or 65535) and rounded half away from zero
     (MATLAB's im2uint8), as the papers do before measuring.
     """
-    import torch
 
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):

@@ -24,6 +24,8 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..errors import LightSRError
 
@@ -163,8 +165,6 @@ def imresize(
 
 
 def _pad_index(n: int, pad: int, boundary: str, device) -> object:
-    import torch
-
     idx = torch.arange(-pad, n + pad, device=device)
     if boundary == "mirror":
         idx = torch.remainder(idx, 2 * n)
@@ -190,7 +190,6 @@ def imresize_torch(batch, scale: float, *, boundary: Boundary = "mirror"):
     passes, so against the published uint8-derived LR files 10-15% of pixels differ, mostly by
     one level: use :func:`imresize` on uint8 images where bit-exactness matters (evaluation).
     """
-    import torch.nn.functional as F
 
     _check_boundary(boundary)
     if batch.dim() != 4 or not batch.is_floating_point():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import signal
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from ..atomic import atomic_write
 from ..errors import ConfigError, DatasetError, ImageReadError
 from .io import IMAGE_EXTENSIONS, list_images, read_image
 from .layout import div2k_lr_dir, match_lr_files
@@ -181,8 +186,6 @@ def _cache_key(image: TrainingImage, scale: int, boundary: str) -> str:
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    from ..checkpoint import atomic_write
-
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array)
@@ -271,8 +274,6 @@ def _map(fn, items, threads: int, *, progress: bool = False, desc: str = "") -> 
     # threads need no pickling of the arrays.
     bar = None
     if progress and len(items) > 1:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(items), desc=desc, leave=False)
     out = []
     if threads <= 1:
@@ -312,8 +313,6 @@ def dihedral(array: np.ndarray, t: int) -> np.ndarray:
 
 
 def _to_tensor(array: np.ndarray):
-    import torch
-
     # Integer CHW: a quarter of the bytes of float32 through the worker queue; the training
     # loop converts on the device (see :func:`to_unit`).
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
@@ -322,7 +321,6 @@ def _to_tensor(array: np.ndarray):
 def to_unit(batch, peak: float):
     """An integer batch from :class:`PatchDataset` as float32 in [0, 1] (``x / peak``, as
     :func:`lightsr.data.io.image_to_tensor` does)."""
-    import torch
 
     return batch.to(torch.float32).div_(peak)
 
@@ -434,10 +432,6 @@ class StepBatchSampler:
 
 
 def _worker_init(_worker_id: int) -> None:
-    import signal
-
-    import torch
-
     # Workers only slice and convert arrays; one thread each avoids oversubscription.
     torch.set_num_threads(1)
     # Ctrl-C reaches every process of the terminal's group, and `pkill -f` matches the workers'
@@ -456,8 +450,6 @@ def make_loader(
 ):
     """A DataLoader over ``sampler``. It gets its own generator so that creating it does not
     draw from torch's global RNG (which would make a resumed run differ from an unbroken one)."""
-    import torch
-    from torch.utils.data import DataLoader
 
     return DataLoader(
         dataset,

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (each import registers its family's variants)
     a2f,
     base,
+    bicubic,
     carn,
     edsr,
     fmen,

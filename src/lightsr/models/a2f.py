@@ -29,10 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import OfficialMatch, register_official_converter
 from ..errors import CheckpointError
 from ..layers.weight_norm import WNConv2d
-from ..registry import register_model
+from ..registry import OfficialMatch, register_model, register_official_converter
 from .base import SRModel
 
 # DIV2K RGB mean, as fractions of 255 (the authors' rgb_mean).

@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import OfficialMatch, register_official_converter
 from ..errors import CheckpointError, ConfigError
 from ..layers.rep import (
     bn_affine,
@@ -61,7 +60,7 @@ from ..layers.rep import (
     fold_bn_before,
     fold_expand_conv_reduce,
 )
-from ..registry import register_model
+from ..registry import OfficialMatch, register_model, register_official_converter
 from .base import SRModel
 
 _PAPER = "FMEN (Du et al., CVPRW 2022)"
