@@ -1,5 +1,7 @@
-"""The seven baselines of the GGAS/CWSS paper: exact parameter counts, the [0, 1] contract and
-the fixed image paths (mean shift, bicubic skip), range conversion, options, gradients."""
+"""The seven baselines of the GGAS/CWSS paper: the [0, 1] contract and the fixed image paths
+(mean shift, bicubic skip), range conversion, options. Parameter counts, forward shapes, batch
+independence, gradients, folding and save/load are checked over every registered model in
+tests/test_models.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from lightsr.models.imdn import contrast
 from lightsr.models.rcan import RCAN
 
 # The parameter counts of these baselines are pinned with every other model's in
-# tests/test_registry.py (one table for the whole registry).
+# tests/test_models.py (one table for the whole registry).
 BASELINES = ("fsrcnn", "memnet", "carn", "idn", "edsr_baseline", "imdn", "rcan")
 SMALL = [name for name in BASELINES if name != "rcan"]
 
@@ -78,37 +80,6 @@ def test_imdn_contrast_is_population_std_plus_mean() -> None:
     z = torch.randn(2, 5, 6, 7)
     expected = z.std(dim=(2, 3), unbiased=False, keepdim=True) + z.mean(dim=(2, 3), keepdim=True)
     torch.testing.assert_close(contrast(z), expected, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", SMALL)
-def test_batch_items_are_independent_and_grads_reach_every_parameter(name: str) -> None:
-    torch.manual_seed(2)
-    model = lightsr.create_model(name, scale=3)
-    x = torch.rand(2, 3, 6, 5)
-    # Train mode (MemNet's BatchNorms use batch statistics): gradients reach everything.
-    model.train()
-    model(x).square().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
-    assert not missing
-    # Eval mode: no statistic is pooled across the batch (CA, CCA, BN all per sample).
-    model.eval()
-    with torch.no_grad():
-        both = model(x)
-        one = torch.cat([model(x[:1]), model(x[1:])])
-    torch.testing.assert_close(both, one, rtol=1e-5, atol=1e-6)
-
-
-def test_rcan_forward_on_a_tiny_input() -> None:
-    torch.manual_seed(3)
-    model = lightsr.create_model("rcan", scale=4).eval()
-    x = torch.rand(1, 3, 4, 4)
-    with torch.no_grad():
-        y = model(x)
-    assert y.shape == (1, 3, 16, 16)
-    assert torch.isfinite(y).all()
-    # Per-sample again on the full model: a copy of the batch gives the same output.
-    with torch.no_grad():
-        torch.testing.assert_close(model(torch.cat([x, x]))[1:], y, rtol=1e-5, atol=1e-6)
 
 
 def test_unsupported_scale_and_bad_options_raise_clear_errors() -> None:

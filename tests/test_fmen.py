@@ -1,4 +1,6 @@
-"""FMEN / FMEN-S: parameter counts, exact folding, checkpoints, the authors' weights."""
+"""FMEN / FMEN-S: the fold maths (RRRB, BN-valued padding, float64), the authors' weights and
+converter. Parameter counts (training and folded), forward, gradients, generic fold equality and
+save/load: tests/test_models.py."""
 
 from __future__ import annotations
 
@@ -42,30 +44,6 @@ def to_authors_keys(state: dict[str, torch.Tensor], *, trunk=("ERBs", "HFABs")) 
             k = trunk[1] + k[len("HFABs") :]
         out[k] = v.clone()
     return out
-
-
-# --------------------------------------------------------------------------- parameter counts
-
-
-@pytest.mark.parametrize(
-    ("scale", "train", "folded"),
-    [(2, 1_029_630, 324_830), (3, 1_036_395, 331_595), (4, 1_045_866, 341_066)],
-)
-def test_fmen_s_param_counts(scale: int, train: int, folded: int) -> None:
-    model = lightsr.create_model("fmen_s", scale=scale)
-    assert n_params(model) == train
-    assert n_params(lightsr.reparameterize(model)) == folded
-
-
-@pytest.mark.parametrize(
-    ("scale", "train", "folded"),
-    [(2, 2_032_592, 660_504), (3, 2_041_247, 669_159), (4, 2_053_364, 681_276)],
-)
-def test_fmen_param_counts_documented_config(scale: int, train: int, folded: int) -> None:
-    # C=64, M=32, warm-up width 28, 4 pairs, ERB counts [2,1,1,1,1] (see the module docstring).
-    model = lightsr.create_model("fmen", scale=scale)
-    assert n_params(model) == train
-    assert n_params(lightsr.reparameterize(model)) == folded
 
 
 # --------------------------------------------------------------------------- folding
@@ -117,15 +95,6 @@ def test_folded_equals_training_form_in_eval(name: str, dtype: torch.dtype) -> N
     assert (ref - out).abs().max().item() < tol
 
 
-def test_backward_reaches_every_parameter() -> None:
-    torch.manual_seed(0)
-    model = lightsr.create_model("fmen_s", scale=2).train()
-    out = model(torch.rand(2, 3, 8, 8))
-    (out - 0.5).abs().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
-    assert missing == []
-
-
 def test_training_mode_pad_uses_batch_statistics() -> None:
     # In training mode the HFAB border is BN's image of a zero pixel under the batch statistics,
     # i.e. the same as BN-normalising a zero-padded copy with the unpadded batch's stats.
@@ -144,28 +113,7 @@ def test_training_mode_pad_uses_batch_statistics() -> None:
     torch.testing.assert_close(ours, manual, rtol=1e-5, atol=1e-5)
 
 
-# --------------------------------------------------------------------------- save / load
-
-
-@pytest.mark.parametrize("folded", [False, True])
-def test_save_load_round_trip_bit_identical(tmp_path, folded: bool) -> None:
-    g = torch.Generator().manual_seed(3)
-    torch.manual_seed(3)
-    model = lightsr.create_model("fmen_s", scale=3)
-    randomise_bn(model, g)
-    model.eval()
-    if folded:
-        model = lightsr.reparameterize(model)
-    path = tmp_path / "m.safetensors"
-    lightsr.save(model, path)
-    back = lightsr.load(path)
-    assert back.folded == folded and back.arch_name == "fmen_s" and back.scale == 3
-    sd, sd2 = model.state_dict(), back.state_dict()
-    assert list(sd) == list(sd2)
-    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
-    x = torch.rand(1, 3, 10, 10, generator=g)
-    with torch.no_grad():
-        assert torch.equal(model(x), back(x))
+# --------------------------------------------------------------------------- options
 
 
 def test_bad_options_raise_config_error() -> None:

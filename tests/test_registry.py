@@ -1,4 +1,5 @@
-"""The registry and checkpoint contracts, over every registered model."""
+"""The registry and checkpoint contracts: names, scales, options, checkpoint descriptions and
+their errors, atomic writes, the bundled weights."""
 
 from __future__ import annotations
 
@@ -8,46 +9,9 @@ import pytest
 import torch
 
 import lightsr
-from lightsr.checkpoint import read_metadata
 
-# Parameter counts of ARCHITECTURES.md (training form, x2 / x3 / x4): one table for the whole
-# registry, so a model registered without a pinned count fails here.
-EXPECTED_PARAMS = {
-    "maffsrn": (402_394, 418_774, 441_706),
-    "maffsrn_l": (790_754, 807_134, 830_066),
-    "a2f_s": (319_648, 324_433, 331_132),
-    "a2f_sd": (313_372, 315_997, 319_672),
-    "a2f_m": (998_584, 1_003_369, 1_010_068),
-    "a2f_l": (1_362_628, 1_367_413, 1_374_112),
-    "fmen_s": (1_029_630, 1_036_395, 1_045_866),
-    # FMEN (large) has no released code; counts of our documented reading of the paper.
-    "fmen": (2_032_592, 2_041_247, 2_053_364),
-    "fsrcnn": (16_960, 24_535, 35_140),
-    "memnet": (693_388, 702_043, 714_160),
-    "carn": (964_163, 1_148_803, 1_111_875),
-    "idn": (579_276, 587_931, 600_048),
-    "edsr_baseline": (1_369_859, 1_554_499, 1_517_571),
-    "imdn": (694_404, 703_059, 715_176),
-    "rcan": (15_444_643, 15_629_283, 15_592_355),
-}
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def test_every_registered_model_has_a_pinned_count() -> None:
-    # Names starting with "_" are test doubles that other test files register.
-    public = [name for name in lightsr.list_models() if not name.startswith("_")]
-    assert sorted(public) == sorted(EXPECTED_PARAMS)
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
-def test_parameter_counts(name: str) -> None:
-    models = [lightsr.create_model(name, scale=s) for s in (2, 3, 4)]
-    assert tuple(n_params(m) for m in models) == EXPECTED_PARAMS[name]
-    # Nothing frozen hides in parameters() (frozen mean shifts are buffers, not weights).
-    assert all(p.requires_grad for m in models for p in m.parameters())
+# Parameter counts, and the forward/backward/fold/save-load contracts over every registered
+# model, are checked in tests/test_models.py.
 
 
 def test_unknown_model_names_the_closest() -> None:
@@ -63,22 +27,6 @@ def test_names_are_normalised() -> None:
 def test_unsupported_scale() -> None:
     with pytest.raises(lightsr.UnsupportedScaleError, match=r"\[2, 3, 4\]"):
         lightsr.create_model("fmen_s", scale=8)
-
-
-@pytest.mark.parametrize("name", ["fsrcnn", "a2f_sd", "maffsrn", "fmen_s", "idn"])
-def test_save_load_round_trip_both_forms(name: str, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = lightsr.create_model(name, scale=3).eval()
-    x = torch.rand(1, 3, 16, 16)
-    for form, m in (("train", model), ("folded", lightsr.reparameterize(model))):
-        path = tmp_path / f"{form}.safetensors"
-        lightsr.save(m, path, extra={"note": form})
-        back = lightsr.load(path)
-        meta = read_metadata(path)
-        assert (meta["arch"], meta["scale"], meta["folded"]) == (name, 3, form == "folded")
-        assert meta["extra"] == {"note": form}
-        with torch.inference_mode():
-            assert torch.equal(back(x), m(x))
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +101,7 @@ def test_foreign_state_dict_is_not_recognised(tmp_path: Path) -> None:
 
 def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that dies half-way leaves the previous file intact and no temp file behind."""
-    import safetensors.torch
+    import lightsr.checkpoint
 
     path = tmp_path / "model.safetensors"
     model = lightsr.create_model("fsrcnn", scale=2)
@@ -164,7 +112,7 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         Path(filename).write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", dying_save)
+    monkeypatch.setattr(lightsr.checkpoint, "save_file", dying_save)
     with pytest.raises(OSError, match="disk full"):
         lightsr.save(model, path)
     assert path.read_bytes() == before

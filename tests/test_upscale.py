@@ -12,8 +12,8 @@ from conftest import shared_path
 from torch import nn
 
 import lightsr
-import lightsr.hardware
 import lightsr.cli.upscale_cmd
+import lightsr.hardware
 import lightsr.hub
 from lightsr.cli import main
 from lightsr.data.io import read_image, write_image

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see a
     half-written file (a killed process leaves the old file, or none). The data is flushed to
     disk (fsync) before the rename and the folder entry after it, so a power loss cannot leave

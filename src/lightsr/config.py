@@ -26,9 +26,9 @@ try:  # Python 3.11+; on 3.10 the optional tomli package (JSON configs need neit
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     try:
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]
+        tomllib = None
 
 # ---------------------------------------------------------------------------------------------
 # Sections
@@ -303,7 +303,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 pass
         raise bad()
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise bad()
         return _build(tp, value, prefix=f"{key}.")
@@ -418,7 +418,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key.")
     try:
-        parsed = tomllib.loads(f"v = {value}")["v"]  # type: ignore[union-attr]
+        parsed = tomllib.loads(f"v = {value}")["v"]
     except Exception:
         parsed = value.strip()
     return key.split("."), parsed

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from .models.base import SRModel
 from .probe import output_convs  # the convs that produce image values
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 def _fuse_tree(module: nn.Module) -> nn.Module:
@@ -30,7 +33,7 @@ def _fuse_tree(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def reparameterize(model: SRModel, *, inplace: bool = False) -> SRModel:
+def reparameterize(model: _M, *, inplace: bool = False) -> _M:
     """Return the inference form of ``model`` (a copy unless ``inplace``), in eval mode.
 
     The folded model computes the same function as ``model.eval()`` up to float rounding;
@@ -44,7 +47,8 @@ def reparameterize(model: SRModel, *, inplace: bool = False) -> SRModel:
     fuse_root = getattr(target, "fuse_root", None)
     if callable(fuse_root):
         fuse_root()
-    target.folded = True
+    # nn.Module.__setattr__ is typed for Tensor/Module values; any value works
+    target.folded = True  # type: ignore[assignment]
     return target.eval()
 
 
@@ -73,13 +77,14 @@ def _padded_conv(conv: nn.Conv2d, in_to: int, out_to: int) -> nn.Conv2d:
     inputs past its ``in_channels`` up to ``in_to`` (depthwise convs grow their groups)."""
     depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
     groups = out_to if depthwise else 1
+    # torch types conv geometry as tuple[int, ...]; a Conv2d's is a pair, as Conv2d() wants
     new = nn.Conv2d(
         in_to,
         out_to,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        dilation=conv.dilation,  # type: ignore[arg-type]
         groups=groups,
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
@@ -88,7 +93,7 @@ def _padded_conv(conv: nn.Conv2d, in_to: int, out_to: int) -> nn.Conv2d:
         new.weight.zero_()
         o, i = conv.weight.shape[:2]
         new.weight[:o, :i] = conv.weight
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             new.bias.zero_()
             new.bias[:o] = conv.bias
     return new.requires_grad_(conv.weight.requires_grad)

@@ -122,6 +122,7 @@ def super_resolve(
                 fwd, inv = _transforms(k)
                 out = inv(model(fwd(x)))
                 sr = out if sr is None else sr + out
+            assert sr is not None  # set by the 8 passes
             sr = sr / 8
         else:
             sr = model(x)
@@ -156,7 +157,7 @@ def evaluate(
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    name = model_name or getattr(model, "arch_name", type(model).__name__)
+    name = model_name if model_name else getattr(model, "arch_name", type(model).__name__)
     result = EvalResult(
         dataset=dataset.name,
         scale=dataset.scale,

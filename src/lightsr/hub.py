@@ -97,10 +97,14 @@ def resolve_model(
         options = {"exact": True} if exact else {}
         return ResolvedModel(create_model(spec.name, scale=s, **options), spec.name)
     path = bundled_weights(spec.name, s)
-    default = bundled_weights("default", s)
+    default_path = bundled_weights("default", s)
     # `--model a2f_sd` means the bundled weights when the default model is an A2F-SD
-    if path is None and default is not None and read_metadata(default)["arch"] == spec.name:
-        path = default
+    if (
+        path is None
+        and default_path is not None
+        and read_metadata(default_path)["arch"] == spec.name
+    ):
+        path = default_path
     if path is not None:
         return ResolvedModel(load(path, expect_scale=s), f"{spec.name} (bundled, x{s})")
     if allow_random:

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .models.base import SRModel
+
 # Receptive-field probe: an LR input of 2 * _RF_LIMIT + 1 pixels; a support that reaches the
 # probe's edge means a global operation (or a field wider than the limit).
 _RF_LIMIT = 40
@@ -37,7 +39,7 @@ class ReceptiveField:
     is_global: bool
 
 
-def receptive_field(model: nn.Module) -> ReceptiveField:
+def receptive_field(model: SRModel) -> ReceptiveField:
     """The receptive field of ``model``: its declaration (:attr:`SRModel.receptive_field` and
     :attr:`SRModel.tile_exact`, exact and free) where it has one, else
     :func:`probe_receptive_field` (cached on the model)."""
@@ -51,32 +53,35 @@ def receptive_field(model: nn.Module) -> ReceptiveField:
         return cached
     result = probe_receptive_field(model)
     with contextlib.suppress(AttributeError, TypeError):
-        model._lightsr_receptive_field = result
+        # nn.Module.__setattr__ is typed for Tensor/Module values; any value works
+        model._lightsr_receptive_field = result  # type: ignore[assignment]
     return result
 
 
-def probe_receptive_field(model: nn.Module) -> ReceptiveField:
+def probe_receptive_field(model: SRModel, *, limit: int = _RF_LIMIT) -> ReceptiveField:
     """Measure the receptive field of ``model`` from the support of an input gradient.
 
-    The model runs on an 81 x 81 LR probe; the gradient of the centre pixel's s x s output block
-    is non-zero exactly on the inputs it depends on (barring exact cancellation). Ignores any
-    declaration: the tests check declarations against it.
+    The model runs on a (2 ``limit`` + 1)^2 LR probe (81 x 81); the gradient of the centre
+    pixel's s x s output block is non-zero exactly on the inputs it depends on (barring exact
+    cancellation). A support reaching the probe's edge is reported as global. Ignores any
+    declaration: the tests check declarations against it (with a smaller ``limit``, cheaper).
     """
     probe = copy.deepcopy(model).cpu().float().eval()
     for p in probe.parameters():
         p.requires_grad_(False)
-    n = 2 * _RF_LIMIT + 1
+    n = 2 * limit + 1
     s = int(model.scale)
     x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(0))
     x.requires_grad_(True)
     with torch.enable_grad():
         y = probe(x)
-        c = _RF_LIMIT
+        c = limit
         y[..., c * s : (c + 1) * s, c * s : (c + 1) * s].sum().backward()
+    assert x.grad is not None  # set by backward(): x requires grad
     g = x.grad.abs().sum(dim=(0, 1))
     support = _chebyshev(n, c)[g > 0]
     radius = int(support.max()) if support.numel() else 0
-    if radius < _RF_LIMIT:
+    if radius < limit:
         return ReceptiveField(radius, False)
     return ReceptiveField(GLOBAL_OVERLAP, True)
 
@@ -86,7 +91,7 @@ def _chebyshev(n: int, c: int) -> torch.Tensor:
     return torch.maximum(r[:, None], r[None, :])
 
 
-def bytes_per_lr_pixel(model: nn.Module, element_bytes: int) -> float:
+def bytes_per_lr_pixel(model: SRModel, element_bytes: int) -> float:
     """Estimated peak working set of one forward pass per LR input pixel (bytes).
 
     Measured with forward hooks on a small probe: the largest single activation (per LR pixel),
@@ -114,7 +119,8 @@ def bytes_per_lr_pixel(model: nn.Module, element_bytes: int) -> float:
     s = int(model.scale)
     per_px = 4.0 * largest[0] / (n * n) + 2.0 * 3 * s * s + 3
     with contextlib.suppress(AttributeError, TypeError):
-        model._lightsr_bytes_per_px = per_px
+        # nn.Module.__setattr__ is typed for Tensor/Module values; any value works
+        model._lightsr_bytes_per_px = per_px  # type: ignore[assignment]
     return per_px * element_bytes
 
 

@@ -31,6 +31,9 @@ class ModelSpec:
     summary: str
     #: False for models with nothing to learn (bicubic): they need no weights to run.
     learned: bool = True
+    #: Declared for the default options (see :func:`register_model`); None: not declared.
+    receptive_field: int | None = None
+    tile_exact: bool | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -43,8 +46,18 @@ def register_model(
     summary: str = "",
     scales: tuple[int, ...] = (2, 3, 4),
     learned: bool = True,
+    receptive_field: int | None = None,
+    tile_exact: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``builder`` under ``name``. A duplicate name is a programming error."""
+    """Decorator: register ``builder`` under ``name``. A duplicate name is a programming error.
+
+    ``receptive_field`` (LR pixels, Chebyshev radius) and ``tile_exact`` (False: global
+    operations or a field wider than tiles carry) declare what the inference wrapper needs for
+    the variant *as registered*, i.e. built with no options: :func:`create_model` sets them on
+    such models, so nothing has to be probed at run time. Built with options (which may change
+    the structure), the model keeps its class's declarations, and the rest is probed. The tests
+    check every declaration against :func:`lightsr.probe.probe_receptive_field`.
+    """
 
     def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
@@ -57,6 +70,8 @@ def register_model(
             paper=paper,
             summary=doc if isinstance(doc, str) else (doc[0] if doc else ""),
             learned=learned,
+            receptive_field=receptive_field,
+            tile_exact=tile_exact,
         )
         return builder
 
@@ -97,6 +112,11 @@ def create_model(name: str, *, scale: int, **options: Any):
     model = spec.builder(scale=scale, **options)
     model.arch_name = spec.name
     model.arch_options = dict(options)
+    if not options:
+        if spec.receptive_field is not None:
+            model.receptive_field = spec.receptive_field
+        if spec.tile_exact is not None:
+            model.tile_exact = spec.tile_exact
     return model
 
 

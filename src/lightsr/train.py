@@ -52,6 +52,7 @@ from .data.training import (
 from .errors import CheckpointError, ConfigError, DatasetError
 from .evaluate import evaluate
 from .hardware import resolve_device
+from .models.base import SRModel
 from .optim import AdamP
 from .registry import create_model
 
@@ -226,6 +227,7 @@ def _init_distributed(device_pref: str) -> _Dist:
 
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy form, as the global MT19937 state gives
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -501,7 +503,7 @@ def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, An
     }
 
 
-def _save_weights(model: nn.Module, path: Path, cfg: TrainConfig, step: int, **extra: Any) -> None:
+def _save_weights(model: SRModel, path: Path, cfg: TrainConfig, step: int, **extra: Any) -> None:
     save(model, path, extra={"step": step, "config": cfg.to_dict(), **extra})
 
 

@@ -95,7 +95,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def auto_tile_size(
-    model: nn.Module, *, device: torch.device, overlap: int = 0, element_bytes: int = 4
+    model: SRModel, *, device: torch.device, overlap: int = 0, element_bytes: int = 4
 ) -> int:
     """Largest tile side (LR pixels) whose forward pass, with ``overlap`` context on each side,
     fits in the share of available memory (see module docstring); at least 32."""
@@ -116,7 +116,7 @@ def auto_tile_size(
 class _Float32Conv(nn.Module):
     """Runs a conv in fp32 with autocast off: for the convs whose outputs are image values."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Module) -> None:
         super().__init__()
         self.conv = conv
 
@@ -219,7 +219,7 @@ class Upscaler:
         if not (overlap == "auto" or (isinstance(overlap, int) and overlap >= 0)):
             raise LightSRError(f"overlap must be 'auto' or an integer >= 0, not {overlap!r}.")
         # Measured lazily: an image that fits in one tile needs neither probe.
-        self._overlap: int | None = None if overlap == "auto" else overlap
+        self._overlap: int | None = overlap if isinstance(overlap, int) else None
         self._receptive_field: ReceptiveField | None = None
         self._source = model
         self._auto_side: int | None = None
@@ -236,7 +236,8 @@ class Upscaler:
         #: None (untiled), a side in LR pixels, or "auto" (decided per image from memory)
         self.tile: int | str | None = tile
         if channels_last:
-            folded = folded.to(memory_format=torch.channels_last)
+            # Module.to's stubs omit memory_format, which it accepts (as Tensor.to does)
+            folded = folded.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = folded
         self._run: Callable[[torch.Tensor], torch.Tensor] = folded
         if compile:
@@ -250,7 +251,9 @@ class Upscaler:
         if self._receptive_field is None:
             rf = receptive_field(self.model)
             with contextlib.suppress(AttributeError, TypeError):
-                self._source._lightsr_receptive_field = rf  # the next Upscaler skips the probe
+                # the next Upscaler skips the probe (nn.Module.__setattr__ is typed for
+                # Tensor/Module values; any value works)
+                self._source._lightsr_receptive_field = rf  # type: ignore[assignment]
             self._receptive_field = rf
         return self._receptive_field
 
@@ -658,6 +661,7 @@ def upscale_files(
             result = runner(image)
             del image
             if single_target:
+                assert out_path is not None  # single_target implies it
                 dst = out_path if overwrite else _unique(out_path)
             else:
                 dst = output_path(

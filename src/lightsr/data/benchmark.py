@@ -246,7 +246,8 @@ def _find_layout(path: Path, scale: int) -> tuple[str, Path, dict[str, Path]]:
     if mirror is not None:
         # DIV2K's LR was made with MATLAB's imresize (mirror rule).
         found = {"folder-clamp": div2k_lr_dir(hr_dir, scale, clamp=True), "folder-mirror": mirror}
-        return hr_dir.name[: -len("_HR")], hr_dir, {k: v for k, v in found.items() if v.is_dir()}
+        lr_dirs = {k: v for k, v in found.items() if v is not None and v.is_dir()}
+        return hr_dir.name[: -len("_HR")], hr_dir, lr_dirs
     return path.name, path, {}
 
 

@@ -45,7 +45,7 @@ import math
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import torch
@@ -195,7 +195,7 @@ def _bad(where: str, name: str, value: object, valid: str) -> ConfigError:
     return ConfigError(f"{where}.{name} = {value!r} is invalid: {valid}.")
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -422,7 +422,7 @@ class DegradationConfig:
         _check_prob(where, "final_jpeg_first_prob", self.final_jpeg_first_prob)
 
 
-def _lr_order(**changes: object) -> OrderConfig:
+def _lr_order(**changes: Any) -> OrderConfig:
     """An order that starts by resizing to the LR size with the exact MATLAB bicubic: with no
     order before it, its blur acts on the HR image and its noise on the LR one (the classical
     model ``y = (x * k) downscaled + n``)."""

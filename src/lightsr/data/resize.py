@@ -29,6 +29,8 @@ import torch.nn.functional as F
 
 from ..errors import LightSRError
 
+#: The boundary rules. imresize and imresize_torch take a plain str (it often comes from user
+#: input: a config, --lr-source) and check it at run time.
 Boundary = Literal["mirror", "replicate"]
 BOUNDARIES: tuple[str, ...] = ("mirror", "replicate")
 
@@ -109,7 +111,7 @@ def imresize(
     scale: float | tuple[float, float] | None = None,
     *,
     output_shape: tuple[int, int] | None = None,
-    boundary: Boundary = "mirror",
+    boundary: str = "mirror",
 ) -> np.ndarray:
     """MATLAB ``imresize(img, scale, 'bicubic')`` of an ``H x W [x C]`` array.
 
@@ -127,7 +129,7 @@ def imresize(
     in_h, in_w = img.shape[:2]
     if output_shape is not None:
         out_h, out_w = (int(v) for v in output_shape)
-        scales = (out_h / in_h, out_w / in_w)
+        scales: tuple[float, ...] = (out_h / in_h, out_w / in_w)
     elif scale is not None:
         scales = tuple(float(v) for v in scale) if isinstance(scale, tuple) else (float(scale),) * 2
         out_h, out_w = math.ceil(in_h * scales[0]), math.ceil(in_w * scales[1])
@@ -174,7 +176,7 @@ def _pad_index(n: int, pad: int, boundary: str, device) -> object:
     return idx
 
 
-def imresize_torch(batch, scale: float, *, boundary: Boundary = "mirror"):
+def imresize_torch(batch, scale: float, *, boundary: str = "mirror"):
     """Fast bicubic resize of a float batch (N, C, H, W), on the batch's device.
 
     Pads by 4 source pixels per output-grid step (``4 * s`` when downscaling by ``s``) with

@@ -19,7 +19,6 @@ type, made float in [0, 1] by the training loop (on its device: a quarter of the
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import signal
 import warnings
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..atomic import atomic_write
@@ -325,7 +324,7 @@ def to_unit(batch, peak: float):
     return batch.to(torch.float32).div_(peak)
 
 
-class PatchDataset:
+class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Map-style dataset over items ``(epoch, item)`` -> (LR patch, HR patch), integer tensors
     (3, p, p) and (3, p*s, p*s) of the images' dtype (uint8 0..255 or uint16 0..65535; divide
     by :attr:`peak`, see :func:`to_unit`). Item ``i`` is cut from image ``i % len(store)`` at a
@@ -428,7 +427,7 @@ class StepBatchSampler:
             step += 1
 
     def __len__(self) -> int:  # pragma: no cover - infinite; DataLoader only asks when misused
-        return math.iinfo(np.int64).max
+        return np.iinfo(np.int64).max
 
 
 def _worker_init(_worker_id: int) -> None:

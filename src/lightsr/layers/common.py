@@ -37,6 +37,8 @@ class MeanShift(nn.Module):
     function. ``rgb_range`` is the range of the image it sees (1 for [0, 1], 255 for 0..255).
     """
 
+    shift: torch.Tensor  # buffer (register_buffer in __init__)
+
     def __init__(
         self,
         *,
@@ -139,6 +141,8 @@ class PhaseBicubicUpsample(nn.Module):
     """Bicubic upsampling as replicate padding, a 5x5 conv per colour channel giving the
     ``scale^2`` output phases, and a pixel shuffle: equal to :func:`bicubic_upsample` up to
     float rounding (tests/test_deploy.py)."""
+
+    kernels: torch.Tensor  # buffer (register_buffer in __init__)
 
     def __init__(self, scale: int, channels: int = 3) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from torch import nn
 
 def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm as y = scale * x + shift, per channel."""
+    assert bn.running_var is not None and bn.running_mean is not None  # track_running_stats
     std = torch.sqrt(bn.running_var + bn.eps)
     weight = bn.weight if bn.affine else torch.ones_like(std)
     bias = bn.bias if bn.affine else torch.zeros_like(std)
@@ -69,7 +70,7 @@ def conv_from(
     ).to(weight.device, weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)
-        if bias is not None:
+        if bias is not None and conv.bias is not None:
             conv.bias.copy_(bias)
     return conv
 

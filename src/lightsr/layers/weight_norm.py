@@ -47,7 +47,7 @@ class WNConv2d(nn.Module):
         v = conv.weight.detach().clone()
         self.weight_v = nn.Parameter(v)
         self.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clone())
-        self.bias = nn.Parameter(conv.bias.detach().clone()) if bias else None
+        self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
 
     def weight(self) -> torch.Tensor:
         """The effective convolution weight g * v / ||v||."""
@@ -59,17 +59,18 @@ class WNConv2d(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
+        # torch types conv geometry as tuple[int, ...]; a Conv2d's is a pair, as Conv2d() wants
         conv = nn.Conv2d(
             self.in_channels,
             self.out_channels,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
+            self.kernel_size,  # type: ignore[arg-type]
+            stride=self.stride,  # type: ignore[arg-type]
+            padding=self.padding,  # type: ignore[arg-type]
+            dilation=self.dilation,  # type: ignore[arg-type]
             bias=self.bias is not None,
         ).to(self.weight_v.device, self.weight_v.dtype)
         conv.weight.copy_(self.weight())
-        if self.bias is not None:
+        if self.bias is not None and conv.bias is not None:
             conv.bias.copy_(self.bias)
         return conv
 

@@ -91,6 +91,10 @@ class A2F(SRModel):
     (N, 3, s*H, s*W).
     """
 
+    #: Channel attention pools over the whole input: tiles see their own statistics.
+    tile_exact = False
+    mean: torch.Tensor  # buffer (register_buffer in __init__)
+
     def __init__(
         self, *, scale: int, channels: int, num_layers: int, inner_channels: int = 128
     ) -> None:
@@ -230,3 +234,52 @@ def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
         raise CheckpointError(f"A2F checkpoint is for x{scale}; lightsr supports x2, x3, x4.")
     converted = {_our_key(k): v for k, v in state.items()}
     return OfficialMatch(arch=arch, scale=scale, folded=False, state_dict=converted)
+
+
+def _official_keys(num_layers: int) -> list[str]:
+    """Every key of the authors' state dict for ``num_layers`` layers, in their files' order
+    (the scalar lists first, then head, body, tail, skip, fusion_conv_list; weight-normed convs
+    as bias, weight_g, weight_v), so an exported dict lists keys exactly as theirs do."""
+    wn = ("bias", "weight_g", "weight_v")
+    lists = ("x_scale_list", "res_scale_list", "auxilary_scale_list")  # sic
+    keys = [f"{name}.{i}.scale" for name in lists for i in range(num_layers)]
+    keys += [f"head.0.{p}" for p in wn]
+    keys += [f"body.{i}.body.{j}.{p}" for i in range(num_layers) for j in (0, 2) for p in wn]
+    keys += [f"{name}.0.{p}" for name in ("tail", "skip") for p in wn]
+    for i in range(num_layers):
+        keys.append(f"fusion_conv_list.{i}.0.weight")
+        keys += [
+            f"fusion_conv_list.{i}.1.conv_du.{j}.{p}" for j in (0, 2) for p in ("weight", "bias")
+        ]
+    return keys
+
+
+def to_official_state(model: A2F) -> dict[str, torch.Tensor]:
+    """``model``'s weights under the authors' key names and in their order, so that their code
+    loads them; the tensors are ``state_dict()``'s, sharing storage with the model.
+
+    Names are mapped through the same table :func:`convert_official` reads with, so the two
+    directions cannot drift apart. Their files hold weight-norm ``weight_g``/``weight_v``, which
+    a folded model no longer has, so only the unfolded (training-form) model can be exported.
+    """
+    if not isinstance(model, A2F):
+        raise CheckpointError(
+            f"lightsr.models.a2f.to_official_state exports A2F, not {type(model).__name__}; "
+            "use the to_official_state of that model's family module."
+        )
+    if not isinstance(model.head, WNConv2d):
+        raise CheckpointError(
+            "this A2F is folded (lightsr.reparameterize replaced its weight-normalised convs by "
+            "plain ones), but the authors' files hold weight_g/weight_v, which folding does not "
+            "keep. Export the unfolded model, e.g. lightsr.load() of its training checkpoint."
+        )
+    ours = model.state_dict()
+    pairs = [(theirs, _our_key(theirs)) for theirs in _official_keys(len(model.layers))]
+    mapped = {o for _, o in pairs}
+    if set(ours) != mapped:
+        missing, extra = sorted(mapped - set(ours)), sorted(set(ours) - mapped)
+        raise CheckpointError(
+            f"this A2F's weights do not fit the authors' layout (no counterpart for {extra[:4]}, "
+            f"nothing for {missing[:4]}); only the registered a2f_* variants can be exported."
+        )
+    return {theirs: ours[o] for theirs, o in pairs}

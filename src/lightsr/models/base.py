@@ -7,6 +7,8 @@ shift convert inside ``forward`` so that loading the authors' weights keeps thei
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,6 +22,19 @@ class SRModel(nn.Module):
     ``arch_options`` (the keyword options it was built with). ``folded`` is True once
     :func:`lightsr.reparameterize` has turned the model into its inference form.
     """
+
+    #: Chebyshev radius (LR pixels) of the input one output pixel depends on, where declared
+    #: exactly (a class attribute, or set by :func:`lightsr.create_model` from the variant's
+    #: registration); None: :func:`lightsr.probe.receptive_field` measures it when needed.
+    receptive_field: int | None = None
+    #: False when tiles cannot reproduce untiled inference exactly (global pooling, or a field
+    #: wider than a tile's context); None: not declared (probed).
+    tile_exact: bool | None = None
+    #: LR sides are any size of at least ``min_input_size`` unless a model declares a multiple.
+    input_multiple: int = 1
+    #: Set on a model read from a file (:func:`lightsr.load`, :func:`lightsr.load_official`):
+    #: the ``extra`` metadata saved with it (training step, config...).
+    checkpoint_extra: dict[str, Any]
 
     def __init__(self, *, scale: int, min_input_size: int = 1, in_channels: int = 3) -> None:
         super().__init__()

@@ -106,7 +106,7 @@ class CARN(SRModel):
         return self.add_mean(self.exit(self.upsampler(out)))
 
 
-@register_model("carn", paper=_PAPER)
+@register_model("carn", paper=_PAPER, receptive_field=21)
 def carn(*, scale: int, **strategies: Any) -> CARN:
     """CARN (single scale): C=64, 3 cascading blocks (1.11M params at x4); GGAS/CWSS options."""
     return CARN(scale=scale, strategies=StrategyOptions.from_options("carn", strategies))

@@ -91,7 +91,7 @@ class EDSR(SRModel):
         return self.add_mean(self.tail(self.upsampler(h))) / self.rgb_range
 
 
-@register_model("edsr_baseline", paper=_PAPER)
+@register_model("edsr_baseline", paper=_PAPER, receptive_field=36)
 def edsr_baseline(*, scale: int, rgb_range: float = 1.0, **strategies: Any) -> EDSR:
     """EDSR-baseline: C=64, 16 residual blocks (1.52M params at x4); GGAS/CWSS options."""
     opts = StrategyOptions.from_options("edsr_baseline", strategies, own_options=("rgb_range",))

@@ -119,11 +119,14 @@ class RRRB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.expand_conv(x)
+        assert self.expand_conv.bias is not None  # the three convs are built with biases
         f = self.fea_conv(pad_with_values(e, self.expand_conv.bias)) + e
         return self.reduce_conv(f) + x
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
+        assert self.expand_conv.bias is not None and self.fea_conv.bias is not None
+        assert self.reduce_conv.bias is not None
         w, b = fold_expand_conv_reduce(
             self.expand_conv.weight,
             self.expand_conv.bias,
@@ -310,13 +313,13 @@ def _build(name: str, scale: int, overrides: Mapping[str, Any]) -> FMEN:
     return FMEN(scale=scale, **cfg)
 
 
-@register_model("fmen_s", paper=_PAPER)
+@register_model("fmen_s", paper=_PAPER, receptive_field=34)
 def fmen_s(*, scale: int, **overrides: Any) -> FMEN:
     """FMEN-S (NTIRE 2022, C=50, M=16): 341,066 params folded at x4; authors' weights exist."""
     return _build("fmen_s", scale, overrides)
 
 
-@register_model("fmen", paper=_PAPER)
+@register_model("fmen", paper=_PAPER, receptive_field=34)
 def fmen(*, scale: int, **overrides: Any) -> FMEN:
     """FMEN (C=64, M=32, otherwise FMEN-S's layout; no official code): 681,276 folded at x4."""
     return _build("fmen", scale, overrides)
@@ -412,3 +415,39 @@ def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
         # The whole layout, so that no builder default (e.g. warm-up width = M - 4) applies.
         options = dict(cfg)
     return OfficialMatch(arch=arch, scale=scale, folded=True, state_dict=ours, options=options)
+
+
+# Our folded ERB convs; the authors' inference RRRB wraps its one conv as ``rep_conv``.
+_ERB_CONV_KEY = re.compile(r"^((?:.+\.)?(?:ERBs|convs)\.\d+\.conv[12])\.(weight|bias)$")
+
+
+def to_official_state(model: FMEN) -> dict[str, torch.Tensor]:
+    """``model``'s weights in the authors' inference-form key layout (``ERBs``/``HFABs`` trunk
+    names, ERB convs as ``rep_conv``), the layout of their released ``test_weights.pt``; the
+    tensors are ``state_dict()``'s, sharing storage with the model.
+
+    The model must already be folded: the released files are the inference form, and folding
+    here would mean importing :mod:`lightsr.deploy`, which imports :mod:`lightsr.models` and so
+    this module (an import cycle). A training-form model raises, naming the fix.
+    """
+    if not isinstance(model, FMEN):
+        raise CheckpointError(
+            f"lightsr.models.fmen.to_official_state exports FMEN, not {type(model).__name__}; "
+            "use the to_official_state of that model's family module."
+        )
+    if any(isinstance(m, (RRRB, HFAB)) for m in model.modules()):
+        raise CheckpointError(
+            "this FMEN is in the training form (RRRBs, BatchNorms), but the authors' released "
+            "files are the folded inference form. Fold it first: "
+            "to_official_state(lightsr.reparameterize(model))."
+        )
+    out = {}
+    for key, value in model.state_dict().items():
+        theirs = _ERB_CONV_KEY.sub(r"\1.rep_conv.\2", key)
+        if _our_key(theirs) != key:  # the reader's table must map the name straight back
+            raise CheckpointError(
+                f"FMEN weight {key!r} has no place in the authors' inference layout; only "
+                "models built by the fmen/fmen_s builders can be exported."
+            )
+        out[theirs] = value
+    return out

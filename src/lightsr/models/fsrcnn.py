@@ -73,7 +73,7 @@ class FSRCNN(SRModel):
         return self.upsampler(self.expand(h))
 
 
-@register_model("fsrcnn", paper=_PAPER)
+@register_model("fsrcnn", paper=_PAPER, receptive_field=7)
 def fsrcnn(*, scale: int, **strategies: Any) -> FSRCNN:
     """FSRCNN (d56 s12 m4, pixel-shuffle upsampler; 35K params at x4); GGAS option."""
     return FSRCNN(scale=scale, strategies=StrategyOptions.from_options("fsrcnn", strategies))

@@ -104,7 +104,7 @@ class IDN(SRModel):
         return self.upsampler(self.lr_conv(h)) + self.image_upsample(x)
 
 
-@register_model("idn", paper=_PAPER)
+@register_model("idn", paper=_PAPER, receptive_field=28)
 def idn(*, scale: int, **strategies: Any) -> IDN:
     """IDN (pixel-shuffle upsampler): C=64, 4 DBlocks (600K params at x4); GGAS/CWSS options."""
     return IDN(scale=scale, strategies=StrategyOptions.from_options("idn", strategies))

@@ -20,17 +20,24 @@ Strategies: GGAS blocks are the 6 IMDBs (each output times GA from F0, the fea_c
 the gated outputs feed both the next IMDB and the fusion concat). CWSS residual units are the
 6 IMDBs' own residuals ``alpha * x + conv1x1(CCA(...))`` (6 x 64 = 384 alphas); the long
 skip ``+ F0`` is not a unit.
+
+:func:`convert_official` recognises the authors' released state dicts (Zheng222/IMDN,
+``checkpoints/IMDN_x{2,3,4}.pth``); :func:`to_official_state` writes ours in their key layout.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..layers.common import ConvPixelShuffle, conv2d
-from ..registry import register_model
+from ..registry import OfficialMatch, register_model, register_official_converter
 from ..strategies import StrategyOptions
 from ..strategies.ggas import attention_maps, gate
 from .base import SRModel
@@ -76,7 +83,7 @@ class IMDB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity, inp = self.skip(x)
-        split = (self.distilled, self.remaining)
+        split = [self.distilled, self.remaining]
         d1, r1 = torch.split(self.act(self.c1(inp)), split, dim=1)
         d2, r2 = torch.split(self.act(self.c2(r1)), split, dim=1)
         d3, r3 = torch.split(self.act(self.c3(r2)), split, dim=1)
@@ -86,6 +93,9 @@ class IMDB(nn.Module):
 
 class IMDN(SRModel):
     """IMDN; see the module docstring."""
+
+    #: Contrast-aware channel attention pools over the whole input: tiles see their own statistics.
+    tile_exact = False
 
     def __init__(
         self,
@@ -123,3 +133,117 @@ class IMDN(SRModel):
 def imdn(*, scale: int, **strategies: Any) -> IMDN:
     """IMDN: C=64, 6 IMDBs (715K params at x4); GGAS/CWSS options."""
     return IMDN(scale=scale, strategies=StrategyOptions.from_options("imdn", strategies))
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' released checkpoints
+# ---------------------------------------------------------------------------------------------
+
+# (authors' module, ours) per IMDB, in the order of the authors' state dicts: c5 is registered
+# before cca there, after it here.
+_IMDB_MODULES = (
+    ("c1", "c1"),
+    ("c2", "c2"),
+    ("c3", "c3"),
+    ("c4", "c4"),
+    ("c5", "c5"),
+    ("cca.conv_du.0", "cca.squeeze"),
+    ("cca.conv_du.2", "cca.excite"),
+)
+# Keys only the authors' IMDN has together. Their IMDN_AS (fea_conv a Sequential: fea_conv.0.*)
+# and IMDN_RTC/RTE (model.* / block* names) lack some, so they are not taken for IMDN.
+_SIGNATURE = (
+    "fea_conv.weight",
+    "IMDB1.c1.weight",
+    "IMDB1.cca.conv_du.0.weight",
+    "c.0.weight",
+    "LR_conv.weight",
+    "upsampler.0.weight",
+)
+_BLOCK_KEY = re.compile(r"^IMDB(\d+)\.")
+_CHANNELS, _BLOCKS = 64, 6  # the only IMDN the authors released (and our builder builds)
+
+
+def _official_key_pairs(n_blocks: int) -> list[tuple[str, str]]:
+    """(authors' key, our key) for every tensor, in the authors' order (fea_conv, IMDB1..n with
+    1-based names, c.0, LR_conv, upsampler.0), so an exported dict lists keys as their files do."""
+    modules = [("fea_conv", "head")]
+    for i in range(n_blocks):
+        modules += [(f"IMDB{i + 1}.{t}", f"blocks.{i}.{o}") for t, o in _IMDB_MODULES]
+    modules += [("c.0", "fusion.0"), ("LR_conv", "lr_conv"), ("upsampler.0", "upsampler.0")]
+    return [(f"{t}.{p}", f"{o}.{p}") for t, o in modules for p in ("weight", "bias")]
+
+
+def _describe_difference(have: set[str], want: set[str]) -> str:
+    missing, unexpected = sorted(want - have), sorted(have - want)
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}")
+    if unexpected:
+        parts.append(f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+    return "; ".join(parts)
+
+
+@register_official_converter("IMDN")
+def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
+    """Recognise the authors' IMDN state dict (``module.`` prefix already stripped): C = 64 and
+    six IMDBs, scale from the upsampler's 3*s^2 output channels. None if it is not IMDN's.
+
+    A file with IMDN's signature keys whose key set is not exactly the authors' is damaged or a
+    modified network: that raises (naming the keys) instead of loading part of it.
+    """
+    if not all(k in state for k in _SIGNATURE):
+        return None
+    head = state["fea_conv.weight"]
+    if head.dim() != 4 or head.shape[1] != 3:
+        return None
+    channels = int(head.shape[0])
+    blocks = sorted({int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k))})
+    if (channels, blocks) != (_CHANNELS, list(range(1, _BLOCKS + 1))):
+        raise CheckpointError(
+            f"IMDN checkpoint with C={channels} and IMDB blocks numbered {blocks}: lightsr's "
+            f"imdn is the released configuration, C={_CHANNELS} with IMDB1..IMDB{_BLOCKS}. The "
+            "file is incomplete or from a modified IMDN; retrain it with "
+            "lightsr.create_model('imdn')."
+        )
+    pairs = _official_key_pairs(_BLOCKS)
+    theirs = {t for t, _ in pairs}
+    if set(state) != theirs:
+        raise CheckpointError(
+            f"IMDN checkpoint keys differ from the authors' layout: "
+            f"{_describe_difference(set(state), theirs)}. The file is damaged or from a modified "
+            "IMDN (IMDN_AS and IMDN_RTC are not supported)."
+        )
+    out = int(state["upsampler.0.weight"].shape[0])
+    scale = math.isqrt(out // 3)
+    if 3 * scale * scale != out or scale not in (2, 3, 4):
+        raise CheckpointError(
+            f"IMDN checkpoint's upsampler has {out} output channels, not 3*s^2 for a scale s in "
+            "(2, 3, 4); the file is damaged or not an x2/x3/x4 IMDN."
+        )
+    converted = {o: state[t] for t, o in pairs}
+    return OfficialMatch(arch="imdn", scale=scale, folded=False, state_dict=converted)
+
+
+def to_official_state(model: IMDN) -> dict[str, torch.Tensor]:
+    """``model``'s weights under the authors' key names and in their order (no ``module.``
+    prefix), so that their ``test_IMDN.py`` loads them; the tensors are ``state_dict()``'s,
+    sharing storage with the model.
+
+    Only the plain IMDN has a counterpart in their code: GGAS/CWSS add parameters it lacks.
+    """
+    if not isinstance(model, IMDN):
+        raise CheckpointError(
+            f"lightsr.models.imdn.to_official_state exports IMDN, not {type(model).__name__}; "
+            "use the to_official_state of that model's family module."
+        )
+    ours = model.state_dict()
+    pairs = _official_key_pairs(len(model.blocks))
+    mapped = {o for _, o in pairs}
+    if set(ours) != mapped:
+        raise CheckpointError(
+            "this IMDN has weights the authors' IMDN has no place for "
+            f"({_describe_difference(set(ours), mapped)}): GGAS/CWSS variants cannot be written "
+            "in their layout. Export a plain lightsr.create_model('imdn', scale=...) model."
+        )
+    return {t: ours[o] for t, o in pairs}

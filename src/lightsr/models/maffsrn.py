@@ -189,13 +189,13 @@ class MAFFSRN(SRModel):
 _PAPER = "MAFFSRN (Muqeet et al., ECCVW 2020)"
 
 
-@register_model("maffsrn", paper=_PAPER)
+@register_model("maffsrn", paper=_PAPER, tile_exact=False)
 def maffsrn(*, scale: int, gate_relu: bool = True) -> MAFFSRN:
     """MAFFSRN: C=32, 4 feature-fusion groups (402k params at x2)."""
     return MAFFSRN(scale=scale, channels=32, num_groups=4, gate_relu=gate_relu)
 
 
-@register_model("maffsrn_l", paper=_PAPER)
+@register_model("maffsrn_l", paper=_PAPER, tile_exact=False)
 def maffsrn_l(*, scale: int, gate_relu: bool = True) -> MAFFSRN:
     """MAFFSRN-L: C=32, 8 feature-fusion groups (791k params at x2)."""
     return MAFFSRN(scale=scale, channels=32, num_groups=8, gate_relu=gate_relu)

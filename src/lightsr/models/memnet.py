@@ -110,7 +110,7 @@ class MemNet(SRModel):
         return self.upsampler(h) + self.image_upsample(x)
 
 
-@register_model("memnet", paper=_PAPER)
+@register_model("memnet", paper=_PAPER, tile_exact=False)
 def memnet(*, scale: int, **strategies: Any) -> MemNet:
     """MemNet (pixel-shuffle upsampler): C=64, 6 memory blocks x 6 recursions (714K at x4)."""
     return MemNet(scale=scale, strategies=StrategyOptions.from_options("memnet", strategies))

@@ -92,6 +92,9 @@ class ResidualGroup(nn.Module):
 class RCAN(SRModel):
     """RCAN; see the module docstring."""
 
+    #: Channel attention pools over the whole input: tiles see their own statistics.
+    tile_exact = False
+
     def __init__(
         self,
         *,

@@ -274,7 +274,7 @@ def count_ops(
     ``device="cpu"`` always runs for real. ``model`` itself is never modified.
     """
     h, w = _size2(input_size)
-    c = int(in_channels or getattr(model, "in_channels", 3))
+    c = int(in_channels if in_channels else getattr(model, "in_channels", 3))
     if device not in ("meta", "cpu"):
         raise ConfigError(f"count_ops runs on 'meta' or 'cpu', not {device!r}.")
     if device == "meta":

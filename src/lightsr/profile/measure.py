@@ -137,7 +137,9 @@ def _memory_worker(blob: bytes, shape: tuple[int, ...], threads: int | None, con
                 method = "cpu ru_maxrss increase over one forward pass (upper bound)"
             else:
                 model(x)
-                peak = proc_status_kb("VmHWM")
+                hwm = proc_status_kb("VmHWM")
+                assert hwm is not None  # /proc/self/status gave VmRSS just before
+                peak = hwm
         conn.send({"peak_memory_mb": max(0, peak - before) / 1024.0, "memory_method": method})
     except BaseException as exc:  # report, never hang the parent
         conn.send({"error": f"{type(exc).__name__}: {exc}"})

@@ -203,9 +203,11 @@ def profile(
         macs = (
             nt.macs if rt_size == nt_size else count_ops(model, rt_size, device=count_device).macs
         )
+        assert report.runtime_ms is not None  # set by measure_runtime
         report.achieved_gflops = 2.0 * macs / (report.runtime_ms / 1e3) / 1e9
         if flops_peak:
             report.__dict__.update(measure_peak_flops(device, threads=threads))
+            assert report.peak_gflops_fp32 is not None  # set by measure_peak_flops
             report.fraction_of_peak_fp32 = report.achieved_gflops / report.peak_gflops_fp32
             # Only when the flags were read: an unreadable cpuinfo proves no emulation.
             flags_read = cpu_flags() is not None

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import cwss, ggas
+from .ggas import GlobalGuidance  # by name: the `ggas` field shadows the module in the class
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class StrategyOptions:
             )
         return opts
 
-    def global_attention(self, channels: int, *, n_blocks: int) -> ggas.GlobalGuidance | None:
+    def global_attention(self, channels: int, *, n_blocks: int) -> GlobalGuidance | None:
         """The GGAS module for ``n_blocks`` blocks of width ``channels`` (None when off)."""
         return ggas.build(
             channels,
