@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_eval.py " + " ".join(sys.argv[1:]),
     }
     text = json.dumps(record, indent=2) + "\n"
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
     print(f"total {wall:.1f} s wall ({cpu:.1f} s CPU) on {args.threads} threads -> {args.out}")
     return 0
 

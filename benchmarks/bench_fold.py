@@ -112,7 +112,7 @@ def main() -> None:
         "results": rows,
     }
     text = json.dumps(result, indent=2) + "\n"
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
     print(f"wrote {args.out}")
 
 

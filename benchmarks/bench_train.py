@@ -229,7 +229,7 @@ def main() -> None:
         "results": results,
     }
     text = json.dumps(out, indent=2) + "\n"
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
     print(f"wrote {args.out}")
 
 

@@ -136,7 +136,7 @@ def main() -> int:
     from lightsr.atomic import atomic_write
 
     text = json.dumps(summary, indent=2) + "\n"
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
 
     print("| scale | | " + " | ".join(SETS) + " |")
     print("|---|---|" + "---|" * len(SETS))

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "profile_all.json",
         csv_path=args.out / "profile_all.csv",
         metadata=metadata,
+        overwrite=True,  # the committed results are regenerated
     )
     print(f"wrote {args.out / 'profile_all.json'} and .csv ({len(reports)} rows)")
     return plot(reports, args.out)
@@ -113,7 +114,7 @@ def plot(reports: list, out: Path) -> int:
     """PSNR (Set5 x4, from the evaluation JSON files in ``out``) against Multi-Adds."""
     psnr = load_psnr_results(out)
     try:
-        n = plot_psnr_vs_multiadds(reports, psnr, out / "psnr_vs_multiadds.png")
+        n = plot_psnr_vs_multiadds(reports, psnr, out / "psnr_vs_multiadds.png", overwrite=True)
     except ConfigError as exc:  # matplotlib missing: the table is still written
         print(f"no plot: {exc}", file=sys.stderr)
     else:

@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     text = "\n".join(lines)
-    atomic_write(args.doc, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(args.doc, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
     data = json.dumps([r.to_dict() for r in results], indent=1, default=str) + "\n"
-    atomic_write(args.json, lambda tmp: Path(tmp).write_text(data))
+    atomic_write(args.json, lambda tmp: Path(tmp).write_text(data), overwrite=True)
     print(f"wrote {args.doc} and {args.json} ({elapsed:.0f} s)")
     return 0
 

@@ -170,7 +170,7 @@ def test_wrong_lr_size_fails_that_image_only(tmp_path):
     imgs = _crops()
     root = _make_set(tmp_path / "Mini", imgs, 2)
     bad = np.zeros((26, 23, 3), np.uint8)  # one row too many for the 50x46 HR at x2
-    write_image(root / "LR_bicubic_clamp" / "X2" / "birdx2.png", bad)
+    write_image(root / "LR_bicubic_clamp" / "X2" / "birdx2.png", bad, overwrite=True)
     ds = open_benchmark(root, scale=2)
     with pytest.raises(DatasetError, match=r"birdx2\.png.* is 26x23.*needs 25x23 at x2"):
         ds[1]
@@ -294,7 +294,8 @@ def test_cli_eval_bicubic_writes_csv_and_json(tmp_path, capsys):
 
 def test_cli_eval_reports_failures_and_errors(tmp_path, capsys):
     root = _make_set(tmp_path / "Mini", _crops(), 2)
-    write_image(root / "LR_bicubic_clamp" / "X2" / "birdx2.png", np.zeros((5, 5, 3), np.uint8))
+    bad = np.zeros((5, 5, 3), np.uint8)
+    write_image(root / "LR_bicubic_clamp" / "X2" / "birdx2.png", bad, overwrite=True)
     rc = main(["eval", str(root), "--model", "bicubic", "--scale", "2", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 1

@@ -124,8 +124,8 @@ def test_a_file_failing_the_check_is_removed(tmp_path, monkeypatch, fault):
 
     real = lightsr.export._export_torchscript
 
-    def broken(folded, x, path):
-        run = real(folded, x, path)  # the file is written here
+    def broken(folded, x, path, overwrite):
+        run = real(folded, x, path, overwrite)  # the file is written here
 
         def bad(inp):
             if fault == "crash":

@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lightsr"
 #: Bottom to top. A module may import modules of lower layers, and modules of its own
 #: subpackage (``lightsr.data.io`` from ``lightsr.data.training``), never upwards or sideways.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_version", "atomic", "optim"),
+    ("errors",),
+    ("_version", "atomic", "optim"),
     ("hardware", "config", "layers"),
     ("registry",),
     ("data",),

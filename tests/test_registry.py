@@ -101,20 +101,21 @@ def test_foreign_state_dict_is_not_recognised(tmp_path: Path) -> None:
 
 def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that dies half-way leaves the previous file intact and no temp file behind."""
-    import lightsr.checkpoint
+    import lightsr.atomic
 
     path = tmp_path / "model.safetensors"
     model = lightsr.create_model("fsrcnn", scale=2)
     lightsr.save(model, path)
     before = path.read_bytes()
 
-    def dying_save(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half")
-        raise OSError("disk full")
+    def dying_write(tmp, data):
+        Path(tmp).write_bytes(bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lightsr.checkpoint, "save_file", dying_save)
-    with pytest.raises(OSError, match="disk full"):
-        lightsr.save(model, path)
+    monkeypatch.setattr(lightsr.atomic, "_write_all", dying_write)
+    with pytest.raises(OSError, match="No space left") as info:
+        lightsr.save(model, path, overwrite=True)
+    assert info.value.filename == str(path)  # the file asked for, not the temp file
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import models  # noqa: F401  (explicit imports: registers every model and converter)
 from ._version import __version__
-from .checkpoint import load, load_any, load_official, save
+from .checkpoint import load_any, load_official, save
 from .data.color import rgb2y
 from .data.io import read_image, write_image
 from .data.resize import imresize
@@ -23,6 +23,8 @@ from .errors import (
     UnknownModelError,
     UnsupportedScaleError,
 )
+from .hub import fetch_weights, list_weights
+from .hub import load_by_name_or_path as load
 from .metrics import psnr, ssim
 from .registry import create_model, get_spec, list_models
 
@@ -40,6 +42,8 @@ __all__ = [
     "get_spec",
     "imresize",
     "list_models",
+    "fetch_weights",
+    "list_weights",
     "load",
     "load_any",
     "load_official",

@@ -40,3 +40,22 @@ class ConfigError(LightSRError):
 
 class DatasetError(LightSRError):
     """A dataset folder without images, with unmatched HR/LR pairs or LR of the wrong size."""
+
+
+class DivergedError(LightSRError):
+    """Non-finite numbers (NaN/Inf) where a model must have finite ones: the loss or weights of
+    a training run that diverged, or the output of a model (damaged weights) at inference."""
+
+
+class OutputExistsError(LightSRError):
+    """An output file that exists: lightsr replaces a file only when told to (``--overwrite``,
+    ``overwrite=True``)."""
+
+
+class OutputPathError(LightSRError):
+    """An output path that would destroy an input: the input file itself, or a folder that
+    holds (or is inside) the data being read."""
+
+
+class FolderInUseError(LightSRError):
+    """A folder locked by another running process (a training run folder)."""

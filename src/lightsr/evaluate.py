@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .data.benchmark import BenchmarkSet
 from .data.io import image_to_tensor, tensor_to_image, write_image
-from .errors import LightSRError
+from .errors import LightSRError, OutputExistsError, OutputPathError
 from .metrics import psnr, ssim
 
 
@@ -129,6 +129,72 @@ def super_resolve(
     return tensor_to_image(sr.cpu())
 
 
+def check_save_sr_folders(
+    save_sr: str | os.PathLike, folders: Sequence[str | os.PathLike | None]
+) -> None:
+    """Raise :class:`~lightsr.errors.OutputPathError` when the SR folder ``save_sr`` is one of
+    ``folders`` (the data being evaluated), is inside one, or holds one: SR images written
+    there would land among (or replace) the HR/LR files. Paths are compared resolved (links
+    followed), so a link to the data is the data."""
+    out = Path(save_sr).resolve()
+    for folder in folders:
+        if folder is None:
+            continue
+        data = Path(folder).resolve()
+        if out == data or data in out.parents or out in data.parents:
+            where = "is" if out == data else "is inside" if data in out.parents else "holds"
+            raise OutputPathError(
+                f"--save-sr {str(save_sr)!r} {where} the evaluated data folder {str(folder)!r}: "
+                "SR images would be written among the images being measured. Choose a folder "
+                "outside the datasets."
+            )
+
+
+def check_save_sr(
+    save_sr: str | os.PathLike,
+    datasets: Sequence[BenchmarkSet],
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
+) -> None:
+    """Everything that would make saving SR images of ``datasets`` under ``save_sr`` unsafe,
+    refused before any image is computed: the folder overlaps the data (``inputs``, the
+    dataset folders as given, and every folder the sets read HR/LR files from; see
+    :func:`check_save_sr_folders`), two sets share a name (their SR images would share
+    ``save_sr/<set>``), or, without ``overwrite``, SR files exist already
+    (:class:`~lightsr.errors.OutputExistsError`)."""
+    folders: list[str | os.PathLike | None] = list(inputs)
+    for ds in datasets:
+        folders.append(ds.lr_dir)
+        for pair in ds.pairs:
+            folders.append(pair.hr_path.parent)
+            if pair.lr_path is not None:
+                folders.append(pair.lr_path.parent)
+    check_save_sr_folders(save_sr, list(dict.fromkeys(folders)))
+    names = [ds.name for ds in datasets]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise OutputPathError(
+            f"two evaluated sets are named {twice[0]!r}: their SR images would share "
+            f"{str(Path(save_sr) / twice[0])!r}. Evaluate them in separate runs (each with its "
+            "own --save-sr)."
+        )
+    if overwrite:
+        return
+    existing = [
+        path
+        for ds in datasets
+        for pair in ds.pairs
+        if os.path.lexists(path := Path(save_sr) / ds.name / f"{pair.name}.png")
+    ]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            f"SR images exist already: {str(existing[0])!r}{more}. Pass --overwrite "
+            "(overwrite=True) to replace them, or choose another --save-sr folder."
+        )
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: BenchmarkSet,
@@ -139,6 +205,7 @@ def evaluate(
     save_sr: str | os.PathLike | None = None,
     progress: bool = False,
     model_name: str | None = None,
+    overwrite: bool = False,
 ) -> EvalResult:
     """PSNR/SSIM of ``model`` on every image of ``dataset`` (per image and mean).
 
@@ -146,6 +213,11 @@ def evaluate(
     equal to the dataset's; it runs on the device its parameters are on. ``crop_border``
     defaults to the scale. ``save_sr``: a folder receiving ``<set>/<name>.png``. An image
     that cannot be read or processed is recorded in ``failures`` and the run goes on.
+
+    With ``save_sr``, :func:`check_save_sr` runs first (the folder must not overlap the data;
+    existing SR files are replaced only with ``overwrite``), and an SR image that cannot be
+    written (full disk, permissions) stops the evaluation with that ``OSError``: the images
+    were asked for.
     """
     scale = int(getattr(model, "scale", dataset.scale))
     if scale != dataset.scale:
@@ -171,11 +243,14 @@ def evaluate(
         notes=list(dataset.notes),
     )
     out_dir = Path(save_sr) / dataset.name if save_sr is not None else None
+    if save_sr is not None:
+        check_save_sr(save_sr, [dataset], overwrite=overwrite)
 
     bar = tqdm(total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=not progress)
     try:
         for index in range(len(dataset)):
             image_name = dataset.pairs[index].name
+            sr: np.ndarray | None = None
             try:
                 item = dataset[index]
                 start = time.perf_counter()
@@ -197,10 +272,13 @@ def evaluate(
                         notes=list(item.notes),
                     )
                 )
-                if out_dir is not None:
-                    write_image(out_dir / f"{item.name}.png", sr)
             except (LightSRError, OSError, RuntimeError, MemoryError) as exc:
                 result.failures.append((image_name, f"{type(exc).__name__}: {exc}"))
+                sr = None
+            if out_dir is not None and sr is not None:
+                # Outside the per-image guard: an SR image that cannot be written (full disk,
+                # permissions, a file that appeared since the check) stops the run.
+                write_image(out_dir / f"{image_name}.png", sr, overwrite=overwrite)
             bar.update(1)
     finally:
         bar.close()
@@ -209,4 +287,11 @@ def evaluate(
     return result
 
 
-__all__ = ["EvalResult", "ImageResult", "evaluate", "super_resolve"]
+__all__ = [
+    "EvalResult",
+    "ImageResult",
+    "check_save_sr",
+    "check_save_sr_folders",
+    "evaluate",
+    "super_resolve",
+]

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ._version import __version__
-from .atomic import atomic_write
+from .atomic import atomic_write_bytes
 from .deploy import reparameterize
-from .errors import LightSRError
+from .errors import LightSRError, OutputExistsError
 from .models.base import SRModel
 
 FORMATS = ("onnx", "torchscript")
@@ -80,15 +81,29 @@ def export_model(
     format: str | None = None,
     opset: int = ONNX_OPSET,
     check: bool = True,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Fold ``model`` and export it to ``path`` (format from ``format`` or the suffix:
     ``.onnx`` -> ONNX, ``.pt``/``.ts``/``.torchscript`` -> TorchScript); write the JSON sidecar
-    ``<path>.json`` and return its content as an :class:`ExportReport`."""
+    ``<path>.json`` and return its content as an :class:`ExportReport`.
+
+    An existing ``path`` or sidecar is replaced only with ``overwrite`` (else
+    :class:`~lightsr.errors.OutputExistsError`, before anything is exported). Both files are
+    serialised in memory and written from Python, so a full disk is an ``OSError`` naming the
+    file (onnx's own file writer aborts the process)."""
 
     path = Path(path)
     fmt = format or _format_from_suffix(path)
     if fmt not in FORMATS:
         raise LightSRError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    sidecar = path.with_name(path.name + ".json")
+    taken = [str(p) for p in (path, sidecar) if os.path.lexists(p)]
+    if taken and not overwrite:
+        raise OutputExistsError(
+            f"{' and '.join(repr(t) for t in taken)} exist{'s' if len(taken) == 1 else ''} and "
+            "lightsr replaces files only when told to: pass --overwrite (overwrite=True in "
+            "Python) or choose another -o."
+        )
     folded = reparameterize(model).cpu().float().eval()
     for p in folded.parameters():
         p.requires_grad_(False)
@@ -121,9 +136,9 @@ def export_model(
     )
 
     if fmt == "onnx":
-        run = _export_onnx(folded, xs[0], path, opset, report)
+        run = _export_onnx(folded, xs[0], path, opset, report, overwrite)
     else:
-        run = _export_torchscript(folded, xs[0], path)
+        run = _export_torchscript(folded, xs[0], path, overwrite)
 
     if not check:
         report.parity_status = "skipped: disabled (--no-check)"
@@ -155,9 +170,12 @@ def export_model(
             report.parity.append({"input_hw": list(x.shape[-2:]), "max_abs_diff": diff})
         report.parity_status = "ok" if worst <= PARITY_TOLERANCE else "failed"
 
-    sidecar = path.with_name(path.name + ".json")
     text = json.dumps(asdict(report), indent=2) + "\n"
-    atomic_write(sidecar, lambda tmp: Path(tmp).write_text(text))
+    try:
+        atomic_write_bytes(sidecar, text.encode("utf-8"), overwrite=overwrite)
+    except BaseException:
+        _remove(path)  # without its sidecar it would look like a finished export
+        raise
     return report
 
 
@@ -178,7 +196,14 @@ def _format_from_suffix(path: Path) -> str:
     )
 
 
-def _export_onnx(folded: SRModel, x: torch.Tensor, path: Path, opset: int, report: ExportReport):
+def _export_onnx(
+    folded: SRModel,
+    x: torch.Tensor,
+    path: Path,
+    opset: int,
+    report: ExportReport,
+    overwrite: bool,
+):
     try:
         import onnx
     except ImportError:
@@ -189,26 +214,28 @@ def _export_onnx(folded: SRModel, x: torch.Tensor, path: Path, opset: int, repor
     report.versions["onnx"] = onnx.__version__
     report.input["dynamic_axes"] = ["height", "width"]
 
-    def write(tmp: str) -> None:
-        with warnings.catch_warnings():
-            # The tracer warns about Python ints taken from shapes; the parity check at a
-            # second size is what tells whether the graph stayed dynamic.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                copy.deepcopy(folded),
-                (x,),
-                tmp,
-                input_names=["lr"],
-                output_names=["sr"],
-                dynamic_axes={
-                    "lr": {0: "batch", 2: "height", 3: "width"},
-                    "sr": {0: "batch", 2: "out_height", 3: "out_width"},
-                },
-                opset_version=opset,
-                dynamo=False,
-            )
-
-    atomic_write(path, write)
+    # Into memory, then written from Python: onnx's C++ file writer aborts the whole process
+    # on a full disk, where a Python write raises an OSError naming the file. (The TorchScript
+    # exporter writes to file objects too; its type hint names paths only, hence the cast.)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # The tracer warns about Python ints taken from shapes; the parity check at a
+        # second size is what tells whether the graph stayed dynamic.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            copy.deepcopy(folded),
+            (x,),
+            cast(Any, buf),
+            input_names=["lr"],
+            output_names=["sr"],
+            dynamic_axes={
+                "lr": {0: "batch", 2: "height", 3: "width"},
+                "sr": {0: "batch", 2: "out_height", 3: "out_width"},
+            },
+            opset_version=opset,
+            dynamo=False,
+        )
+    atomic_write_bytes(path, buf.getbuffer(), overwrite=overwrite)
     report.versions["opset"] = str(opset)
     try:
         import onnxruntime as ort
@@ -226,7 +253,7 @@ def _export_onnx(folded: SRModel, x: torch.Tensor, path: Path, opset: int, repor
     return run
 
 
-def _export_torchscript(folded: SRModel, x: torch.Tensor, path: Path):
+def _export_torchscript(folded: SRModel, x: torch.Tensor, path: Path, overwrite: bool):
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(copy.deepcopy(folded), x, check_trace=False)
@@ -234,7 +261,9 @@ def _export_torchscript(folded: SRModel, x: torch.Tensor, path: Path):
         # torch 2.10+ flags TorchScript as deprecated in favour of torch.export; it still is
         # the format C++ (libtorch) and mobile deployments load.
         warnings.simplefilter("ignore", DeprecationWarning)
-        atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
+        buf = io.BytesIO()  # written from Python: a full disk is an OSError naming the file
+        torch.jit.save(traced, buf)
+        atomic_write_bytes(path, buf.getbuffer(), overwrite=overwrite)
         loaded = torch.jit.load(str(path), map_location="cpu")  # check the file, not the object
 
     def run(inp: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,26 @@
-"""Which weights a name means: the bundled files, and the one rule every command uses to turn
+"""Which weights a name means, and the one rule every command uses to turn ``--weights`` /
 ``--model`` / ``--checkpoint`` / ``--scale`` into a model.
+
+**Named weights** (:data:`WEIGHTS`, ``lightsr list --weights``): every file lightsr can run, its
+own trained weights (bundled in the package) and the authors' releases (a URL at a pinned
+commit), each with architecture, scale, source, licence, training data, size, sha256 and the
+paper's figures. :func:`fetch_weights` resolves a name to a lightsr checkpoint on disk:
+
+1. bundled files are used in place;
+2. else the converted checkpoint in lightsr's cache, if its recorded sha256 still matches;
+3. else the published file, found by sha256 in the user's folder of already-downloaded files
+   (``--weights-dir`` / ``$LIGHTSR_WEIGHTS_DIR``, for air-gapped machines), or in the cache's
+   downloads, or downloaded (progress bar), verified (size and sha256) and written atomically;
+   then converted once to a lightsr checkpoint and cached. The authors' pickles are read with
+   ``weights_only`` (no code runs). Offline, or on a checksum mismatch, a
+   :class:`~lightsr.errors.CheckpointError` names the file, the URL and where to put it.
+
+The cache is the platform's user cache folder (``~/.cache/lightsr`` on Linux), or
+``$LIGHTSR_CACHE``.
 
 The rule (:func:`resolve_model`), the same for ``upscale``, ``eval``, ``profile`` and ``export``:
 
+0. ``--weights NAME``: the named weights (never together with ``--checkpoint``).
 1. ``--checkpoint FILE``: a lightsr checkpoint, or an authors' released file; ``--model`` and
    ``--scale``, when given, must agree with what the file holds.
 2. ``--model NAME`` of a model with nothing to learn (``bicubic``): built as is.
@@ -15,12 +33,22 @@ The rule (:func:`resolve_model`), the same for ``upscale``, ``eval``, ``profile`
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import os
 import sys
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .checkpoint import load, load_any, read_metadata
+from tqdm.auto import tqdm
+
+from .atomic import atomic_write
+from .checkpoint import load, load_any, load_official, read_metadata, save
 from .errors import CheckpointError, ConfigError, LightSRError
 from .models.base import SRModel
 from .registry import create_model, get_spec
@@ -68,6 +96,451 @@ def check_scale(scale: int | None) -> int | None:
     return scale
 
 
+# ---------------------------------------------------------------------------------------------
+# Named weights
+# ---------------------------------------------------------------------------------------------
+
+_A2F_REPO = "wxxxxxxh/A2F-SR"
+_A2F_COMMIT = "91c88af6c71e3f183f6161cc7efab20aa4ad167d"
+_FMEN_REPO = "NJU-Jet/FMEN"
+_FMEN_COMMIT = "a1def169d0e2c99ecebdb1b08bf567f329c3a566"
+_NTIRE_REPO = "ofsoundof/NTIRE2022_ESR"
+_NTIRE_COMMIT = "e95ba4a4916bb13d6348f7ee172827e2452e8a31"
+_IMDN_REPO = "Zheng222/IMDN"
+_IMDN_COMMIT = "8f158e6a5ac9db6e5857d9159fd4a6c4214da574"
+_A2F_PAPER = "A2F (Wang et al., ACCV 2020), Table 6"
+_IMDN_PAPER = "IMDN (Hui et al., ACM MM 2019), Table 3"
+
+
+def _raw(repo: str, commit: str, path: str) -> str:
+    """The raw-file address of ``path`` in a public repository at a pinned commit."""
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One named weights file: what it holds, where it comes from, how to check it.
+
+    ``bundled``: a file name in the package's ``weights/`` folder (used in place);
+    else ``url`` (a pinned commit) with ``sha256`` and ``size`` of the file as published.
+    ``format``: "lightsr" (a self-describing checkpoint) or "official" (an authors' file,
+    converted once to a lightsr checkpoint and cached). ``paper``: the paper's PSNR-Y per set.
+    """
+
+    name: str
+    arch: str
+    scale: int
+    source: str  # "trained here" | "authors' release"
+    licence: str
+    training_data: str
+    paper_ref: str = ""
+    paper: Mapping[str, float] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    bundled: str = ""
+    url: str = ""
+    sha256: str = ""
+    size: int = 0
+    format: str = "lightsr"
+    default: bool = False
+    notes: str = ""
+
+
+def _sets(*values: float) -> dict[str, float]:
+    return dict(zip(("Set5", "Set14", "B100", "Urban100", "Manga109"), values))
+
+
+_291 = "T91 + BSD200 (the classic 291 images), bicubic LR"
+_DIV2K = "DIV2K (800 images), bicubic LR"
+_OURS = "MIT (lightsr)"
+
+#: Every named weights file, in the order ``lightsr list --weights`` prints them.
+_ENTRIES: tuple[WeightsEntry, ...] = (
+    *(
+        WeightsEntry(
+            name=f"a2f_sd_x{s}",
+            arch="a2f_sd",
+            scale=s,
+            source="trained here",
+            licence=_OURS,
+            training_data=_291,
+            paper_ref=_A2F_PAPER + " (trained on DIV2K)",
+            paper=paper,
+            bundled=f"default_x{s}.safetensors",
+            default=True,
+            notes="lightsr's default; lineage and compute in docs/BUNDLED.md",
+        )
+        for s, paper in (
+            (2, _sets(37.91, 33.45, 32.08, 31.79, 38.52)),
+            (3, _sets(34.23, 30.22, 29.01, 27.91, 33.29)),
+            (4, _sets(32.06, 28.47, 27.48, 25.80, 30.16)),
+        )
+    ),
+    *(
+        WeightsEntry(
+            name=f"{arch}_x{s}_official",
+            arch=arch,
+            scale=s,
+            source="authors' release",
+            licence="none stated",
+            training_data=_DIV2K,
+            paper_ref=_A2F_PAPER,
+            paper=paper,
+            url=_raw(_A2F_REPO, _A2F_COMMIT, f"checkpoint/{folder}_x{s}/model_best.pt"),
+            sha256=sha,
+            size=size,
+            format="official",
+        )
+        for arch, folder, s, size, sha, paper in (
+            (
+                "a2f_s",
+                "AAF_S",
+                3,
+                1310446,
+                "bf209a2d721dbdf88ab96e89179855e18de766706111f12cb121803b1fa068a2",
+                _sets(34.06, 30.08, 28.92, 27.57, 32.86),
+            ),
+            (
+                "a2f_s",
+                "AAF_S",
+                4,
+                1337238,
+                "75076b947c16fef754736ae6a377415febdad84e1803463870888d6d6a041078",
+                _sets(31.87, 28.36, 27.41, 25.58, 29.77),
+            ),
+            (
+                "a2f_sd",
+                "AAF_SD",
+                2,
+                1277645,
+                "919e07923db16e739ada396707c7c9f460f4bab3d9e06707159f8e2b594c95cf",
+                _sets(37.91, 33.45, 32.08, 31.79, 38.52),
+            ),
+            (
+                "a2f_sd",
+                "AAF_SD",
+                3,
+                1288089,
+                "ec0c035936549a07c91e87ea1b95d159786972857bf6290b1922fd130fa9918d",
+                _sets(34.23, 30.22, 29.01, 27.91, 33.29),
+            ),
+            (
+                "a2f_sd",
+                "AAF_SD",
+                4,
+                1302853,
+                "775135f46a3fea00f7d901f833f80a0ab05dbe1ae6c36b9deb352cddac70c473",
+                _sets(32.06, 28.47, 27.48, 25.80, 30.16),
+            ),
+            (
+                "a2f_m",
+                "AAF_M",
+                3,
+                4049190,
+                "148efc52c1647d87ff8700adce9f531b46e9188e518e70975a6950b527eb00eb",
+                _sets(34.50, 30.39, 29.11, 28.28, 33.66),
+            ),
+            (
+                "a2f_m",
+                "AAF_M",
+                4,
+                4075982,
+                "3c5690c0f34b0b5be5a467a794b27c7355b94752baf47d207e3f6a28a8c56300",
+                _sets(32.28, 28.62, 27.58, 26.17, 30.57),
+            ),
+        )
+    ),
+    WeightsEntry(
+        name="fmen_s_x4_official",
+        arch="fmen_s",
+        scale=4,
+        source="authors' release",
+        licence="Apache-2.0",
+        training_data=_DIV2K + " (+ Flickr2K, NTIRE 2022 efficient-SR entry)",
+        paper_ref="FMEN (Du et al., CVPRW 2022): no Set5/Set14/B100 figures for FMEN-S",
+        url=_raw(_FMEN_REPO, _FMEN_COMMIT, "test_weights.pt"),
+        sha256="d5534eba1feacfdd4043d9175d3bf0730b1ab4c91ba5c3f40a2282cd496fb4a5",
+        size=1390163,
+        format="official",
+        notes="the folded inference form",
+    ),
+    WeightsEntry(
+        name="fmen_s_x4_ntire2022",
+        arch="fmen_s",
+        scale=4,
+        source="authors' release",
+        licence="MIT (challenge repository)",
+        training_data=_DIV2K + " (+ Flickr2K, NTIRE 2022 efficient-SR entry)",
+        paper_ref="FMEN (Du et al., CVPRW 2022): no Set5/Set14/B100 figures for FMEN-S",
+        url=_raw(_NTIRE_REPO, _NTIRE_COMMIT, "model_zoo/team03_fmen.pth"),
+        sha256="f20cde0828068c5f50d3b64aa82c8a363fe6abc8d536d1a9fd4d09899f019bea",
+        format="official",
+        notes="the challenge repository's copy; its size is not recorded",
+    ),
+    *(
+        WeightsEntry(
+            name=f"imdn_x{s}_official",
+            arch="imdn",
+            scale=s,
+            source="authors' release",
+            licence="none stated",
+            training_data=_DIV2K,
+            paper_ref=_IMDN_PAPER,
+            paper=paper,
+            url=_raw(_IMDN_REPO, _IMDN_COMMIT, f"checkpoints/IMDN_x{s}.pth"),
+            sha256=sha,
+            size=size,
+            format="official",
+        )
+        for s, size, sha, paper in (
+            (
+                2,
+                2796052,
+                "740b39653592bd3f49955a21cd9e16f2d37f2c413368cc09327601b8fbe42ce1",
+                _sets(38.00, 33.63, 32.19, 32.17, 38.88),
+            ),
+            (
+                3,
+                2830672,
+                "11b1716a19bc16e5e353e1db798d476169338e631eb170c82d765559888cb028",
+                _sets(34.36, 30.32, 29.09, 28.17, 33.61),
+            ),
+            (
+                4,
+                2879112,
+                "e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714",
+                _sets(32.21, 28.58, 27.56, 26.04, 30.45),
+            ),
+        )
+    ),
+)
+
+#: Named weights by name.
+WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in _ENTRIES}
+#: Set5/Set14/B100 PSNR-Y measured here per entry (written by benchmarks/zoo_table.py).
+MEASURED_FILE = WEIGHTS_DIR / "zoo_measured.json"
+
+
+def list_weights() -> list[WeightsEntry]:
+    """Every named weights entry, in registry order."""
+    return list(WEIGHTS.values())
+
+
+def get_weights(name: str) -> WeightsEntry:
+    """The entry called ``name``; an unknown name raises with the closest names."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in WEIGHTS:
+        close = difflib.get_close_matches(key, list(WEIGHTS), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"no weights called {name!r}.{hint} `lightsr list --weights` lists all {len(WEIGHTS)}."
+        )
+    return WEIGHTS[key]
+
+
+def default_weights(scale: int) -> WeightsEntry:
+    """The one obvious default for ``scale`` (bundled)."""
+    for entry in WEIGHTS.values():
+        if entry.default and entry.scale == scale:
+            return entry
+    raise CheckpointError(f"no default weights for x{scale}: lightsr ships x2, x3 and x4.")
+
+
+def measured_figures() -> dict[str, dict[str, float]]:
+    """PSNR-Y per set measured here for each entry, as ``benchmarks/zoo_table.py`` last wrote
+    them ({} where nothing was measured)."""
+    try:
+        data = json.loads(MEASURED_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: dict(v) for k, v in data.get("psnr_y", {}).items()}
+
+
+def cache_dir() -> Path:
+    """lightsr's cache: ``$LIGHTSR_CACHE``, else the platform's user cache folder."""
+    override = os.environ.get("LIGHTSR_CACHE")
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        return base / "lightsr" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "lightsr"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightsr"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _source_name(entry: WeightsEntry) -> str:
+    return entry.url.rsplit("/", 1)[-1] if entry.url else entry.bundled
+
+
+def _candidates(folder: Path) -> Iterator[Path]:
+    """Regular files in ``folder`` and one level of subfolders (how people keep downloads)."""
+    if not folder.is_dir():
+        return
+    for child in sorted(folder.iterdir()):
+        if child.is_file():
+            yield child
+        elif child.is_dir():
+            yield from (g for g in sorted(child.iterdir()) if g.is_file())
+
+
+def _find_by_hash(folder: Path, entry: WeightsEntry) -> Path | None:
+    for candidate in _candidates(folder):
+        if entry.size and candidate.stat().st_size != entry.size:
+            continue  # cheap: only files of the published size are hashed
+        if sha256_of(candidate) == entry.sha256:
+            return candidate
+    return None
+
+
+def _download(entry: WeightsEntry, dest: Path, *, progress: bool) -> None:
+    """Fetch ``entry.url`` into ``dest`` (atomically), verifying size and sha256 on the way;
+    an interrupted or wrong download leaves nothing under ``dest``."""
+    where = (
+        f"put the file ({_source_name(entry)}, sha256 {entry.sha256}) in a folder named by "
+        "--weights-dir or $LIGHTSR_WEIGHTS_DIR"
+    )
+
+    def write(tmp: str) -> None:
+        digest = hashlib.sha256()
+        try:
+            response = urllib.request.urlopen(entry.url, timeout=60)  # noqa: S310 - pinned URL
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CheckpointError(
+                f"cannot download {entry.name} from {entry.url} ({reason}). Offline? {where}."
+            ) from None
+        total = int(response.headers.get("Content-Length") or entry.size or 0) or None
+        try:
+            with (
+                response,
+                open(tmp, "wb") as out,
+                tqdm(
+                    total=total, unit="B", unit_scale=True, desc=entry.name, disable=not progress
+                ) as bar,
+            ):
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    digest.update(block)
+                    out.write(block)
+                    bar.update(len(block))
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise CheckpointError(
+                f"the download of {entry.name} from {entry.url} was interrupted ({exc}): run "
+                f"again (nothing partial is kept), or {where}."
+            ) from None
+        got = digest.hexdigest()
+        if got != entry.sha256:
+            raise CheckpointError(
+                f"the file downloaded for {entry.name} from {entry.url} has sha256 {got}, not "
+                f"the published {entry.sha256}: refused, nothing cached. If the source changed, "
+                f"{where}."
+            )
+
+    atomic_write(dest, write, overwrite=True)  # the cache's own file: a bad copy is replaced
+
+
+def fetch_weights(
+    name: str,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> Path:
+    """The path of a lightsr checkpoint holding the named weights (see the module docstring
+    for where it looks). ``weights_dir`` (default ``$LIGHTSR_WEIGHTS_DIR``): a folder of
+    already-downloaded files, matched by sha256."""
+    entry = get_weights(name)
+    if entry.bundled:
+        path = WEIGHTS_DIR / entry.bundled
+        if not path.is_file():
+            raise CheckpointError(
+                f"{entry.name}: the bundled file {path} is missing from this installation; "
+                "reinstall lightsr."
+            )
+        return path
+    cache = cache_dir()
+    converted = cache / "converted" / f"{entry.name}-{entry.sha256[:12]}.safetensors"
+    stamp = converted.with_name(converted.name + ".sha256")
+    if (
+        converted.is_file()
+        and stamp.is_file()
+        and sha256_of(converted) == stamp.read_text().strip()
+    ):
+        return converted
+    # Not cached, or the cached file was damaged: rebuild it from a verified source.
+    user = weights_dir or os.environ.get("LIGHTSR_WEIGHTS_DIR")
+    source = _find_by_hash(Path(user).expanduser(), entry) if user else None
+    downloads = cache / "downloads" / entry.sha256[:12]
+    if source is None:
+        source = _find_by_hash(downloads, entry)
+    if source is None:
+        if not entry.url:
+            raise CheckpointError(f"{entry.name} has no download address.")
+        source = downloads / _source_name(entry)
+        _download(entry, source, progress=progress)
+    model = load_official(source) if entry.format == "official" else load(source)
+    if model.arch_name != entry.arch or model.scale != entry.scale:
+        raise CheckpointError(
+            f"{source} holds {model.arch_name} x{model.scale}, not {entry.arch} "
+            f"x{entry.scale} as {entry.name} says."
+        )
+    for stale in (converted, stamp):
+        stale.unlink(missing_ok=True)
+    save(
+        model,
+        converted,
+        extra={"weights": entry.name, "source_sha256": entry.sha256},
+        overwrite=True,  # the cache's own file
+    )
+    atomic_write(
+        stamp, lambda tmp: Path(tmp).write_text(sha256_of(converted) + "\n"), overwrite=True
+    )
+    return converted
+
+
+def is_cached(name: str) -> bool:
+    """True when the named weights can be used without a download (bundled, or converted in
+    the cache)."""
+    entry = get_weights(name)
+    if entry.bundled:
+        return (WEIGHTS_DIR / entry.bundled).is_file()
+    converted = cache_dir() / "converted" / f"{entry.name}-{entry.sha256[:12]}.safetensors"
+    return converted.is_file()
+
+
+def load_weights(
+    name: str, *, weights_dir: str | os.PathLike | None = None, progress: bool = False
+) -> SRModel:
+    """The model of the named weights (eval mode), fetched and converted as needed."""
+    entry = get_weights(name)
+    model = load(fetch_weights(name, weights_dir=weights_dir, progress=progress))
+    model.checkpoint_extra = {**getattr(model, "checkpoint_extra", {}), "weights": entry.name}
+    return model
+
+
+def load_by_name_or_path(
+    name_or_path: str | os.PathLike,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> SRModel:
+    """``lightsr.load``: a lightsr checkpoint file (``kwargs`` go to
+    :func:`lightsr.checkpoint.load`), or the name of registered weights
+    (``lightsr.load("imdn_x2_official")``; see ``lightsr list --weights``)."""
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.exists() or os.sep in text or "/" in text or path.suffix:
+        return load(path, **kwargs)
+    return load_weights(text, weights_dir=weights_dir)
+
+
 def resolve_model(
     *,
     model: str | None = None,
@@ -75,6 +548,8 @@ def resolve_model(
     scale: int | None = None,
     allow_random: bool = False,
     exact: bool = False,
+    weights: str | None = None,
+    weights_dir: str | os.PathLike | None = None,
 ) -> ResolvedModel:
     """The model a command means (the rule is in the module docstring).
 
@@ -83,6 +558,24 @@ def resolve_model(
     (bicubic's float64 MATLAB arithmetic) use it; evaluation asks for it.
     """
     scale = check_scale(scale)
+    if weights is not None:
+        if checkpoint is not None:
+            raise ConfigError(
+                "--weights and --checkpoint both name weights: pass one of them (a registered "
+                "name with --weights, or a file with --checkpoint)."
+            )
+        entry = get_weights(weights)
+        if model is not None and get_spec(model).name != entry.arch:
+            raise ConfigError(
+                f"--weights {entry.name} is a {entry.arch} model, not {model}: drop --model."
+            )
+        if scale is not None and scale != entry.scale:
+            raise ConfigError(
+                f"--weights {entry.name} is x{entry.scale}, not x{scale}: drop --scale or name "
+                f"x{scale} weights (`lightsr list --weights`)."
+            )
+        loaded = load_weights(entry.name, weights_dir=weights_dir, progress=sys.stderr.isatty())
+        return ResolvedModel(loaded, f"{entry.name} ({entry.source})")
     if checkpoint is not None:
         if model is not None and not get_spec(model).learned:
             raise LightSRError(f"--model {model} has no weights: it takes no --checkpoint.")

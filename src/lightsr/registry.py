@@ -175,3 +175,45 @@ def register_official_converter(family: str) -> Callable[[OfficialConverter], Of
 def official_converters() -> list[tuple[str, OfficialConverter]]:
     """The registered (family, recogniser) pairs, in registration order."""
     return list(_OFFICIAL_CONVERTERS)
+
+
+OfficialExporter = Callable[[Any], "dict[str, torch.Tensor]"]
+
+
+@dataclass(frozen=True)
+class OfficialLayout:
+    """How to write a model in its authors' key layout: ``export(model) -> state_dict``, and
+    whether that layout is the folded inference form (FMEN-S's release) or the training form."""
+
+    export: OfficialExporter
+    folded: bool
+
+
+_OFFICIAL_EXPORTERS: dict[str, OfficialLayout] = {}
+
+
+def register_official_exporter(
+    *archs: str, folded: bool = False
+) -> Callable[[OfficialExporter], OfficialExporter]:
+    """Decorator for a function ``fn(model) -> state_dict`` that writes a model of ``archs`` in
+    its authors' key layout (the inverse of the family's converter), for interop with their
+    code and BasicSR-style tools; ``folded``: the layout holds the inference form."""
+
+    def decorator(fn: OfficialExporter) -> OfficialExporter:
+        for arch in archs:
+            if arch in _OFFICIAL_EXPORTERS:
+                raise RuntimeError(f"an official-layout exporter for {arch!r} registered twice")
+            _OFFICIAL_EXPORTERS[arch] = OfficialLayout(fn, folded)
+        return fn
+
+    return decorator
+
+
+def official_exporter(arch: str) -> OfficialLayout | None:
+    """The authors' key layout of ``arch``, or None where lightsr knows none."""
+    return _OFFICIAL_EXPORTERS.get(arch)
+
+
+def official_exporters() -> list[str]:
+    """Architectures with an authors' key layout lightsr can write."""
+    return sorted(_OFFICIAL_EXPORTERS)

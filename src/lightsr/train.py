@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .atomic import atomic_write
+from .atomic import FolderLock, atomic_write, atomic_write_bytes
 from .checkpoint import load_any, save
 from .config import TrainConfig, apply_overrides, config_from_dict, read_config_dict
 from .data.benchmark import open_benchmark
@@ -49,7 +50,7 @@ from .data.training import (
     make_loader,
     to_unit,
 )
-from .errors import CheckpointError, ConfigError, DatasetError
+from .errors import CheckpointError, ConfigError, DatasetError, DivergedError
 from .evaluate import evaluate
 from .hardware import resolve_device
 from .models.base import SRModel
@@ -367,6 +368,69 @@ def _log_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _strict_json(value: Any, key: str = "") -> tuple[Any, dict[str, str]]:
+    """``value`` with every non-finite float replaced by None, and {dotted key: "nan"/"inf"/
+    "-inf"} of what was replaced."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, {key: str(value)}
+    if isinstance(value, dict):
+        out, bad = {}, {}
+        for k, v in value.items():
+            out[k], b = _strict_json(v, f"{key}.{k}" if key else str(k))
+            bad.update(b)
+        return out, bad
+    if isinstance(value, (list, tuple)):
+        items, bad = [], {}
+        for i, v in enumerate(value):
+            item, b = _strict_json(v, f"{key}[{i}]")
+            items.append(item)
+            bad.update(b)
+        return items, bad
+    return value, {}
+
+
+def _nonfinite_count(*parts: nn.Module | torch.optim.Optimizer | None) -> int:
+    """NaN/Inf values in the floating-point parameters and buffers of modules, and in an
+    optimiser's state (its moments are saved for resuming, so they must be finite too)."""
+    total = 0
+    for part in parts:
+        if part is None:
+            continue
+        if isinstance(part, nn.Module):
+            tensors = list(part.state_dict().values())
+        else:
+            tensors = [t for st in part.state.values() for t in st.values()]
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                total += int((~torch.isfinite(t)).sum())
+    return total
+
+
+def _divergence_fixes(cfg: TrainConfig, run_dir: Path, saved_at: int | None, lr: float) -> str:
+    """What to do about a diverged run, in words (for the error message); ``lr``: the learning
+    rate of the last update (the schedule's, which may differ from optim.lr)."""
+    clip = (
+        f"lower optim.grad_clip (now {cfg.optim.grad_clip:g})"
+        if cfg.optim.grad_clip > 0
+        else "set optim.grad_clip (e.g. 1.0)"
+    )
+    keep = (
+        f"The checkpoint of step {saved_at} in {str(run_dir)!r} is kept as it was"
+        if saved_at is not None
+        else "No checkpoint was written"
+    )
+    start = (
+        f"; init_from='{run_dir / 'last.safetensors'}' starts a new run from it"
+        if saved_at is not None
+        else ""
+    )
+    scheduled = f", {lr:g} at this step" if lr != cfg.optim.lr else ""
+    return (
+        f"{keep}. Likely fixes: lower optim.lr (now {cfg.optim.lr:g}{scheduled}; try 10x "
+        f"lower) or {clip}, in a new out_dir{start}."
+    )
+
+
 class _Log:
     """JSONL records (rank 0), plus TensorBoard scalars when tensorboard is installed."""
 
@@ -383,7 +447,7 @@ class _Log:
             # land on the torn one).
             keep = [line for line, r in _log_lines(self.path) if r.get("step", 0) <= resume_step]
             text = "".join(line + "\n" for line in keep)
-            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text), overwrite=True)
         if tb:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -393,10 +457,16 @@ class _Log:
                 self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one line of strict JSON: a NaN/Inf value (which ``json.dumps``
+        would write as the bare, invalid token ``NaN``) is written as null, and the record
+        says so under ``"nonfinite"`` ({key: "nan" | "inf" | "-inf"})."""
         if not self.enabled:
             return
+        clean, nonfinite = _strict_json(record)
+        if nonfinite:
+            clean["nonfinite"] = nonfinite
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(json.dumps(clean, sort_keys=True, allow_nan=False) + "\n")
         if self.tb is not None:
             step = record.get("step", 0)
             for key, value in _flatten(record).items():
@@ -404,6 +474,7 @@ class _Log:
                     key != "step"
                     and isinstance(value, (int, float))
                     and not isinstance(value, bool)
+                    and math.isfinite(value)
                 ):
                     self.tb.add_scalar(key.replace(".", "/"), value, step)
 
@@ -503,8 +574,36 @@ def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, An
     }
 
 
+#: Files a run writes besides its state: a folder holding any of them holds a run.
+_RUN_FILES = (
+    "config.json",
+    "log.jsonl",
+    "last.safetensors",
+    "last_ema.safetensors",
+    "best.safetensors",
+)
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    """A new run never starts in a folder that holds one: it would replace its weights and
+    config and mix its log in."""
+    if (run_dir / STATE_FILE).exists():
+        raise ConfigError(
+            f"{str(run_dir)!r} already holds a run; continue it with "
+            f"`lightsr train --resume {run_dir}` or set another out_dir."
+        )
+    found = [name for name in _RUN_FILES if (run_dir / name).exists()]
+    if found:
+        raise ConfigError(
+            f"{str(run_dir)!r} holds files of an earlier run ({', '.join(found)}) but no "
+            f"{STATE_FILE} to resume from (it stopped before its first checkpoint); a new run "
+            "would replace them. Remove those files (or the folder) or set another out_dir."
+        )
+
+
 def _save_weights(model: SRModel, path: Path, cfg: TrainConfig, step: int, **extra: Any) -> None:
-    save(model, path, extra={"step": step, "config": cfg.to_dict(), **extra})
+    # The run's own files, replaced at every checkpoint.
+    save(model, path, extra={"step": step, "config": cfg.to_dict(), **extra}, overwrite=True)
 
 
 def train(
@@ -527,17 +626,21 @@ def train(
     if stop_at is not None and stop_at < 1:
         raise ConfigError(f"--stop-at must be a step number of at least 1, got {stop_at}.")
     dist = _init_distributed(cfg.device)
+    lock: FolderLock | None = None
     try:
         device = resolve_device(cfg.device, local_rank=dist.local_rank)
         run_dir = Path(resume) if resume is not None else cfg.run_dir
+        # One process per run folder (rank 0 holds the lock for every rank): a second
+        # `lightsr train` on it, new or --resume, fails here at once. An existing folder is
+        # locked before anything in it is read; a new one once the cheap checks below pass.
+        lock = FolderLock(run_dir, fix="or set another out_dir") if dist.main else None
+        if lock is not None and run_dir.is_dir():
+            lock.acquire()
         state = read_state(run_dir) if resume is not None else None
         if state is not None:
             check_resumable(cfg, state, run_dir)
-        elif (run_dir / STATE_FILE).exists():
-            raise ConfigError(
-                f"{str(run_dir)!r} already holds a run; continue it with "
-                f"`lightsr train --resume {run_dir}` or set another out_dir."
-            )
+        else:
+            _refuse_existing_run(run_dir)
 
         if cfg.val.sets and dist.main:
             # Fail now, not after the first thousand steps, when a set is missing.
@@ -545,6 +648,9 @@ def train(
             for name in cfg.val.sets:
                 path = Path(cfg.val.root) / name if cfg.val.root else Path(name)
                 open_benchmark(path, scale=cfg.scale, lr_source=cfg.val.lr_source)
+        if lock is not None and not lock.acquired:
+            lock.acquire()  # creates the folder
+            _refuse_existing_run(run_dir)  # another run may have claimed it meanwhile
 
         # -- model (the same initial weights in every process: same seed) ---------------------
         torch.manual_seed(cfg.seed)
@@ -649,7 +755,10 @@ def train(
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"
-            atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(text))
+            # A new run's folder holds no config.json (refused above); a resumed run's is updated.
+            atomic_write(
+                run_dir / "config.json", lambda tmp: Path(tmp).write_text(text), overwrite=True
+            )
         log = _Log(
             run_dir, enabled=dist.main, resume_step=step if state else None, tb=cfg.tensorboard
         )
@@ -694,7 +803,11 @@ def train(
                 "best": best,
                 "world_size": dist.world,
             }
-            atomic_write(run_dir / STATE_FILE, lambda tmp: torch.save(payload, tmp))
+            # Into memory first: torch.save to a path turns a full disk into a RuntimeError
+            # about its file writer; written from Python it is an OSError naming the file.
+            buf = io.BytesIO()
+            torch.save(payload, buf)
+            atomic_write_bytes(run_dir / STATE_FILE, buf.getbuffer(), overwrite=True)
 
         def run_validation(at: int) -> None:
             if not cfg.val.sets:
@@ -725,6 +838,31 @@ def train(
         n_sum, wait, t_mark = 0, 0.0, time.perf_counter()
         last_loss: float | None = None
         stopped = False
+        # The step of the checkpoint files on disk: what a divergence leaves untouched.
+        saved_at: int | None = step if state is not None else None
+
+        def diverged(at: int, what: str, **event: Any) -> DivergedError:
+            """Log the divergence, close the log, and the error to raise (on every rank: all
+            reach the same verdict, so none is left waiting in a collective)."""
+            log.write({"event": "diverged", "step": at, "saved_step": saved_at, **event})
+            if bar is not None:
+                bar.close()
+            log.close()
+            return DivergedError(
+                f"training diverged at step {at}: {what}; stopped without saving it. "
+                + _divergence_fixes(cfg, run_dir, saved_at, schedule(max(at - 1, 0)))
+            )
+
+        def guard_weights(at: int) -> None:
+            """Before anything is saved: never write NaN/Inf weights (or optimiser moments)."""
+            bad = _nonfinite_count(model, ema, optimizer)
+            if bad:
+                raise diverged(
+                    at,
+                    f"the weights (or optimiser state) hold {bad:,} NaN/Inf values",
+                    nonfinite_values=bad,
+                )
+
         it = iter(loader)
         with _StopRequest() as stop:
             while step < total:
@@ -741,6 +879,20 @@ def train(
                 with amp if amp is not None else contextlib.nullcontext():
                     sr = train_model(lr_batch)
                 loss = loss_fn(cfg.loss, sr, hr_batch)
+                # Every step, before the update: a non-finite loss would make every weight NaN.
+                # (One flag per step; with several processes they agree first.)
+                bad_loss = (~torch.isfinite(loss.detach())).to(torch.int32).reshape(1)
+                if dist.world > 1:
+                    torch.distributed.all_reduce(bad_loss)
+                if bool(bad_loss.item()):
+                    value = float(loss.detach())
+                    whose = "" if not math.isfinite(value) else " in another process"
+                    raise diverged(
+                        step + 1,
+                        f"the loss is {value if whose == '' else 'not finite'}{whose} on the "
+                        f"weights of step {step}",
+                        loss=value,
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip > 0:
@@ -779,6 +931,7 @@ def train(
                     n_sum, wait, t_mark = 0, 0.0, time.perf_counter()
                 t_pause = time.perf_counter()
                 if cfg.val.every and step % cfg.val.every == 0 and step != total:
+                    guard_weights(step)
                     run_validation(step)
                 stop_now = stop.requested or (stop_at is not None and step >= stop_at)
                 if dist.world > 1:
@@ -786,8 +939,10 @@ def train(
                     torch.distributed.all_reduce(flag)
                     stop_now = bool(flag.item())
                 if step % cfg.ckpt_every == 0 or step == total or stop_now:
+                    guard_weights(step)
                     if dist.main:
                         save_state(step)
+                    saved_at = step
                     dist.barrier()
                 t_mark += time.perf_counter() - t_pause  # it/s counts training time only
                 for hook in hooks:
@@ -799,6 +954,7 @@ def train(
                         bar.write(f"stopped at step {step}; resume with --resume {run_dir}")
                     break
         if not stopped and cfg.val.sets:
+            guard_weights(step)
             run_validation(step)
             if dist.main:
                 save_state(step)  # records the final best
@@ -816,6 +972,8 @@ def train(
             stopped=stopped,
         )
     finally:
+        if lock is not None:
+            lock.release()
         if dist.owns_group:
             torch.distributed.destroy_process_group()
 

@@ -36,17 +36,28 @@ float RGB (N, 3, sH, sW); this module turns any image array into that and back:
 
 The output image is assembled tile by tile in an array of the output dtype; no float copy of
 the whole output is held.
+
+Inputs are untrusted. Tiling bounds the model's working memory but not the output array, so
+the output size is bounded (``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and
+checked from the file's header before any pixel is decoded. :func:`upscale_files` checks every
+input (header, output size, whether the output format can hold it, whether the output folder
+takes files) before the model runs on any. A model whose output holds NaN/Inf (damaged or
+diverged weights) fails that image with :class:`~lightsr.errors.DivergedError` instead of
+writing a black image.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import glob
 import math
 import os
 import re
+import stat
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,9 +70,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.io import IMAGE_EXTENSIONS, read_image, write_image
+from .atomic import numbered, same_file
+from .data.io import (
+    IMAGE_EXTENSIONS,
+    WRITE_EXTENSIONS,
+    ImageHeader,
+    check_output_format,
+    image_header,
+    is_image_suffix,
+    read_image,
+    write_image,
+)
 from .deploy import PaddingReport, pad_channels, reparameterize
-from .errors import ImageReadError, LightSRError
+from .errors import DivergedError, ImageReadError, LightSRError, OutputPathError
 from .hardware import available_memory, cpu_has_native_bf16, is_out_of_memory, resolve_device
 from .models.base import SRModel
 from .models.bicubic import Bicubic
@@ -75,6 +96,19 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MEMORY_SHARE = 0.25
 _MAX_AUTO_TILE_BYTES = 512 * 2**20
 _MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
+
+#: The largest output (pixels) an :class:`Upscaler` makes unless told otherwise: 16384^2 =
+#: 268 MP. Why this figure: a laptop user's 4000x3000 photo x4 is 192 MP and must pass, as
+#: must an 8K frame x2 (133 MP). What it costs is the output, which tiling cannot bound: the
+#: output array is H*W*C bytes (x2 for 16-bit), and writing an 8-bit image through Pillow
+#: holds a 4-byte-per-pixel copy beside it, so an 8-bit RGB output costs about 7 bytes a
+#: pixel (benchmarks/results/upscale_memory.json: that 192 MP output peaked at 1.53 GiB in
+#: all, with FMEN-S and ~0.3 GB of interpreter and torch): ~2.2 GB at this limit, which fits
+#: beside a desktop on an 8 GB laptop, where the next power of two (1.07 GP, ~7.5 GB) would
+#: not. A 10 KB PNG that says 9000x9000 (x4: 1.3 GP; 9.1 GB measured before this limit) is
+#: refused from its header (benchmarks/bench_untrusted_images.py). Raise it with
+#: ``max_output_pixels`` / ``--max-output-pixels``; None turns the check off.
+DEFAULT_MAX_OUTPUT_PIXELS = 16384 * 16384
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +169,10 @@ def _keep_image_convs_fp32(model: SRModel) -> None:
                 setattr(parent, name, _Float32Conv(child))
 
 
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:,.1f} megapixels" if pixels >= 10**5 else f"{pixels:,} pixels"
+
+
 def _tile_windows(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """Split an axis of ``n`` LR pixels into cores of at most ``tile`` pixels, each with a read
     window of ``tile + 2 * overlap`` (shifted inside the image at its borders, so every window
@@ -180,6 +218,9 @@ class Upscaler:
             attention convs).
         alpha: ``"bicubic"`` or ``"model"``: how an alpha channel is upscaled.
         progress: show a tqdm bar over tiles (None: only on a terminal).
+        max_output_pixels: refuse (:class:`LightSRError`, before any compute) an image whose
+            output would have more pixels; None: no limit. The default and why:
+            :data:`DEFAULT_MAX_OUTPUT_PIXELS`.
     """
 
     def __init__(
@@ -195,9 +236,19 @@ class Upscaler:
         pad_narrow: bool = True,
         alpha: str = "bicubic",
         progress: bool | None = False,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> None:
         if alpha not in ("bicubic", "model"):
             raise LightSRError(f"alpha must be 'bicubic' or 'model', not {alpha!r}.")
+        if max_output_pixels is not None and (
+            isinstance(max_output_pixels, bool)
+            or not isinstance(max_output_pixels, int)
+            or max_output_pixels < 1
+        ):
+            raise LightSRError(
+                f"max_output_pixels must be a positive integer or None, not {max_output_pixels!r}."
+            )
+        self.max_output_pixels = max_output_pixels
         if not (tile is None or tile == "auto" or (isinstance(tile, int) and tile > 0)):
             raise LightSRError(f"tile must be None, 'auto' or a positive integer, not {tile!r}.")
         self.device = resolve_device(device)
@@ -213,6 +264,12 @@ class Upscaler:
         folded = folded.eval()
         for p in folded.parameters():
             p.requires_grad_(False)
+        # Counted once, for the message when an output is non-finite.
+        self._nonfinite_weights = sum(
+            int((~torch.isfinite(t)).sum())
+            for t in folded.state_dict().values()
+            if t.is_floating_point()
+        )
         self.padding: PaddingReport | None = None
         if pad_narrow and isinstance(folded, SRModel):
             folded, self.padding = pad_channels(folded, below=16)
@@ -296,7 +353,42 @@ class Upscaler:
                     y = self._run(x)
         y = y.float()
         s = self.scale
-        return y[..., : h * s, : w * s]
+        y = y[..., : h * s, : w * s]
+        if not bool(torch.isfinite(y).all()):
+            raise DivergedError(self._nonfinite_message())
+        return y
+
+    def _nonfinite_message(self) -> str:
+        if self._nonfinite_weights:
+            cause = (
+                f"its weights hold {self._nonfinite_weights:,} NaN/Inf values (a training run "
+                "that diverged?): use another checkpoint"
+            )
+        elif self.precision != "fp32":
+            cause = f"{self.precision} overflowed: use --precision fp32"
+        else:
+            cause = "its weights are damaged or out of range: use another checkpoint"
+        return f"the model ({self.arch_name}) produced NaN/Inf values; no image written: {cause}."
+
+    def check_output_size(
+        self, height: int, width: int, channels: int = 3, dtype: Any = np.uint8, what: str = ""
+    ) -> None:
+        """Raise :class:`LightSRError` when an ``height`` x ``width`` input would make an
+        output over ``max_output_pixels``, saying how large and what to pass to allow it."""
+        limit = self.max_output_pixels
+        s = self.scale
+        pixels = height * s * width * s
+        if limit is None or pixels <= limit:
+            return
+        size = pixels * channels * np.dtype(dtype).itemsize
+        name = f"{what}: " if what else ""
+        raise LightSRError(
+            f"{name}the x{s} output would be {width * s:,}x{height * s:,} = {_mp(pixels)} "
+            f"({size / 2**20:,.0f} MiB as an array, more while it is written), over the limit "
+            f"of {_mp(limit)}. If this machine has the memory, raise the limit with "
+            f"--max-output-pixels {pixels} (library: max_output_pixels={pixels}); else "
+            "upscale a crop."
+        )
 
     def upscale_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Float RGB (1, 3, H, W) in [0, 1] -> float32 (1, 3, sH, sW) on the CPU, unclamped,
@@ -304,6 +396,7 @@ class Upscaler:
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise LightSRError(f"upscale_tensor expects (1, 3, H, W), got {tuple(x.shape)}.")
         h, w = x.shape[-2:]
+        self.check_output_size(h, w, 3, np.float32)
         s = self.scale
         out = torch.empty(1, 3, h * s, w * s)
         arr = x[0].permute(1, 2, 0).cpu().numpy()
@@ -337,6 +430,9 @@ class Upscaler:
         else:
             raise LightSRError(f"image dtype {dtype} is not uint8, uint16 or float.")
         h, w, c = image.shape
+        self.check_output_size(h, w, c, dtype if peak is not None else np.float32)
+        if peak is None and not bool(np.isfinite(image).all()):
+            raise LightSRError("the input image holds NaN/Inf values: pass values in [0, 1].")
         s = self.scale
         out_dtype = dtype if peak is not None else np.float32
         out = np.empty((h * s, w * s, c), dtype=out_dtype)
@@ -508,23 +604,31 @@ def upscale_image(
     return model(image)
 
 
+# Write errors that every later file would hit as well: upscale_files stops on them.
+_FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def output_path(
     src: Path, *, scale: int, out_dir: Path | None, suffix: str = ".png", overwrite: bool = False
 ) -> Path:
     """``<stem>_x<scale><suffix>`` in ``out_dir`` (or beside ``src``); when that exists and not
-    ``overwrite``, ``<stem>_x<scale>_1<suffix>``, ``_2``, ... (never silently overwrites)."""
+    ``overwrite``, ``<stem>_x<scale>_1<suffix>``, ``_2``, ... (never silently overwrites).
+
+    A preview: :func:`upscale_files` claims the name when it writes
+    (:func:`lightsr.atomic.atomic_write_unique`), so a process writing meanwhile can move it on
+    to the next number, never onto the same file."""
     folder = out_dir if out_dir is not None else src.parent
     path = folder / f"{src.stem}_x{scale}{suffix}"
     return path if overwrite else _unique(path)
 
 
 def _unique(path: Path) -> Path:
-    """``path``, or ``<stem>_1<suffix>``, ``_2``, ... when it exists."""
-    k, candidate = 1, path
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}_{k}{path.suffix}")
+    """``path``, or ``<stem>_1<suffix>``, ``_2``, ... when it exists (a link, even a dangling
+    one, counts: it is not replaced either)."""
+    k = 0
+    while os.path.lexists(numbered(path, k)):
         k += 1
-    return candidate
+    return numbered(path, k)
 
 
 def expand_inputs(
@@ -539,7 +643,11 @@ def expand_inputs(
     With ``skip_outputs_of_scale=s``, files found in a folder or by a glob whose stem ends in
     ``_x<s>`` or ``_x<s>_<n>`` are skipped when their output would go into their own folder
     (``out_dir`` None, or that folder): they are what an earlier run wrote there, and a second
-    run over the folder would upscale its own results. Files named explicitly always run."""
+    run over the folder would upscale its own results. Files named explicitly always run.
+
+    What is not a regular file or a folder (a FIFO, socket or device, which would block or
+    never end; a dangling symlink; a symlink loop), named or found in a folder, is skipped
+    with the reason."""
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     earlier = (
@@ -570,20 +678,31 @@ def expand_inputs(
 
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        kind = _file_kind(p)
+        if kind == "dir":
             for child in sorted(p.iterdir()):
-                if child.is_file() and not child.name.startswith("."):
+                if child.name.startswith("."):
+                    continue
+                child_kind = _file_kind(child)
+                if child_kind == "file":
                     add_file(child, explicit=False)
-        elif p.is_file():
+                elif child_kind is not None and child_kind != "dir":  # not entered: silent
+                    skipped.append((child, child_kind))
+        elif kind == "file":
             add_file(p, explicit=True)
+        elif kind is not None:
+            skipped.append((p, kind))
         else:
             matches = sorted(glob.glob(str(item)))
             if not matches:
                 skipped.append((p, "no such file, folder or glob match"))
             for m in matches:
                 mp = Path(m)
-                if mp.is_file():
+                mkind = _file_kind(mp)
+                if mkind == "file":
                     add_file(mp, explicit=False)
+                elif mkind is not None and mkind != "dir":
+                    skipped.append((mp, mkind))
     # the same file named twice (a folder and a glob) runs once
     seen: set[Path] = set()
     unique = []
@@ -593,6 +712,134 @@ def expand_inputs(
             seen.add(key)
             unique.append(f)
     return unique, skipped
+
+
+def _file_kind(p: Path) -> str | None:
+    """``"file"`` (regular, or a link to one), ``"dir"``, None when nothing is there, else why
+    ``p`` is not something to read (FIFO, socket, device, dangling link, link loop)."""
+    try:
+        st = p.stat()
+    except OSError as exc:
+        try:
+            p.lstat()
+        except OSError:
+            return None  # nothing there (or an unreachable parent): a glob may still match
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (the link leads back to itself): fix or remove it"
+        if exc.errno == errno.ENOENT and p.is_symlink():
+            return f"a dangling symbolic link (its target {os.readlink(p)!r} does not exist)"
+        return f"cannot be read ({exc.strerror or exc})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return f"not a regular file: {what}; reading it could block or never end"
+    return "not a regular file"
+
+
+def check_output_target(out: Path | None, suffix: str = ".png") -> None:
+    """Raise :class:`LightSRError` when ``out`` names an image file of a format lightsr does
+    not write (``-o x.gif`` would otherwise become a folder called ``x.gif``), or ``suffix``
+    (the outputs' suffix in a folder) is not one it writes (:data:`WRITE_EXTENSIONS`)."""
+    if suffix.lower() not in WRITE_EXTENSIONS:
+        raise LightSRError(
+            f"suffix {suffix!r}: lightsr writes {', '.join(WRITE_EXTENSIONS)}; pick one of them."
+        )
+    if out is None or out.is_dir():
+        return
+    ext = out.suffix.lower()
+    if ext and ext not in WRITE_EXTENSIONS and is_image_suffix(ext):
+        raise LightSRError(
+            f"output {str(out)!r}: lightsr does not write {ext} images; name the output "
+            f".png (or {', '.join(e for e in WRITE_EXTENSIONS if e != '.png')}), or pass a "
+            "folder."
+        )
+
+
+def _probe_folder(folder: Path) -> str | None:
+    """None when a new file can be created in ``folder`` (or in the folders that would be
+    created for it), else why not. Creating and removing a uniquely named empty file is the
+    only test that sees permissions, ACLs and read-only mounts alike."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{str(existing)!r} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lightsr-probe-", dir=existing)
+    except OSError as exc:
+        return f"cannot create files in {str(existing)!r} ({exc.strerror or exc})"
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
+
+
+def preflight(
+    files: Sequence[Path],
+    runner: Upscaler,
+    *,
+    out_dir: Path | None,
+    target: Path | None = None,
+    suffix: str = ".png",
+    report: UpscaleReport | None = None,
+) -> list[Path]:
+    """The checks :func:`upscale_files` makes before the model runs on any image; returns the
+    files that pass. From headers only (:func:`lightsr.data.io.image_header`), per input: it
+    reads as an image, its output is within ``runner.max_output_pixels``, and the output
+    format can hold it (:func:`lightsr.data.io.check_output_format`: 16-bit and alpha need
+    .png, ...); when writing beside the inputs, their folder takes new files. A file that
+    fails goes to ``report.failed`` with the reason (and a warning). An output folder
+    (``out_dir``, or ``target``'s) that takes no files raises :class:`LightSRError`."""
+    folder = out_dir if out_dir is not None else (target.parent if target is not None else None)
+    if folder is not None:
+        why = _probe_folder(folder)
+        if why is not None:
+            raise LightSRError(
+                f"cannot write into the output folder {str(folder)!r}: {why}. Pass a folder "
+                "you can write to as -o."
+            )
+    s = runner.scale
+    beside: dict[Path, str | None] = {}
+    passed: list[Path] = []
+    for src in files:
+        try:
+            if folder is None:
+                parent = src.parent
+                if parent not in beside:
+                    beside[parent] = _probe_folder(parent)
+                if beside[parent] is not None:
+                    raise LightSRError(
+                        f"cannot write its output beside it: {beside[parent]}. Pass a folder "
+                        "you can write to as -o."
+                    )
+            head: ImageHeader = image_header(src)
+            runner.check_output_size(head.height, head.width, head.channels, head.dtype)
+            name = target or (folder or src.parent) / f"{src.stem}_x{s}{suffix}"
+            check_output_format(
+                name,
+                channels=head.channels,
+                dtype=head.dtype,
+                height=head.height * s,
+                width=head.width * s,
+            )
+        except LightSRError as exc:
+            if report is not None:
+                report.failed.append((src, str(exc)))
+            warnings.warn(f"failed: {src}: {exc}", stacklevel=2)
+            continue
+        passed.append(src)
+    return passed
 
 
 def upscale_files(
@@ -611,13 +858,18 @@ def upscale_files(
     Non-image files, and earlier outputs found in a folder or glob when writing beside the
     inputs (see :func:`expand_inputs`), are skipped with a warning; unreadable images and
     failed writes are reported; the run goes on and the returned :class:`UpscaleReport` lists
-    both. An output folder that cannot be created raises :class:`LightSRError`. ``options`` go
-    to :class:`Upscaler` (tile, overlap, precision, device, channels_last, compile, alpha).
+    both. Before the model runs on any image, every input is checked from its header
+    (:func:`preflight`: readable, output within ``max_output_pixels``, a format that can hold
+    it); an output folder that cannot be created or written to, or an output name or
+    ``suffix`` lightsr does not write (:func:`check_output_target`), raises
+    :class:`LightSRError`. ``options`` go to :class:`Upscaler` (tile, overlap, precision,
+    device, channels_last, compile, alpha, max_output_pixels).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     runner = model if isinstance(model, Upscaler) else Upscaler(model, progress=progress, **options)
     out_path = Path(out) if out is not None else None
+    check_output_target(out_path, suffix)
     single_target = (
         out_path is not None
         and out_path.suffix.lower() in IMAGE_EXTENSIONS
@@ -637,6 +889,11 @@ def upscale_files(
             f"output {str(out_path)!r} is a file name but there are {len(files)} inputs: "
             "pass a folder as -o."
         )
+    if single_target and overwrite and files and out_path and same_file(files[0], out_path):
+        raise OutputPathError(
+            f"output {str(out_path)!r} is the input file: --overwrite would replace the image "
+            "being upscaled. Choose another -o."
+        )
     out_dir = None if single_target else out_path
     if out_dir is not None:
         try:
@@ -646,6 +903,15 @@ def upscale_files(
                 f"cannot create the output folder {str(out_dir)!r}: {exc.strerror or exc}. "
                 "Pass a folder you can write to as -o."
             ) from None
+    # Every input's header, output size and format, and the folders: before any compute.
+    files = preflight(
+        files,
+        runner,
+        out_dir=out_dir,
+        target=out_path if single_target else None,
+        suffix=suffix,
+        report=report,
+    )
 
     bar = tqdm(files, desc="images", unit="img", disable=True if progress is False else None)
     for src in bar:
@@ -662,18 +928,22 @@ def upscale_files(
             del image
             if single_target:
                 assert out_path is not None  # single_target implies it
-                dst = out_path if overwrite else _unique(out_path)
+                dst = out_path
             else:
                 dst = output_path(
-                    src, scale=runner.scale, out_dir=out_dir, suffix=suffix, overwrite=overwrite
+                    src, scale=runner.scale, out_dir=out_dir, suffix=suffix, overwrite=True
                 )
-            write_image(dst, result)
+            # Without overwrite the name is claimed as the file is published: the first free
+            # one of dst, dst_1, ... (a check-then-write would let two processes pick the same).
+            dst = write_image(dst, result, overwrite=overwrite, unique=not overwrite)
             del result
         except LightSRError as exc:
             report.failed.append((src, str(exc)))
             warnings.warn(f"failed: {src}: {exc}", stacklevel=2)
             continue
-        except OSError as exc:  # an unwritable or full target: this file fails, the run goes on
+        except OSError as exc:  # an unwritable target: this file fails, the run goes on
+            if exc.errno in _FATAL_WRITE_ERRNOS:
+                raise  # a full disk or read-only mount fails every later file too: stop now
             target = str(dst) if dst is not None else "the output"
             reason = f"cannot write {target!r}: {exc.strerror or exc}"
             report.failed.append((src, reason))
@@ -698,12 +968,15 @@ def print_report(report: UpscaleReport, *, file: Any = None) -> None:
 
 
 __all__ = [
+    "DEFAULT_MAX_OUTPUT_PIXELS",
     "PRECISIONS",
     "UpscaleReport",
     "Upscaler",
     "auto_tile_size",
+    "check_output_target",
     "expand_inputs",
     "output_path",
+    "preflight",
     "print_report",
     "resolve_precision",
     "upscale_files",

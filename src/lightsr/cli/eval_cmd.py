@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write_text, check_outputs
 from ..data.benchmark import LR_SOURCES, BenchmarkSet
 from ..errors import LightSRError
-from ..evaluate import evaluate
+from ..evaluate import check_save_sr, check_save_sr_folders, evaluate
 from ..hardware import resolve_device
 from ..hub import resolve_model
+from ._args import add_weights_args, non_negative_int, positive_int, scale_arg
 
 LR_SOURCE_HELP = (
     "where LR images come from: auto (an LR folder when the set has one, clamp first; else "
@@ -37,23 +38,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="benchmark folders")
     p.add_argument("--checkpoint", help="a lightsr checkpoint or an authors' released file")
+    add_weights_args(p)
     p.add_argument(
         "--model",
         help="registered model name: its bundled weights, else random weights unless "
         "--checkpoint; 'bicubic' for the MATLAB bicubic baseline (default: the bundled default)",
     )
-    p.add_argument("--scale", type=int, help="scale factor (default: the checkpoint's)")
+    p.add_argument(
+        "--scale", type=scale_arg, help="scale factor: 2, 3 or 4 (default: the checkpoint's)"
+    )
     p.add_argument("--lr-source", choices=LR_SOURCES, default="auto", help=LR_SOURCE_HELP)
     p.add_argument("--lr-dir", help="explicit LR folder (only with a single DATASET)")
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
     p.add_argument("--per-image", action="store_true", help="also print every image's metrics")
     p.add_argument("--out", help="write the results to this .csv or .json file")
-    p.add_argument("--save-sr", metavar="DIR", help="save SR images as DIR/<set>/<name>.png")
-    p.add_argument("--crop-border", type=int, help="border pixels to crop (default: the scale)")
+    p.add_argument(
+        "--save-sr",
+        metavar="DIR",
+        help="save SR images as DIR/<set>/<name>.png (DIR outside the datasets)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file and SR images"
+    )
+    p.add_argument(
+        "--crop-border", type=non_negative_int, help="border pixels to crop (default: the scale)"
+    )
     p.add_argument("--rgb", action="store_true", help="measure on RGB instead of Y (NTIRE style)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.add_argument(
+        "--quiet",
+        "--no-progress",
+        dest="no_progress",
+        action="store_true",
+        help="no progress bar (as in every command)",
+    )
     p.set_defaults(func=run)
 
 
@@ -66,6 +85,8 @@ def _build_model(args: argparse.Namespace):
         scale=args.scale,
         allow_random=True,
         exact=True,
+        weights=args.weights,
+        weights_dir=args.weights_dir,
     )
     return resolved.model, resolved.source
 
@@ -77,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
         raise LightSRError("--lr-dir pairs with exactly one DATASET folder.")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise LightSRError(f"--out {args.out!r}: use a .csv or .json file name.")
+    # Outputs that could not be written, or would write into the data, are refused before
+    # anything is computed (again, with every folder the sets read, once they are open).
+    check_outputs(args.out, overwrite=args.overwrite)
+    if args.save_sr:
+        check_save_sr_folders(args.save_sr, [*args.datasets, args.lr_dir])
     device = resolve_device(args.device)  # a missing GPU is a clear error, not an assert
     model, label = _build_model(args)
     model = model.to(device)
@@ -86,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         BenchmarkSet.from_folder(d, scale=scale, lr_source=args.lr_source, lr_dir=args.lr_dir)
         for d in args.datasets
     ]
+    if args.save_sr:
+        check_save_sr(args.save_sr, sets, overwrite=args.overwrite, inputs=args.datasets)
     results = []
     for ds in sets:
         results.append(
@@ -98,11 +126,12 @@ def run(args: argparse.Namespace) -> int:
                 save_sr=args.save_sr,
                 progress=not args.no_progress,
                 model_name=label,
+                overwrite=args.overwrite,
             )
         )
     print(format_table(results, per_image=args.per_image))
     if args.out:
-        write_results(results, args.out)
+        write_results(results, args.out, overwrite=args.overwrite)
         print(f"wrote {args.out}")
     failures = [(r.dataset, n, e) for r in results for n, e in r.failures]
     if failures:
@@ -145,8 +174,9 @@ def _fmt(v: float, digits: int) -> str:
     return "nan" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.{digits}f}")
 
 
-def write_results(results, path: str | Path) -> None:
-    """Results as JSON (everything) or CSV (a row per image and a ``mean`` row per set)."""
+def write_results(results, path: str | Path, *, overwrite: bool = False) -> None:
+    """Results as JSON (everything) or CSV (a row per image and a ``mean`` row per set); an
+    existing file is replaced only with ``overwrite``."""
 
     path = Path(path)
     if path.suffix.lower() == ".json":
@@ -165,4 +195,4 @@ def write_results(results, path: str | Path) -> None:
             for name, error in r.failures:
                 w.writerow([*head, name, "", "", f"FAILED: {error}"])
         text = buf.getvalue()
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(path, text, overwrite=overwrite)

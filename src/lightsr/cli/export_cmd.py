@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from ..atomic import same_file
 from ..checkpoint import load_any
-from ..errors import LightSRError
+from ..errors import LightSRError, OutputExistsError, OutputPathError
 from ..export import export_model
+from ..hub import resolve_model
 from ..registry import create_model
+from ._args import add_weights_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "checkpoint",
         nargs="?",
-        metavar="MODEL",
-        help="a lightsr checkpoint or an authors' .pt/.pth file",
+        metavar="CHECKPOINT",
+        help="a lightsr checkpoint or an authors' .pt/.pth file (or --weights NAME)",
     )
+    add_weights_args(p)
     p.add_argument("--model", help="architecture name: without MODEL, exports random weights")
     p.add_argument("--scale", type=int, help="scale factor (with --model; checked otherwise)")
     p.add_argument("--onnx", action="store_true", help="write an ONNX file")
@@ -46,7 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not (args.onnx or args.torchscript):
         raise LightSRError("choose a format: --onnx and/or --torchscript.")
-    if args.checkpoint:
+    if args.weights:
+        model = resolve_model(
+            model=args.model,
+            checkpoint=args.checkpoint,
+            scale=args.scale,
+            weights=args.weights,
+            weights_dir=args.weights_dir,
+        ).model
+        stem = args.weights
+    elif args.checkpoint:
         model = load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
         stem = Path(args.checkpoint).stem
     elif args.model:
@@ -69,15 +83,26 @@ def run(args: argparse.Namespace) -> int:
     ):
         if flag:
             path = base if (single and args.output) else base.with_name(base.name + suffix)
-            if args.checkpoint and path.resolve() == Path(args.checkpoint).resolve():
-                raise LightSRError(f"{str(path)!r} is the input checkpoint: choose another -o.")
-            if path.exists() and not args.overwrite:
-                raise LightSRError(f"{str(path)!r} exists: pass --overwrite or another -o.")
+            if args.checkpoint and same_file(path, args.checkpoint):
+                raise OutputPathError(f"{str(path)!r} is the input checkpoint: choose another -o.")
+            # Every target (and its sidecar) is checked before the first is written.
+            for taken in (path, path.with_name(path.name + ".json")):
+                if os.path.lexists(taken) and not args.overwrite:
+                    raise OutputExistsError(
+                        f"{str(taken)!r} exists: pass --overwrite to replace it, or another -o."
+                    )
             targets.append((fmt, path))
 
     failed = False
     for fmt, path in targets:
-        report = export_model(model, path, format=fmt, opset=args.opset, check=not args.no_check)
+        report = export_model(
+            model,
+            path,
+            format=fmt,
+            opset=args.opset,
+            check=not args.no_check,
+            overwrite=args.overwrite,
+        )
         diffs = ", ".join(
             f"{p['input_hw'][0]}x{p['input_hw'][1]}: {p['max_abs_diff']:.2e}" for p in report.parity
         )

@@ -1,19 +1,74 @@
-"""``lightsr list``: the registered models."""
+"""``lightsr list``: the registered models, or (``--weights``) every named weights file."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
+from ..hub import WEIGHTS_DIR, is_cached, list_weights, measured_figures
 from ..registry import create_model, get_spec, list_models
+
+_SETS = ("Set5", "Set14", "B100")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list the registered models")
+    p = sub.add_parser(
+        "list",
+        help="list the registered models, or with --weights every named weights file",
+    )
     p.add_argument("--params", action="store_true", help="also count parameters at each scale")
+    p.add_argument(
+        "--weights",
+        action="store_true",
+        help="list the named weights (use with --weights NAME in upscale, eval, profile, ...)",
+    )
+    p.add_argument("--json", action="store_true", help="with --weights: machine-readable JSON")
     p.set_defaults(func=run)
 
 
+def _weights_rows() -> list[dict]:
+    measured = measured_figures()
+    rows = []
+    for e in list_weights():
+        row = dataclasses.asdict(e)
+        row["paper"] = dict(e.paper)
+        row["options"] = dict(e.options)
+        row["cached"] = is_cached(e.name)
+        if e.bundled and row["cached"]:
+            row["size"] = (WEIGHTS_DIR / e.bundled).stat().st_size
+        row["measured"] = measured.get(e.name, {})
+        rows.append(row)
+    return rows
+
+
+def _cell(paper: dict, measured: dict, name: str) -> str:
+    p = f"{paper[name]:.2f}" if name in paper else "-"
+    m = f"{measured[name]:.2f}" if name in measured else "-"
+    return f"{m}/{p}"
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.weights:
+        rows = _weights_rows()
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        print(
+            f"{'name':<22} {'arch':<8} {'x':>2} {'source':<17} {'licence':<16} {'size':>9} "
+            f"{'cached':<6} " + " ".join(f"{s + ' ours/paper':>17}" for s in _SETS)
+        )
+        for r in rows:
+            size = f"{r['size'] / 1e6:.2f} MB" if r["size"] else "-"
+            cached = "bundled" if r["bundled"] else ("yes" if r["cached"] else "no")
+            print(
+                f"{r['name'] + (' *' if r['default'] else ''):<22} {r['arch']:<8} "
+                f"{r['scale']:>2} {r['source']:<17} {r['licence'][:16]:<16} {size:>9} "
+                f"{cached:<7}"
+                + " ".join(f"{_cell(r['paper'], r['measured'], s):>17}" for s in _SETS)
+            )
+        print("* the default at its scale; PSNR-Y: measured here (benchmarks/zoo_table.py) / paper")
+        return 0
     for name in list_models():
         spec = get_spec(name)
         line = f"{name:<16} x{'/x'.join(map(str, spec.scales)):<9} {spec.paper}"

@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write_text, check_outputs
 from ..checkpoint import load_any
 from ..deploy import reparameterize
 from ..errors import ConfigError
+from ..hardware import resolve_device
+from ..hub import resolve_model
 from ..profile import (
     count_ops,
     load_psnr_results,
@@ -21,6 +23,7 @@ from ..profile import (
     write_results,
 )
 from ..registry import create_model
+from ._args import add_weights_args, non_negative_int, positive_int, scale_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,17 +38,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("model", nargs="?", help="registered model name (see `lightsr list`)")
-    p.add_argument("--scale", type=int, help="scale factor (default: the checkpoint's, or 4)")
+    p.add_argument(
+        "--scale", type=scale_arg, help="scale factor: 2, 3 or 4 (default: the checkpoint's, or 4)"
+    )
     p.add_argument("--checkpoint", help="profile this checkpoint (lightsr or authors' file)")
+    add_weights_args(p)
     p.add_argument("--folded", action="store_true", help="profile the folded (deploy) form")
     p.add_argument("--all", action="store_true", help="every model x scale, both forms")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="for runtime/memory")
-    p.add_argument("--threads", type=int, help="CPU threads for runtime/memory (default: torch's)")
+    p.add_argument("--device", default="cpu", help="for runtime/memory: cpu, cuda, cuda:N, auto")
     p.add_argument(
-        "--size", type=int, default=256, help="LR side for runtime and memory (default 256)"
+        "--threads", type=positive_int, help="CPU threads for runtime/memory (default: torch's)"
     )
-    p.add_argument("--reps", type=int, default=10, help="timed forward passes (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default 3)")
+    p.add_argument(
+        "--size", type=positive_int, default=256, help="LR side for runtime/memory (default 256)"
+    )
+    p.add_argument(
+        "--reps", type=positive_int, default=10, help="timed forward passes (default 10)"
+    )
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=3, help="untimed passes first (default 3)"
+    )
     p.add_argument("--no-runtime", action="store_true", help="skip timing (counts only)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--breakdown", action="store_true", help="MACs per module at 720p")
@@ -57,12 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="benchmarks/results",
         help="with --plot: folder of evaluation JSON files to read Set5 x4 PSNR from",
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing --json/--csv/--plot files"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # resolve_device: one rule for every command (a bad name is a ConfigError, no traceback)
+    device = str(resolve_device(args.device))
     opts = dict(
-        device=args.device,
+        device=device,
         threads=args.threads,
         runtime=not args.no_runtime,
         memory=not args.no_memory,
@@ -72,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if (args.csv or args.plot) and not args.all:
         raise ConfigError("--csv and --plot tabulate every model: use them with --all.")
+    # Existing output files are refused now, not after the profiling run.
+    check_outputs(args.json, args.csv, args.plot, overwrite=args.overwrite)
     if args.all:
         if args.model or args.checkpoint:
             raise ConfigError("--all profiles every model: give no MODEL or --checkpoint with it.")
@@ -81,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
         for r in reports:
             print(r.summary())
         if args.json or args.csv:
-            write_results(reports, args.json, csv_path=args.csv)
+            write_results(reports, args.json, csv_path=args.csv, overwrite=args.overwrite)
             print("wrote " + " and ".join(p for p in (args.json, args.csv) if p))
         if args.plot:
             psnr = load_psnr_results(args.results_dir)
-            n = plot_psnr_vs_multiadds(reports, psnr, args.plot)
+            n = plot_psnr_vs_multiadds(reports, psnr, args.plot, overwrite=args.overwrite)
             print(f"wrote {args.plot} ({n} models with a Set5 x4 PSNR in {args.results_dir})")
         return 0
 
@@ -101,18 +120,21 @@ def run(args: argparse.Namespace) -> int:
         for name, macs in sorted(count.by_scope(depth=2).items(), key=lambda kv: -kv[1]):
             print(f"    {name or '<root>':<32} {macs / 1e9:8.3f} G")
     if args.json:
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w") as f:
-                json.dump(report.to_dict(), f, indent=1)
-                f.write("\n")
-
-        atomic_write(args.json, write)
+        text = json.dumps(report.to_dict(), indent=1) + "\n"
+        atomic_write_text(args.json, text, overwrite=args.overwrite)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 
 def _build(args: argparse.Namespace):
+    if args.weights:
+        return resolve_model(
+            model=args.model,
+            checkpoint=args.checkpoint,
+            scale=args.scale,
+            weights=args.weights,
+            weights_dir=args.weights_dir,
+        ).model
     if args.checkpoint:
         return load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
     if not args.model:

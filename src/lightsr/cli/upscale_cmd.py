@@ -5,9 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
+from ..hardware import resolve_device
 from ..hub import resolve_model
-from ..upscale import Upscaler, print_report, upscale_files
+from ..upscale import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    Upscaler,
+    check_output_target,
+    print_report,
+    upscale_files,
+)
+from ._args import add_weights_args, pixel_count, scale_arg
 
 
 def _tile(value: str) -> int | str | None:
@@ -55,12 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model",
         help="architecture name (checked against --checkpoint), or 'bicubic' (no weights needed)",
     )
+    add_weights_args(p)
     p.add_argument(
         "--checkpoint",
         metavar="PATH",
         help="a lightsr .safetensors checkpoint or an authors' .pt/.pth file (A2F, FMEN)",
     )
-    p.add_argument("--scale", type=int, help="scale factor (checked against the checkpoint)")
+    p.add_argument(
+        "--scale", type=scale_arg, help="scale factor: 2, 3 or 4 (checked against the checkpoint)"
+    )
     p.add_argument(
         "--tile",
         type=_tile,
@@ -89,22 +101,44 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="bicubic",
         help="how an alpha channel is upscaled (default bicubic)",
     )
+    p.add_argument(
+        "--max-output-pixels",
+        type=pixel_count,
+        default=DEFAULT_MAX_OUTPUT_PIXELS,
+        metavar="N|none",
+        help=(
+            "refuse, before any compute, an image whose output would have more pixels "
+            f"(default {DEFAULT_MAX_OUTPUT_PIXELS:,} = 16384^2: a 4000x3000 photo x4 passes; "
+            "the output needs ~7 bytes a pixel of memory); e.g. 5e8, 20000x20000, or none"
+        ),
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model = resolve_model(model=args.model, checkpoint=args.checkpoint, scale=args.scale).model
+    # What can be refused without the model is refused before it is loaded.
+    device = resolve_device(args.device)
+    check_output_target(Path(args.output) if args.output else None)
+    resolved = resolve_model(
+        model=args.model,
+        checkpoint=args.checkpoint,
+        scale=args.scale,
+        weights=args.weights,
+        weights_dir=args.weights_dir,
+    )
+    model = resolved.model
     runner = Upscaler(
         model,
         tile=args.tile,
         overlap=args.overlap,
         precision=args.precision,
-        device=args.device,
+        device=device,
         compile=args.compile,
         alpha=args.alpha,
         progress=False if args.quiet else None,
+        max_output_pixels=args.max_output_pixels,
     )
     # The report at the end lists every skipped/failed file; per-file warnings would repeat it.
     with warnings.catch_warnings():

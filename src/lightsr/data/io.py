@@ -13,21 +13,39 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_unique
 from ..errors import ImageReadError, LightSRError
 
 #: File suffixes treated as images when listing a folder (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
+#: Suffixes lightsr writes images to: 8-bit through Pillow, 16-bit only as PNG (our writer).
+WRITE_EXTENSIONS = IMAGE_EXTENSIONS
+# Formats that keep an alpha channel (Pillow writes RGBA to BMP and PPM by dropping it, and
+# refuses it for JPEG); the largest side each format can store (JPEG: 16-bit size fields;
+# WebP: 14-bit).
+_ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
+_MAX_SIDE = {".jpg": 65535, ".jpeg": 65535, ".webp": 16383}
+
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Errors Pillow (and its C decoders) raise for files that are not images or are damaged.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
+
+
+def is_image_suffix(suffix: str) -> bool:
+    """True for a suffix (``".gif"``) of any image format Pillow knows, read or written by
+    lightsr or not: such a name means a file, never a folder."""
+    suffix = suffix.lower()
+    known = {k.lower() for k in Image.registered_extensions()}
+    return suffix in IMAGE_EXTENSIONS or suffix in known
 
 
 def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
@@ -52,29 +70,208 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     C is 1 (grey), 3 (RGB) or 4 (RGBA). Palette images become RGB, or RGBA when they have
     transparency; grey+alpha becomes RGBA; CMYK/YCbCr become RGB. The EXIF orientation is
-    applied. A missing, unreadable or damaged file raises :class:`ImageReadError` naming it.
+    applied. A missing, unreadable or damaged file raises :class:`ImageReadError` naming it:
+    so do a FIFO or device (never opened: it could block), a header past Pillow's
+    decompression-bomb limit (refused before decoding), and a PNG whose pixel data is shorter
+    than its header promises (Pillow would pad it with black). Files are untrusted input: no
+    other exception type escapes (``tests/test_fuzz_images.py``).
     """
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"image {str(path)!r} does not exist (or is not a file).")
+    path = _regular_file(path)
     try:
         with Image.open(path) as im:
             orientation = _exif_orientation(im)
+            if im.format == "PNG":
+                _check_png_data(path)
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             arr = _read_png16_colour(path, png16) if png16 else _pil_to_array(im, path)
     except LightSRError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(
-            f"image {str(path)!r} is too large to decode safely ({exc})."
-        ) from None
+        raise _too_large(path, exc) from None
     except _DECODE_ERRORS as exc:
-        raise ImageReadError(
-            f"cannot read {str(path)!r}: not an image or a damaged file "
-            f"({type(exc).__name__}: {exc})."
-        ) from None
+        raise _damaged(path, exc) from None
     return np.ascontiguousarray(_apply_orientation(arr, orientation))
+
+
+# Adam7 passes: (x0, y0, dx, dy)
+_ADAM7: tuple[tuple[int, int, int, int], ...] = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_raw_size(width: int, height: int, depth: int, colour_type: int, interlace: int) -> int:
+    """Bytes of filtered scanlines (a filter byte per row) the IHDR promises."""
+    bits = depth * _PNG_CHANNELS.get(colour_type, 4)
+
+    def rows(w: int, h: int) -> int:
+        return h * (1 + (w * bits + 7) // 8) if w and h else 0
+
+    if not interlace:
+        return rows(width, height)
+    return sum(
+        rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in _ADAM7
+    )
+
+
+def _check_png_data(path: Path) -> None:
+    """Raise :class:`ImageReadError` when a PNG's IDAT stream holds fewer scanlines than its
+    IHDR promises. Pillow decodes such a file without complaint when the zlib stream itself is
+    well formed, and fills the missing rows with black: a damaged file must not pass for a
+    picture. The stream is inflated in bounded pieces and counted, never held."""
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_MAGIC:
+            return
+        inflate = zlib.decompressobj()
+        expected: int | None = None
+        got = 0
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                break
+            length, tag = struct.unpack(">I", head[:4])[0], head[4:]
+            if tag == b"IHDR" and expected is None:
+                body = f.read(length)
+                if len(body) < 13:
+                    return  # Pillow has refused it already
+                w, h, depth, ctype, _c, _f, interlace = struct.unpack(">IIBBBBB", body[:13])
+                expected = _png_raw_size(w, h, depth, ctype, interlace)
+                f.seek(4, os.SEEK_CUR)
+                continue
+            if tag == b"IDAT" and expected is not None:
+                left = length
+                while left > 0 and got < expected:
+                    piece = f.read(min(left, 1 << 16))
+                    if not piece:
+                        break
+                    left -= len(piece)
+                    data = piece
+                    while data and got < expected:
+                        got += len(inflate.decompress(data, 1 << 20))
+                        data = inflate.unconsumed_tail
+                if got >= expected:
+                    return
+                f.seek(left + 4, os.SEEK_CUR)
+                continue
+            if tag == b"IEND":
+                break
+            f.seek(length + 4, os.SEEK_CUR)
+    if expected is not None and got < expected:
+        raise ImageReadError(
+            f"cannot read {str(path)!r}: a damaged PNG: its pixel data ends after {got:,} of "
+            f"the {expected:,} bytes its header promises (the rest would be black). "
+            "Re-export or re-download it."
+        )
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding its pixels (see
+    :func:`image_header`): the size as stored (an EXIF rotation may swap width and height in
+    the array; the pixel count is the same), and the channels and dtype of the array
+    :func:`read_image` would return."""
+
+    path: Path
+    format: str | None
+    width: int
+    height: int
+    channels: int
+    dtype: np.dtype
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def image_header(path: str | os.PathLike) -> ImageHeader:
+    """The :class:`ImageHeader` of an image file, from its header alone (Pillow opens files
+    lazily: a PNG's chunks up to the first IDAT, a JPEG's markers up to the scan), so that the
+    size of an untrusted image can be checked before any memory is spent on its pixels.
+
+    Raises :class:`ImageReadError` as :func:`read_image` does (missing, not a regular file, not
+    an image, a header past Pillow's decompression-bomb limit, floating-point pixels). A file
+    whose header reads may still fail to decode (damaged pixel data)."""
+    path = _regular_file(path)
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            png16 = _png16_colour_type(path) if im.format == "PNG" else None
+            channels, dtype = _layout(im, png16, path)
+            fmt = im.format
+    except LightSRError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
+    except _DECODE_ERRORS as exc:
+        raise _damaged(path, exc) from None
+    if width < 1 or height < 1:
+        raise ImageReadError(f"cannot read {str(path)!r}: its header says {width}x{height} pixels.")
+    return ImageHeader(path, fmt, int(width), int(height), channels, np.dtype(dtype))
+
+
+def _layout(im, png16: int | None, path: Path) -> tuple[int, type]:
+    """(channels, dtype) of the array :func:`_pil_to_array` / :func:`_read_png16_colour` make
+    of ``im``, from its mode (the same rules, without decoding)."""
+    if png16 is not None:
+        return (3 if png16 == 2 else 4), np.uint16
+    mode = im.mode
+    if mode in ("1", "L"):
+        return 1, np.uint8
+    if mode.startswith("I;16") or mode == "I":
+        return 1, np.uint16
+    if mode == "F":
+        raise _float_image(path)
+    if mode == "P":
+        has_alpha = "transparency" in im.info or _palette_mode(im) == "RGBA"
+        return (4 if has_alpha else 3), np.uint8
+    if mode in ("PA", "LA", "La", "RGBa", "RGBA"):
+        return 4, np.uint8
+    return 3, np.uint8  # RGB, and the modes converted to it
+
+
+def _palette_mode(im) -> str | None:
+    """The palette's mode; None for a palette image without a palette (a damaged PNG whose
+    IHDR says colour type 3 and that has no PLTE chunk)."""
+    palette = getattr(im, "palette", None)
+    return None if palette is None else palette.mode
+
+
+def _regular_file(path: str | os.PathLike) -> Path:
+    """``path`` when it is a regular file (or a link to one); a FIFO or device would block
+    or never end, so it is refused before it is opened."""
+    path = Path(path)
+    if not path.is_file():
+        what = "does not exist" if not os.path.lexists(path) else "is not a regular file"
+        raise ImageReadError(f"image {str(path)!r} {what}: name an image file.")
+    return path
+
+
+def _too_large(path: Path, exc: Exception) -> ImageReadError:
+    return ImageReadError(
+        f"image {str(path)!r} is too large to decode safely ({exc}). If you trust the file, "
+        "raise PIL.Image.MAX_IMAGE_PIXELS, or crop it with another tool first."
+    )
+
+
+def _damaged(path: Path, exc: BaseException) -> ImageReadError:
+    return ImageReadError(
+        f"cannot read {str(path)!r}: not an image or a damaged file "
+        f"({type(exc).__name__}: {exc}). Re-export or re-download it."
+    )
+
+
+def _float_image(path: Path) -> ImageReadError:
+    return ImageReadError(
+        f"{str(path)!r} is a floating-point image; only 8- and 16-bit images are supported. "
+        "Convert it to an 8- or 16-bit PNG."
+    )
 
 
 def _pil_to_array(im, path: Path) -> np.ndarray:
@@ -82,7 +279,7 @@ def _pil_to_array(im, path: Path) -> np.ndarray:
     if mode == "1":
         im = im.convert("L")
     elif mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in im.info or im.palette.mode == "RGBA"
+        has_alpha = mode == "PA" or "transparency" in im.info or _palette_mode(im) == "RGBA"
         im = im.convert("RGBA" if has_alpha else "RGB")
     elif mode in ("LA", "La", "RGBa"):
         im = im.convert("RGBA")
@@ -100,10 +297,7 @@ def _pil_to_array(im, path: Path) -> np.ndarray:
             )
         return arr.astype(np.uint16)[:, :, None]
     elif mode == "F":
-        raise ImageReadError(
-            f"{str(path)!r} is a floating-point image; only 8- and 16-bit images are supported. "
-            "Convert it to an 8- or 16-bit PNG."
-        )
+        raise _float_image(path)
     elif mode not in ("L", "RGB", "RGBA"):
         im = im.convert("RGB")
     arr = np.asarray(im)
@@ -194,44 +388,96 @@ def _as_hwc(array: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, *, quality: int = 95) -> None:
+def write_image(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    *,
+    quality: int = 95,
+    overwrite: bool = False,
+    unique: bool = False,
+) -> Path:
     """Write an ``H x W [x C]`` uint8 or uint16 array atomically; format from the suffix.
 
-    uint16 needs ``.png`` (written by a small zlib-based PNG writer, any C). JPEG cannot store
-    alpha. ``quality`` applies to JPEG/WebP. Float arrays are refused: convert with
+    uint16 needs ``.png`` (written by a small zlib-based PNG writer, any C). What a format
+    cannot hold (alpha in JPEG, ...) is refused by :func:`check_output_format` before anything
+    is written. ``quality`` applies to JPEG/WebP. Float arrays are refused: convert with
     :func:`tensor_to_image` (which rounds and clamps) first.
+
+    An existing file is never replaced unless ``overwrite`` (else
+    :class:`~lightsr.errors.OutputExistsError`); with ``unique`` the image goes to the first
+    free name of ``path``, ``<stem>_1<suffix>``, ... instead, claimed atomically
+    (:func:`lightsr.atomic.atomic_write_unique`). Returns the path written.
     """
 
     path = Path(path)
     array = _as_hwc(array, f"write_image({str(path)!r})")
     suffix = path.suffix.lower()
+    if array.dtype in (np.uint8, np.uint16):
+        h, w, c = array.shape
+        check_output_format(path, channels=c, dtype=array.dtype, height=h, width=w)
     if array.dtype == np.uint16:
-        if suffix != ".png":
-            raise LightSRError(
-                f"cannot write a 16-bit image to {str(path)!r}: 16-bit output needs a .png name "
-                "(or convert to uint8)."
-            )
         data = encode_png16(array)
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-        return
+        return _publish(path, lambda tmp: Path(tmp).write_bytes(data), overwrite, unique)
     if array.dtype != np.uint8:
         raise LightSRError(
             f"write_image({str(path)!r}): array dtype {array.dtype} is not uint8 or uint16. "
             "Convert float images with lightsr.data.io.tensor_to_image (round + clamp)."
         )
 
-    formats = Image.registered_extensions()
-    fmt = formats.get(suffix)
-    if fmt is None:
-        raise LightSRError(
-            f"cannot tell the image format of {str(path)!r} from its suffix; use one of "
-            f"{', '.join(IMAGE_EXTENSIONS)}."
-        )
-    if fmt == "JPEG" and array.shape[2] == 4:
-        raise LightSRError(f"JPEG cannot store an alpha channel: write {str(path)!r} as .png.")
+    fmt = Image.registered_extensions()[suffix]
     im = Image.fromarray(np.ascontiguousarray(array[:, :, 0] if array.shape[2] == 1 else array))
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    atomic_write(path, lambda tmp: im.save(tmp, format=fmt, **options))
+    return _publish(path, lambda tmp: im.save(tmp, format=fmt, **options), overwrite, unique)
+
+
+def _publish(path: Path, write: Callable[[str], object], overwrite: bool, unique: bool) -> Path:
+    if unique and not overwrite:
+        return atomic_write_unique(path, write)
+    return atomic_write(path, write, overwrite=overwrite)
+
+
+def check_output_format(
+    path: str | os.PathLike,
+    *,
+    channels: int,
+    dtype: np.dtype | type,
+    height: int | None = None,
+    width: int | None = None,
+) -> None:
+    """Raise :class:`LightSRError` (naming the fix) unless :func:`write_image` can store an
+    image of ``channels`` (1, 3, 4) and ``dtype`` (uint8, uint16) and, when given, that size
+    at ``path`` without losing anything: the suffix is one lightsr writes
+    (:data:`WRITE_EXTENSIONS`), 16-bit goes to PNG, alpha to PNG/TIFF/WebP, colour not to
+    PGM, and the size fits the format (JPEG 65,535, WebP 16,383 pixels a side). Reads no
+    pixels: callers check every output before computing any."""
+    name = str(path)
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITE_EXTENSIONS:
+        raise LightSRError(
+            f"cannot write {name!r}: lightsr does not write images with the suffix "
+            f"{suffix or '(none)'!r}; use one of {', '.join(WRITE_EXTENSIONS)} (.png keeps "
+            "everything)."
+        )
+    if np.dtype(dtype) == np.uint16 and suffix != ".png":
+        raise LightSRError(
+            f"cannot write a 16-bit image to {name!r}: 16-bit output needs a .png name "
+            "(or convert to uint8)."
+        )
+    if channels == 4 and suffix not in _ALPHA_SUFFIXES:
+        fmt = "JPEG" if suffix in (".jpg", ".jpeg") else suffix.lstrip(".").upper()
+        raise LightSRError(
+            f"{fmt} cannot store an alpha channel: write {name!r} as .png (or .tif, .webp)."
+        )
+    if channels != 1 and suffix == ".pgm":
+        raise LightSRError(
+            f"PGM holds grey images only; this image has colour: write {name!r} as .png or .ppm."
+        )
+    limit = _MAX_SIDE.get(suffix)
+    if limit is not None and max(height or 0, width or 0) > limit:
+        raise LightSRError(
+            f"{suffix} images hold at most {limit:,} pixels a side; {name!r} would be "
+            f"{width:,}x{height:,}: write it as .png."
+        )
 
 
 def encode_png16(array: np.ndarray, *, level: int = 6) -> bytes:
@@ -308,8 +554,13 @@ def tensor_to_image(tensor, dtype: type | np.dtype = np.uint8) -> np.ndarray:
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "WRITE_EXTENSIONS",
+    "ImageHeader",
+    "check_output_format",
     "encode_png16",
+    "image_header",
     "image_to_tensor",
+    "is_image_suffix",
     "list_images",
     "read_image",
     "tensor_to_image",

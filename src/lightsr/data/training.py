@@ -189,7 +189,8 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array)
 
-    atomic_write(path, write)
+    # A cache entry (keyed by its source): one written meanwhile holds the same data.
+    atomic_write(path, write, overwrite=True)
 
 
 class PairStore:

@@ -31,7 +31,12 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..layers.weight_norm import WNConv2d
-from ..registry import OfficialMatch, register_model, register_official_converter
+from ..registry import (
+    OfficialMatch,
+    register_model,
+    register_official_converter,
+    register_official_exporter,
+)
 from .base import SRModel
 
 # DIV2K RGB mean, as fractions of 255 (the authors' rgb_mean).
@@ -211,9 +216,17 @@ def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
     layers, scale from the tail's 3*s^2 output channels. None if it is not an A²F state dict."""
     if not all(k in state for k in _SIGNATURE):
         return None
+    convs = ("head.0.weight_v", "skip.0.weight_v", "tail.0.weight_v", "body.0.body.0.weight_v")
+    if any(state[k].dim() != 4 for k in convs):
+        raise CheckpointError(
+            f"A2F checkpoint whose conv weights {convs} are not all 4-D (shapes "
+            f"{[tuple(state[k].shape) for k in convs]}): the file is damaged."
+        )
     channels = state["head.0.weight_v"].shape[0]
     inner = state["body.0.body.0.weight_v"].shape[0]
-    layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"^body\.(\d+)\.", k))}
+    # Indices of at most 4 digits (A2F-L has 16 layers): a longer one is left unmapped, and the
+    # strict load names it, instead of int() parsing a forged thousand-digit number.
+    layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"^body\.(\d{1,4})\.", k))}
     num_layers = max(layer_ids) + 1
     out = state["tail.0.weight_v"].shape[0]
     scale = math.isqrt(out // 3)
@@ -254,6 +267,7 @@ def _official_keys(num_layers: int) -> list[str]:
     return keys
 
 
+@register_official_exporter("a2f_s", "a2f_sd", "a2f_m", "a2f_l")
 def to_official_state(model: A2F) -> dict[str, torch.Tensor]:
     """``model``'s weights under the authors' key names and in their order, so that their code
     loads them; the tensors are ``state_dict()``'s, sharing storage with the model.

@@ -60,7 +60,12 @@ from ..layers.rep import (
     fold_bn_before,
     fold_expand_conv_reduce,
 )
-from ..registry import OfficialMatch, register_model, register_official_converter
+from ..registry import (
+    OfficialMatch,
+    register_model,
+    register_official_converter,
+    register_official_exporter,
+)
 from .base import SRModel
 
 _PAPER = "FMEN (Du et al., CVPRW 2022)"
@@ -330,9 +335,11 @@ def fmen(*, scale: int, **overrides: Any) -> FMEN:
 # ---------------------------------------------------------------------------------------------
 
 _TRUNK_RENAMES = (("basic_blocks.", "ERBs."), ("hfabs.", "HFABs."))
-_ERB_KEY = re.compile(r"^ERBs\.(\d+)\.")
-_HFAB_KEY = re.compile(r"^HFABs\.(\d+)\.")
-_HFAB_ERB_KEY = re.compile(r"^(warmup\.1|HFABs\.(\d+))\.convs\.(\d+)\.")
+# Indices of at most 4 digits: a longer (forged) one is left unparsed, and the strict load
+# names its key, instead of int() parsing a thousand-digit number.
+_ERB_KEY = re.compile(r"^ERBs\.(\d{1,4})\.")
+_HFAB_KEY = re.compile(r"^HFABs\.(\d{1,4})\.")
+_HFAB_ERB_KEY = re.compile(r"^(warmup\.1|HFABs\.(\d{1,4}))\.convs\.(\d{1,4})\.")
 
 
 def _our_key(key: str) -> str:
@@ -370,6 +377,13 @@ def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
     if head.dim() != 4 or head.shape[1] != 3:
         return None
     channels = int(head.shape[0])
+    if ours["tail.0.weight"].dim() != 4:
+        raise CheckpointError(
+            f"FMEN checkpoint's tail conv weight has shape {tuple(ours['tail.0.weight'].shape)}, "
+            "not (3*s^2, C, 3, 3); the file is damaged."
+        )
+    # The inferred options (channels, widths, counts) are bounded by the loader, which builds
+    # the model on the meta device and compares shapes before allocating anything.
     tail_out = int(ours["tail.0.weight"].shape[0])
     scale = round((tail_out / 3) ** 0.5)
     if 3 * scale * scale != tail_out:
@@ -421,6 +435,7 @@ def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
 _ERB_CONV_KEY = re.compile(r"^((?:.+\.)?(?:ERBs|convs)\.\d+\.conv[12])\.(weight|bias)$")
 
 
+@register_official_exporter("fmen_s", "fmen", folded=True)
 def to_official_state(model: FMEN) -> dict[str, torch.Tensor]:
     """``model``'s weights in the authors' inference-form key layout (``ERBs``/``HFABs`` trunk
     names, ERB convs as ``rep_conv``), the layout of their released ``test_weights.pt``; the

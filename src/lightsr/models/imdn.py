@@ -37,7 +37,12 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..layers.common import ConvPixelShuffle, conv2d
-from ..registry import OfficialMatch, register_model, register_official_converter
+from ..registry import (
+    OfficialMatch,
+    register_model,
+    register_official_converter,
+    register_official_exporter,
+)
 from ..strategies import StrategyOptions
 from ..strategies.ggas import attention_maps, gate
 from .base import SRModel
@@ -160,7 +165,7 @@ _SIGNATURE = (
     "LR_conv.weight",
     "upsampler.0.weight",
 )
-_BLOCK_KEY = re.compile(r"^IMDB(\d+)\.")
+_BLOCK_KEY = re.compile(r"^IMDB(\d{1,4})\.")  # a longer (forged) index: an unexpected key
 _CHANNELS, _BLOCKS = 64, 6  # the only IMDN the authors released (and our builder builds)
 
 
@@ -214,6 +219,12 @@ def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
             f"{_describe_difference(set(state), theirs)}. The file is damaged or from a modified "
             "IMDN (IMDN_AS and IMDN_RTC are not supported)."
         )
+    if state["upsampler.0.weight"].dim() != 4:
+        raise CheckpointError(
+            "IMDN checkpoint's upsampler weight has shape "
+            f"{tuple(state['upsampler.0.weight'].shape)}, not (3*s^2, 64, 3, 3); the file is "
+            "damaged."
+        )
     out = int(state["upsampler.0.weight"].shape[0])
     scale = math.isqrt(out // 3)
     if 3 * scale * scale != out or scale not in (2, 3, 4):
@@ -225,6 +236,7 @@ def convert_official(state: Mapping[str, torch.Tensor]) -> OfficialMatch | None:
     return OfficialMatch(arch="imdn", scale=scale, folded=False, state_dict=converted)
 
 
+@register_official_exporter("imdn")
 def to_official_state(model: IMDN) -> dict[str, torch.Tensor]:
     """``model``'s weights under the authors' key names and in their order (no ``module.``
     prefix), so that their ``test_IMDN.py`` loads them; the tensors are ``state_dict()``'s,

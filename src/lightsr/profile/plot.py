@@ -101,11 +101,13 @@ def plot_psnr_vs_multiadds(
     *,
     scale: int = 4,
     dataset: str = "Set5",
+    overwrite: bool = False,
 ) -> int:
     """Scatter PSNR (``psnr``: model -> dB) against Multi-Adds at 720p of the *folded* reports
     at ``scale`` (the network that is deployed: FMEN's training form costs three times its
     folded form); marker area grows with the folded parameter count. Returns the number of
-    points. Needs matplotlib (``pip install 'lightsr[plot]'``)."""
+    points. Needs matplotlib (``pip install 'lightsr[plot]'``). An existing ``path`` is replaced
+    only with ``overwrite``."""
     require_matplotlib()
     import matplotlib
 
@@ -134,6 +136,10 @@ def plot_psnr_vs_multiadds(
         ax.text(0.5, 0.5, "no evaluation results found", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     suffix = Path(path).suffix or ".png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix.lstrip(".")))
-    plt.close(fig)
+    try:
+        atomic_write(
+            path, lambda tmp: fig.savefig(tmp, format=suffix.lstrip(".")), overwrite=overwrite
+        )
+    finally:
+        plt.close(fig)
     return len(points)

@@ -340,9 +340,10 @@ def write_results(
     *,
     csv_path: str | os.PathLike | None = None,
     metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Write ``reports`` as JSON ({"metadata", "results"}) and/or CSV, atomically; a ``None``
-    path skips that format."""
+    path skips that format. An existing file is replaced only with ``overwrite``."""
     meta = {
         "lightsr_version": _lightsr_version(),
         "torch": torch.__version__,
@@ -366,7 +367,7 @@ def write_results(
             f.write("\n")
 
     if json_path is not None:
-        atomic_write(json_path, write_json)
+        atomic_write(json_path, write_json, overwrite=overwrite)
     if csv_path is not None:
 
         def write_csv(tmp: str) -> None:
@@ -384,7 +385,7 @@ def write_results(
                         ]
                     )
 
-        atomic_write(csv_path, write_csv)
+        atomic_write(csv_path, write_csv, overwrite=overwrite)
 
 
 def read_results(json_path: str | os.PathLike) -> list[ProfileReport]:

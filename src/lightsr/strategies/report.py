@@ -481,7 +481,8 @@ def rebuild_report(report: Mapping[str, Any], command: str) -> dict[str, Any]:
 def write_json(path: str | Path, data: Any) -> None:
     """``data`` as indented JSON (a run record, the results file), written atomically."""
     text = json.dumps(data, indent=2) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    # The benchmark's own records, rebuilt as a run progresses: replaced by design.
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=True)
 
 
 def write_report(report: Mapping[str, Any], json_path: str | Path, doc_path: str | Path) -> None:
@@ -489,4 +490,4 @@ def write_report(report: Mapping[str, Any], json_path: str | Path, doc_path: str
     ``doc_path``, each atomically."""
     write_json(json_path, report)
     text = render_markdown(report)
-    atomic_write(doc_path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(doc_path, lambda tmp: Path(tmp).write_text(text), overwrite=True)

@@ -1,0 +1,159 @@
+"""Every named weights entry of the hub evaluated with ``lightsr eval`` beside its paper row.
+
+For each entry of ``lightsr list --weights``: ``lightsr eval --weights NAME`` on Set5, Set14 and
+B100 (LR from ``LR_bicubic_clamp``: MATLAB imresize, replicate boundary; PSNR-Y/SSIM-Y, crop =
+scale). The authors' files are looked for (by sha256) in ``../shared/weights/official`` (or
+``--weights-dir``) and in lightsr's cache; nothing is downloaded unless ``--download``. Entries
+whose file is absent are listed as such. Writes
+
+    benchmarks/results/zoo.json                   per entry: means per set, paper, gaps, status
+    src/lightsr/weights/zoo_measured.json         the means, read by `lightsr list --weights`
+    docs/ZOO.md                                   the table
+
+    python benchmarks/zoo_table.py [--only NAME ...] [--weights-dir DIR] [--download]
+
+``--only`` re-measures those entries and keeps the others' figures from zoo.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lightsr import hub
+from lightsr.atomic import atomic_write
+from lightsr.errors import CheckpointError
+from lightsr.hardware import machine_record
+from lightsr.hub import MEASURED_FILE, fetch_weights, list_weights
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
+RESULTS = REPO / "benchmarks" / "results" / "zoo.json"
+DOC = REPO / "docs" / "ZOO.md"
+SETS = ("Set5", "Set14", "B100")
+COMMAND = "python benchmarks/zoo_table.py"
+
+
+def _available(name: str, weights_dir: str, download: bool) -> bool:
+    """True when the entry's file can be used: bundled, cached, or (by sha256) in
+    ``weights_dir``; with ``download``, fetched. Converted into the cache on the way."""
+    entry = hub.get_weights(name)
+    local = entry.bundled or hub.is_cached(name)
+    if not (local or download or hub._find_by_hash(Path(weights_dir), entry)):
+        return False
+    try:
+        fetch_weights(name, weights_dir=weights_dir)
+    except CheckpointError as exc:
+        print(f"  {name}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _evaluate(name: str, weights_dir: str) -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "eval.json"
+        cmd = [sys.executable, "-m", "lightsr", "eval", "--weights", name]
+        cmd += ["--weights-dir", weights_dir, "--lr-source", "folder-clamp", "--out", str(out)]
+        cmd += ["--quiet", *(str(SHARED / "data" / s) for s in SETS)]
+        subprocess.run(cmd, check=True, cwd=REPO)
+        data = json.loads(out.read_text())
+    return {r["dataset"]: {"psnr": r["psnr"], "ssim": r["ssim"]} for r in data}
+
+
+def _markdown(report: dict) -> str:
+    lines = [
+        "# The weights zoo",
+        "",
+        "Every named weights entry (`lightsr list --weights`), evaluated here with",
+        "`lightsr eval --weights NAME` on Set5 / Set14 / B100 (PSNR-Y, LR from",
+        "`LR_bicubic_clamp`, crop = scale) beside the paper's figure for the same file or",
+        "architecture. Regenerate with `" + COMMAND + "` (the authors' files are read from",
+        "`../shared/weights/official` or the cache; absent ones are listed as such).",
+        "",
+        "| weights | arch | x | source | training data | "
+        + " | ".join(f"{s} ours / paper (gap)" for s in SETS)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(SETS),
+    ]
+    for e in report["entries"]:
+        cells = []
+        for s in SETS:
+            ours = e["measured"].get(s, {}).get("psnr")
+            paper = e["paper"].get(s)
+            if ours is None:
+                cells.append("absent" if e["status"] == "absent" else "-")
+            elif paper is None:
+                cells.append(f"{ours:.2f} / -")
+            else:
+                cells.append(f"{ours:.2f} / {paper:.2f} ({ours - paper:+.2f})")
+        lines.append(
+            f"| `{e['name']}`{' (default)' if e['default'] else ''} | {e['arch']} | "
+            f"{e['scale']} | {e['source']} | {e['training_data']} | " + " | ".join(cells) + " |"
+        )
+    m = report["machine"]
+    lines += [
+        "",
+        "Paper figures: the paper row of the architecture (for lightsr's own weights, trained on",
+        "the 291 images, the paper's DIV2K-trained figure is the target, not the same file).",
+        f"Measured on {m['cpu']} ({m['logical_cpus']} logical CPUs), torch {m['torch']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="re-measure only these entries")
+    ap.add_argument("--weights-dir", default=str(SHARED / "weights" / "official"))
+    ap.add_argument("--download", action="store_true", help="download absent authors' files")
+    args = ap.parse_args()
+    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"entries": []}
+    previous = {e["name"]: e for e in old["entries"]}
+    entries = []
+    for entry in list_weights():
+        if args.only and entry.name not in args.only and entry.name in previous:
+            entries.append(previous[entry.name])
+            continue
+        print(f"{entry.name} ...", file=sys.stderr, flush=True)
+        row = {
+            "name": entry.name,
+            "arch": entry.arch,
+            "scale": entry.scale,
+            "source": entry.source,
+            "training_data": entry.training_data,
+            "default": entry.default,
+            "paper": {s: entry.paper[s] for s in SETS if s in entry.paper},
+            "measured": {},
+            "status": "absent",
+        }
+        if _available(entry.name, args.weights_dir, args.download):
+            row["measured"] = _evaluate(entry.name, args.weights_dir)
+            row["status"] = "measured"
+        entries.append(row)
+    report = {"command": COMMAND, "machine": machine_record(), "entries": entries}
+    atomic_write(
+        RESULTS, lambda t: Path(t).write_text(json.dumps(report, indent=1) + "\n"), overwrite=True
+    )
+    measured = {
+        "command": COMMAND,
+        "psnr_y": {
+            e["name"]: {s: round(v["psnr"], 4) for s, v in e["measured"].items()}
+            for e in entries
+            if e["measured"]
+        },
+    }
+    atomic_write(
+        MEASURED_FILE, lambda t: Path(t).write_text(json.dumps(measured, indent=1)), overwrite=True
+    )
+    atomic_write(DOC, lambda t: Path(t).write_text(_markdown(report)), overwrite=True)
+    print(f"wrote {RESULTS}, {MEASURED_FILE} and {DOC}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""argparse types shared by the subcommands: a bad number is a usage error naming what is
+valid, at parse time (before a model is loaded), never a silent default or a traceback."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..registry import get_spec, list_models
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be an integer, not {value!r}") from None
+
+
+def scales() -> list[int]:
+    """Every scale some registered model supports (2, 3, 4)."""
+    return sorted({s for name in list_models() for s in get_spec(name).scales})
+
+
+def scale_arg(value: str) -> int:
+    """``--scale``: one of the scales the registered models support (``0`` or ``-2`` are
+    errors, not "the default")."""
+    valid = scales()
+    n = _int(value, "the scale")
+    if n not in valid:
+        raise argparse.ArgumentTypeError(
+            f"scale {n} is not supported: use {', '.join(map(str, valid[:-1]))} or {valid[-1]}"
+        )
+    return n
+
+
+def positive_int(value: str) -> int:
+    """A count that must be at least 1 (``--reps``, ``--threads``, ``--size``)."""
+    n = _int(value, "the value")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def non_negative_int(value: str) -> int:
+    """A count that may be 0 (``--warmup``, ``--crop-border``)."""
+    n = _int(value, "the value")
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
+    return n
+
+
+def pixel_count(value: str) -> int | None:
+    """``--max-output-pixels``: a positive pixel count (``268435456``, ``5e8``, ``20000x20000``)
+    or ``none`` (no limit)."""
+    text = value.strip().lower().replace("_", "")
+    if text == "none":
+        return None
+    try:
+        if "x" in text:
+            w, h = text.split("x")
+            n = int(w) * int(h)
+        else:
+            f = float(text)
+            if f != int(f):
+                raise ValueError
+            n = int(f)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel count (e.g. 500000000, 5e8 or 20000x20000) or 'none', not {value!r}"
+        ) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 pixel, not {n}")
+    return n
+
+
+def add_weights_args(p: argparse.ArgumentParser) -> None:
+    """``--weights NAME`` and ``--weights-dir DIR``: the same two flags on every command that
+    takes ``--checkpoint`` (they exclude each other)."""
+    p.add_argument(
+        "--weights",
+        metavar="NAME",
+        help="named weights (see `lightsr list --weights`): bundled, or fetched once, verified "
+        "by sha256 and cached; not with --checkpoint",
+    )
+    p.add_argument(
+        "--weights-dir",
+        metavar="DIR",
+        help="a folder of already-downloaded weights files, matched by sha256 (air-gapped "
+        "machines; default $LIGHTSR_WEIGHTS_DIR)",
+    )
