@@ -182,7 +182,9 @@ def test_atomic_write_syncs_the_file_before_the_rename(tmp_path, monkeypatch) ->
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     target = tmp_path / "out.txt"
-    atomic_write(target, lambda tmp: Path(tmp).write_text("data"))
+    # replacing (overwrite=True) publishes with os.replace; a new name is claimed with os.link
+    target.write_text("old")
+    atomic_write(target, lambda tmp: Path(tmp).write_text("data"), overwrite=True)
     assert events == ["fsync file", "replace", "fsync dir"]
     assert target.read_text() == "data"
     umask = os.umask(0)

@@ -600,6 +600,7 @@ def test_ddp_two_processes_match_one_process(images, tmp_path):
     # only rank 0 wrote the run folder, and its state records the world size
     assert read_state(tmp_path / "ddp")["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        ".lock",  # rank 0's run-folder lock
         "config.json",
         "last.safetensors",
         "log.jsonl",
