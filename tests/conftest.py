@@ -34,3 +34,17 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+def synthetic_image(h: int, w: int, c: int = 3, dtype=None, seed: int = 0):
+    """A smooth image plus noise (realistic content that uses the full range of ``dtype``,
+    uint8 by default), H x W x C."""
+    import numpy as np
+
+    dtype = np.uint8 if dtype is None else dtype
+    rng = np.random.default_rng(seed)
+    peak = np.iinfo(dtype).max
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 0.5 + 0.4 * np.sin(yy / 5.0)[..., None] * np.cos(xx[..., None] / 7.0 + np.arange(c))
+    img = np.clip(base + 0.05 * rng.standard_normal((h, w, c)), 0, 1)
+    return np.round(img * peak).astype(dtype)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_image as _photo
 from PIL import Image
 from torch import nn
 
@@ -52,15 +53,6 @@ def _strict_loads(line: str):
         raise ValueError(f"non-standard JSON token {token}")
 
     return json.loads(line, parse_constant=refuse)
-
-
-def _photo(h: int, w: int, c: int = 3, dtype=np.uint8, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    peak = np.iinfo(dtype).max
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = 0.5 + 0.4 * np.sin(yy / 5.0)[..., None] * np.cos(xx[..., None] / 7.0 + np.arange(c))
-    img = np.clip(base + 0.05 * rng.standard_normal((h, w, c)), 0, 1)
-    return np.round(img * peak).astype(dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import shared_path
+from conftest import synthetic_image as _image
 from torch import nn
 
 import lightsr
@@ -64,16 +65,6 @@ def _net(cls=LocalNet, **kw) -> SRModel:
         for p in model.parameters():
             p.mul_(3.0)
     return model
-
-
-def _image(h: int, w: int, c: int = 3, dtype=np.uint8, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    peak = np.iinfo(dtype).max
-    # smooth content plus noise: realistic, and uses the full 16-bit range when asked
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = 0.5 + 0.4 * np.sin(yy / 5.0)[..., None] * np.cos(xx[..., None] / 7.0 + np.arange(c))
-    img = np.clip(base + 0.05 * rng.standard_normal((h, w, c)), 0, 1)
-    return np.round(img * peak).astype(dtype)
 
 
 # ---------------------------------------------------------------------------------------------
