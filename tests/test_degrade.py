@@ -324,6 +324,25 @@ def test_noise_and_blur_presets_measure_as_named():
     assert blurred.shape == clean.shape and not np.array_equal(blurred, clean)
 
 
+def test_photo_preset_covers_the_eval_presets_and_keeps_clean_samples():
+    """The photo model's training mixture has each evaluated degradation with the same ranges,
+    and some samples untouched: over many draws, clean ones equal the bicubic LR exactly and
+    the others differ (measured, not read off the config)."""
+    photo, bnj = PRESETS["photo"], PRESETS["blur_noise_jpeg"]
+    (order,) = photo.orders
+    (bnj_order,) = bnj.orders
+    assert order.kernel == bnj_order.kernel and order.noise_range == bnj_order.noise_range
+    assert photo.final_jpeg_range == PRESETS["jpeg"].final_jpeg_range
+    hr = _scene(48, 48)
+    clean = _quantised(imresize(hr, 1 / 2))
+    same = [
+        np.array_equal(degrade(hr, scale=2, config=photo, rng=np.random.default_rng(s)), clean)
+        for s in range(200)
+    ]
+    # P(clean) = 0.5 * 0.5 * 0.3 = 0.075: 15 of 200 expected; 4..30 holds with p > 0.999.
+    assert 4 <= sum(same) <= 30
+
+
 def test_degrade_for_eval_is_reproducible_and_keyed_by_name():
     hr = _scene(40, 48)
     a = degrade_for_eval(hr, scale=4, preset="realesrgan", seed=7, name="img_001.png")

@@ -54,6 +54,17 @@ def test_entries_are_complete_and_consistent() -> None:
         assert (meta["arch"], meta["scale"]) == (defaults[0].arch, s)
 
 
+def test_readme_model_table_names_every_weights_entry() -> None:
+    """The README's model table says which models have weights: every hub entry is named in
+    the row of its architecture (a new entry must be documented there)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| ")]
+    for entry in hub.list_weights():
+        row = next((r for r in rows if f"`{entry.arch}`" in r.split("|")[2]), None)
+        assert row is not None, f"no README model-table row names the architecture {entry.arch}"
+        assert f"`{entry.name}`" in row, f"README's {entry.arch} row does not name {entry.name}"
+
+
 def test_unknown_name_suggests_close_ones() -> None:
     with pytest.raises(ConfigError, match="imdn_x2_official"):
         hub.get_weights("imdn_x2_oficial")

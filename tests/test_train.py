@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 import lightsr
+from lightsr import hub
 from lightsr.config import load_config
 from lightsr.data.io import image_to_tensor
 from lightsr.data.resize import imresize
@@ -548,12 +549,29 @@ def test_init_from_copies_the_matching_body_and_keeps_a_fresh_tail(images, tmp_p
 
 
 def test_init_from_refuses_a_missing_file_and_another_architecture(images, tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="neither a checkpoint file nor a weights name"):
         train(_cfg(images, tmp_path / "a", f"init_from='{tmp_path / 'nope.safetensors'}'"))
     other = tmp_path / "other.safetensors"
     lightsr.save(lightsr.create_model("fsrcnn", scale=2), other)
     with pytest.raises(ConfigError, match="shares no tensor"):
         train(_cfg(images, tmp_path / "b", f"init_from='{other}'"))
+
+
+def test_init_from_takes_a_weights_name_and_logs_its_lineage(images, tmp_path):
+    """``init_from = "a2f_sd_x4"`` (the bundled x4 entry) starts an A2F-SD x2 run from its
+    body; the log names the entry and the sha256 of its file."""
+    args = ("model=a2f_sd", "length=1", "optim.lr=1e-12", "init_from='a2f_sd_x4'")
+    run = train(_cfg(images, tmp_path / "x2", *args))
+    donor = hub.load_weights("a2f_sd_x4").state_dict()
+    trained = run.model.state_dict()
+    body = [k for k in trained if k in donor and donor[k].shape == trained[k].shape]
+    assert len(body) > 10
+    for k in body:
+        torch.testing.assert_close(trained[k], donor[k], rtol=0, atol=1e-6)
+    init = next(r for r in read_log(tmp_path / "x2" / "log.jsonl") if r["event"] == "init_from")
+    assert init["weights"] == "a2f_sd_x4"
+    assert init["sha256"] == hub.get_weights("a2f_sd_x4").sha256
+    assert init["kept_fresh"]  # the x2 tail is another shape
 
 
 # ---------------------------------------------------------------------------------------------

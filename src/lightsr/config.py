@@ -62,6 +62,15 @@ class DataConfig:
     cache_dir: str = ""
     #: Images smaller than the HR patch: "skip" (with a warning) or "error".
     small_images: Literal["skip", "error"] = "skip"
+    #: Synthetic real-world LR instead of the bicubic one: each LR patch is made on the fly from
+    #: its HR patch by :func:`lightsr.data.degrade.degrade`. A table naming a preset, whose
+    #: other keys override the preset's ``DegradationConfig`` fields, e.g. ``{preset =
+    #: "realesrgan", final_jpeg_range = [60, 95]}``; ``orders`` as a table keyed by order
+    #: number (``{2 = {noise_prob = 0.5}}``) changes the preset's orders, as a list replaces
+    #: them; ``kernel`` inside an order changes its blur kernel. Checked against the
+    #: dataclasses when the run starts (:func:`lightsr.data.training.degradation_from_table`).
+    #: Empty (the default) = the clean bicubic pairs.
+    degradation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,7 +137,8 @@ class TrainConfig:
     scale: int = 4
     #: Keyword options of the model builder (e.g. {ggas = true} for a baseline).
     model_options: dict[str, Any] = field(default_factory=dict)
-    #: Start from the weights of this checkpoint (lightsr or the authors'), copying every
+    #: Start from the weights of this checkpoint (a file, lightsr or the authors', or a weights
+    #: name of `lightsr list --weights`, fetched and verified), copying every
     #: tensor whose name and shape match and keeping the fresh initialisation elsewhere: how a
     #: x2 or x3 model starts from a trained x4 body (only the upsampling tail differs), or a
     #: finished run is annealed with a new schedule. Used when a run starts, not on resume.
@@ -213,6 +223,12 @@ class TrainConfig:
             )
         if self.lr_patch < 1:
             raise ConfigError(f"the LR patch must be at least 1 pixel, got {self.lr_patch}.")
+        if d.degradation and (any(d.lr_dirs) or d.lr_source == "folder"):
+            raise ConfigError(
+                "`data.degradation` makes every LR patch from its HR patch, so no LR files are "
+                f"read: remove `data.lr_dirs` (now {d.lr_dirs}) and leave `data.lr_source` at "
+                f"'auto' (now {d.lr_source!r}), or remove `data.degradation` to train on them."
+            )
         if d.lr_dirs and len(d.lr_dirs) != len(d.hr_dirs):
             raise ConfigError(
                 f"`data.lr_dirs` has {len(d.lr_dirs)} entries but `data.hr_dirs` has "

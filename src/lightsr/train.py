@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import hub
 from .atomic import FolderLock, atomic_write, atomic_write_bytes
 from .checkpoint import load_any, save
 from .config import TrainConfig, apply_overrides, config_from_dict, read_config_dict
@@ -540,6 +541,29 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
+def resolve_init_source(value: str | os.PathLike) -> dict[str, Any]:
+    """``init_from``'s value -> ``{"path", "weights", "sha256"}``: an existing file is used as
+    it is (``weights`` None); otherwise a weights name of the hub (``lightsr list --weights``)
+    is fetched and verified like ``--weights NAME``, and its name and the sha256 of its source
+    file are returned for the run's lineage. A path that exists wins over a name."""
+
+    path = Path(value)
+    if path.is_file():
+        return {"path": path, "weights": None, "sha256": None}
+    names = [entry.name for entry in hub.list_weights()]
+    if str(value) in names:
+        entry = hub.get_weights(str(value))
+        return {
+            "path": hub.fetch_weights(entry.name),
+            "weights": entry.name,
+            "sha256": entry.sha256,
+        }
+    raise ConfigError(
+        f"`init_from` = {str(value)!r} is neither a checkpoint file nor a weights name; give a "
+        f"file path or one of: {', '.join(names)} (see `lightsr list --weights`)."
+    )
+
+
 def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     """Copy into ``model`` every tensor of the checkpoint at ``path`` whose name and shape match.
 
@@ -549,11 +573,8 @@ def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, An
     what was left at its fresh initialisation, for the run's log.
     """
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"`init_from` = {str(path)!r} does not exist; give a checkpoint file or remove the key."
-        )
+    named = resolve_init_source(path)
+    path = named["path"]
     source = load_any(path).state_dict()
     target = model.state_dict()
     copied = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
@@ -568,6 +589,7 @@ def init_weights_from(model: nn.Module, path: str | os.PathLike) -> dict[str, An
     kept = sorted(set(target) - set(copied))
     return {
         "source": str(path),
+        **({"weights": named["weights"], "sha256": named["sha256"]} if named["weights"] else {}),
         "copied": len(copied),
         "kept_fresh": kept,
         "copied_params": int(sum(source[k].numel() for k in copied)),

@@ -4,6 +4,9 @@ valid, at parse time (before a model is loaded), never a silent default or a tra
 from __future__ import annotations
 
 import argparse
+import sys
+
+import torch
 
 from ..registry import get_spec, list_models
 
@@ -87,3 +90,31 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
         help="a folder of already-downloaded weights files, matched by sha256 (air-gapped "
         "machines; default $LIGHTSR_WEIGHTS_DIR)",
     )
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: intra-op CPU threads (the same flag on every command that computes)."""
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads for the network (default: torch's choice, usually one per core)",
+    )
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bars (they are also off whenever stderr is not a terminal)."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's intra-op thread count from ``--threads`` (no-op when not given)."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person watching: not with ``--quiet``, and not when stderr is
+    a file or a pipe (a log would fill with tqdm frames)."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()

@@ -465,6 +465,16 @@ PRESETS: dict[str, DegradationConfig] = {
         final_jpeg_range=(30, 95),
     ),
     "bicubic": _BICUBIC,
+    # Training mixture for the photo model: each of blur (HR, as blur_noise_jpeg), noise (LR, as
+    # "noise") and JPEG (LR, q 30..95) independently, with the ranges of the presets above, so
+    # one sample may be clean, carry one of them, or all three (about 9% are clean: the model
+    # must not learn to smooth what is already sharp).
+    "photo": dataclasses.replace(
+        _BICUBIC,
+        orders=(_lr_order(blur_prob=0.5, kernel=KernelConfig(sinc_prob=0.0), noise_prob=0.5),),
+        final_jpeg_prob=0.7,
+        final_jpeg_range=(30, 95),
+    ),
 }
 
 
