@@ -17,6 +17,15 @@ Writes ``benchmarks/results/train_speed.json`` with the machine's description.
 
     python benchmarks/bench_train.py [--iters 24] [--warmup 1] [--workers 2] [--threads 1]
         [--budget 300]
+
+``--degrade-sweep``: the same measures for one recipe (``a2f_sd`` x4: batch 16, HR patch 96)
+with the LR made on the fly by a degradation preset (``data.degradation``) and without it
+(bicubic LR cut from the cached pairs), for each of ``--workers-list`` DataLoader workers,
+plus the cost of degrading one HR patch per preset (ms, one thread, as in a data worker).
+Writes ``benchmarks/results/train_degrade_speed.json``.
+
+    python benchmarks/bench_train.py --degrade-sweep [--degrade-presets realesrgan]
+        [--workers-list 0 1 2] [--iters 8] [--warmup 2]
 """
 
 from __future__ import annotations
@@ -27,43 +36,54 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lightsr.atomic import atomic_write
 from lightsr.config import load_config
-from lightsr.hardware import device_name
+from lightsr.data.degrade import PRESETS, degrade, get_preset, rng_for
+from lightsr.data.training import (
+    PairStore,
+    PatchDataset,
+    StepBatchSampler,
+    degradation_from_table,
+    find_training_images,
+    make_loader,
+)
+from lightsr.hardware import device_name, machine_record
 from lightsr.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
 RESULTS = REPO / "benchmarks" / "results" / "train_speed.json"
+DEGRADE_RESULTS = REPO / "benchmarks" / "results" / "train_degrade_speed.json"
 RECIPES = ("maffsrn", "a2f_sd", "fmen_s")
 
 
 def _loader_rate(cfg, n: int) -> float:
-    """Batches per second of the data pipeline alone (same store, sampler and workers)."""
-    from lightsr.data.training import (
-        PairStore,
-        PatchDataset,
-        StepBatchSampler,
-        find_training_images,
-        make_loader,
-    )
-
-    images = find_training_images(cfg.data.hr_dirs, scale=cfg.scale)
+    """Batches per second of the data pipeline alone (same store, sampler, workers and
+    degradation as the run)."""
+    degradation = degradation_from_table(cfg.data.degradation)
+    lr_source = "resize" if degradation is not None else "auto"
+    images = find_training_images(cfg.data.hr_dirs, scale=cfg.scale, lr_source=lr_source)
     store = PairStore(
-        images, scale=cfg.scale, cache_dir=cfg.data.cache_dir, min_lr_size=cfg.lr_patch
+        images,
+        scale=cfg.scale,
+        cache_dir=cfg.data.cache_dir,
+        min_lr_size=cfg.lr_patch,
+        make_lr=degradation is None,
     )
     sampler = StepBatchSampler(
         n_images=len(store), batch_size=cfg.batch_size, steps_per_epoch=1000, seed=0
     )
-    ds = PatchDataset(store, lr_patch=cfg.lr_patch, seed=0)
+    ds = PatchDataset(store, lr_patch=cfg.lr_patch, seed=0, degradation=degradation)
     it = iter(make_loader(ds, sampler, num_workers=cfg.data.num_workers))
     next(it)  # workers started
     t0 = time.perf_counter()
@@ -86,8 +106,11 @@ def bench(
     cache: Path,
     tmp: Path,
     channels_last: bool = True,
+    degradation: str | None = None,
+    loader_batches: int | None = None,
 ) -> dict:
     data = [str(SHARED / "data" / "T91" / "HR"), str(SHARED / "data" / "BSD200" / "HR")]
+    degrade_override = [f"data.degradation.preset='{degradation}'"] if degradation else []
     cfg = load_config(
         REPO / "configs" / f"{recipe}.toml",
         [
@@ -104,6 +127,7 @@ def bench(
             "tensorboard=false",
             f"out_dir='{tmp / recipe}'",
             f"channels_last={str(channels_last).lower()}",
+            *degrade_override,
         ],
     )
     t0 = time.perf_counter()
@@ -131,10 +155,12 @@ def bench(
     waited = sum(r["data_wait"] / r["it_per_s"] for r in timed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loader = _loader_rate(cfg, n=max(20, iters))
+        loader = _loader_rate(cfg, n=loader_batches or max(20, iters))
     return {
         "model": cfg.model,
         "channels_last": channels_last,
+        "degradation": degradation,
+        "num_workers": workers,
         "scale": cfg.scale,
         "batch_size": cfg.batch_size,
         "lr_patch": cfg.lr_patch,
@@ -149,6 +175,112 @@ def bench(
         "loader_batches_per_s": loader,
         "wall_s": wall,
     }
+
+
+def patch_cost_ms(preset: str, patches: list[np.ndarray], *, scale: int) -> dict:
+    """Milliseconds to degrade one HR patch with ``preset`` (each patch with its own generator,
+    as the training items): mean and median over ``patches``, after one untimed call."""
+    config = get_preset(preset)
+    degrade(patches[0], scale=scale, config=config, rng=rng_for(0, "warm-up"))
+    times = []
+    for i, patch in enumerate(patches):
+        t0 = time.perf_counter()
+        degrade(patch, scale=scale, config=config, rng=rng_for(0, "train-degrade", 0, i))
+        times.append(1000 * (time.perf_counter() - t0))
+    return {
+        "mean_ms": statistics.fmean(times),
+        "median_ms": statistics.median(times),
+        "patches": len(times),
+    }
+
+
+def _hr_patches(store: PairStore, *, hr_patch: int, n: int) -> list[np.ndarray]:
+    """``n`` HR patches (float32 in [0, 1]) cut at random from the store's images."""
+    rng = np.random.default_rng(0)
+    large = [hr for hr in store.hr if min(hr.shape[:2]) >= hr_patch]
+    out = []
+    for i in range(n):
+        hr = large[i % len(large)]
+        y = int(rng.integers(0, hr.shape[0] - hr_patch + 1))
+        x = int(rng.integers(0, hr.shape[1] - hr_patch + 1))
+        out.append(hr[y : y + hr_patch, x : x + hr_patch].astype(np.float32) / np.float32(255))
+    return out
+
+
+def degrade_sweep(args: argparse.Namespace) -> None:
+    """Training speed and data wait with and without on-the-fly degradation, per worker count."""
+    recipe = args.sweep_recipe
+    load_before = os.getloadavg()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache = tmp / "cache"
+        data = [SHARED / "data" / "T91" / "HR", SHARED / "data" / "BSD200" / "HR"]
+        t0 = time.perf_counter()
+        store = PairStore(find_training_images(data, scale=4), scale=4, cache_dir=cache)
+        prepare = time.perf_counter() - t0
+        probe = load_config(REPO / "configs" / f"{recipe}.toml", ["scale=4"])
+        patches = _hr_patches(store, hr_patch=probe.hr_patch, n=args.cost_patches)
+        # Every preset (cheap), not only the ones trained with below.
+        cost = {preset: patch_cost_ms(preset, patches, scale=4) for preset in sorted(PRESETS)}
+        for preset, c in cost.items():
+            print(
+                f"degrade {preset:<16} {probe.hr_patch}^2 HR patch: {c['mean_ms']:.2f} ms "
+                f"(median {c['median_ms']:.2f}) -> {probe.batch_size * c['mean_ms']:.0f} ms "
+                f"per batch of {probe.batch_size}",
+                flush=True,
+            )
+        for degradation in [None, *args.degrade_presets]:
+            for workers in args.workers_list:
+                r = bench(
+                    recipe,
+                    iters=args.iters,
+                    warmup=args.warmup,
+                    workers=workers,
+                    budget_s=args.budget,
+                    cache=cache,
+                    tmp=tmp,
+                    degradation=degradation,
+                    loader_batches=max(4, args.iters),
+                )
+                print(
+                    f"{recipe} {degradation or 'clean':<12} workers {workers}: "
+                    f"{r['it_per_s']:.3f} it/s ({r['seconds_per_it']:.2f} s/it), data wait "
+                    f"{100 * r['data_wait_share']:.1f}%, loader alone "
+                    f"{r['loader_batches_per_s']:.2f} batches/s",
+                    flush=True,
+                )
+                results.append(r)
+    out = {
+        "benchmark": "training speed and data wait with on-the-fly degradation vs clean LR "
+        f"({recipe} x4), CPU",
+        "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
+        "data": "T91 + BSD200 HR (291 images; those smaller than the HR patch skipped); clean: "
+        "LR = exact MATLAB bicubic (mirror) cached once and cut; degraded: LR made from each HR "
+        "patch by lightsr.data.degrade.degrade in the data loader",
+        "definitions": {
+            "data_wait_share": "time the training loop waited for the next batch / total "
+            "step time, over the timed steps",
+            "loader_batches_per_s": "the loader alone (no model), same workers",
+            "patch_cost_ms": "one degrade() call on one HR patch in this process, --threads "
+            "torch threads (1: as in a data worker); 'bicubic' is the preset that only resizes",
+        },
+        "note": "short run on a shared 2-core machine: few timed steps, the DataLoader's "
+        "prefetch (4 batches per worker) filled during the warm-up hides part of the wait; "
+        "loader_batches_per_s against it_per_s is the steady-state view",
+        "prepare_s": prepare,
+        "machine": {
+            **machine_record(args.threads),
+            "python": platform.python_version(),
+            "load_average_before": load_before,
+        },
+        "warmup_steps": args.warmup,
+        "patch_cost_ms": {"hr_patch": probe.hr_patch, "scale": 4, **cost},
+        "results": results,
+    }
+    text = json.dumps(out, indent=2) + "\n"
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+    print(f"wrote {args.out}")
 
 
 def main() -> None:
@@ -171,19 +303,34 @@ def main() -> None:
         help="recipes also timed in the NCHW (contiguous) layout, to show what channels-last "
         "(the default) gains",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--degrade-sweep",
+        action="store_true",
+        help="time --sweep-recipe with and without on-the-fly degradation for each of "
+        "--workers-list, instead of the recipe table",
+    )
+    parser.add_argument("--sweep-recipe", default="a2f_sd", help="the recipe --degrade-sweep times")
+    parser.add_argument("--degrade-presets", nargs="+", default=["realesrgan"])
+    parser.add_argument("--workers-list", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cost-patches", type=int, default=24, help="HR patches timed per preset")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not (SHARED / "data" / "T91" / "HR").is_dir():
         sys.exit(f"needs {SHARED / 'data'} (T91, BSD200); set LIGHTSR_SHARED")
     torch.set_num_threads(args.threads)
+    if args.degrade_sweep:
+        args.out = args.out or DEGRADE_RESULTS
+        for preset in args.degrade_presets:
+            get_preset(preset)  # an unknown name fails before any run
+        degrade_sweep(args)
+        return
+    args.out = args.out or RESULTS
     load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = tmp / "cache"
         t0 = time.perf_counter()
-        from lightsr.data.training import PairStore, find_training_images
-
         data = [SHARED / "data" / "T91" / "HR", SHARED / "data" / "BSD200" / "HR"]
         PairStore(find_training_images(data, scale=4), scale=4, cache_dir=cache)
         prepare = time.perf_counter() - t0

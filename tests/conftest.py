@@ -27,7 +27,10 @@ def shared_path(*parts: str) -> Path:
     """Path under ../shared, or skip the test saying what is missing."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared data/weights); not present here")
+        pytest.skip(
+            f"needs {path} (the project's shared data/weights): not present here; put the "
+            "shared folder at ../shared beside the checkout, or point LIGHTSR_SHARED at it"
+        )
     return path
 
 

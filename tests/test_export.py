@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 
@@ -12,7 +13,12 @@ from conftest import shared_path
 import lightsr
 from lightsr.cli import main
 from lightsr.errors import LightSRError
-from lightsr.export import PARITY_TOLERANCE, export_model
+from lightsr.export import (
+    PARITY_TOLERANCE,
+    TORCHSCRIPT_METADATA_FILE,
+    export_model,
+    read_export_metadata,
+)
 
 
 def _model(name: str, scale: int = 2):
@@ -124,8 +130,8 @@ def test_a_file_failing_the_check_is_removed(tmp_path, monkeypatch, fault):
 
     real = lightsr.export._export_torchscript
 
-    def broken(folded, x, path, overwrite):
-        run = real(folded, x, path, overwrite)  # the file is written here
+    def broken(folded, x, path, *rest):
+        run = real(folded, x, path, *rest)  # the file is written here
 
         def bad(inp):
             if fault == "crash":
@@ -140,3 +146,116 @@ def test_a_file_failing_the_check_is_removed(tmp_path, monkeypatch, fault):
         export_model(_model("fsrcnn"), path)
     assert str(path) in str(info.value)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a sidecar, nor a temp file
+
+
+# ---- metadata in the exported files ---------------------------------------------------------
+
+
+def _expected_metadata(model, **known):
+    return {
+        "arch": model.arch_name,
+        "options": json.dumps(model.arch_options, sort_keys=True),
+        "scale": str(model.scale),
+        "form": "folded",
+        "input_range": "[0, 1]",
+        "input_layout": "NCHW float32 RGB",
+        "output_range": "[0, 1], unclamped (clamp before converting to 8 bits)",
+        "output_layout": "NCHW float32 RGB, scale x the input height and width",
+        "lightsr_version": lightsr.__version__,
+        **known,
+    }
+
+
+def test_onnx_metadata_round_trip(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = lightsr.create_model("fsrcnn", scale=3, ggas=True)  # options are recorded
+    path = tmp_path / "m.onnx"
+    report = export_model(model, path, source_sha256="ab" * 32, weights="my_weights")
+    want = _expected_metadata(model, source_sha256="ab" * 32, weights="my_weights")
+    assert json.loads(want["options"]) == {"ggas": True}
+    assert report.metadata == want and report.metadata_status == "ok" and report.ok
+    assert read_export_metadata(path) == want
+    # what any ONNX runtime user sees, read independently of lightsr
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == want
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["metadata"] == want
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_metadata_round_trip(tmp_path):
+    model = _model("fsrcnn", scale=2)
+    path = tmp_path / "m.pt"
+    report = export_model(model, path)  # random weights: no sha256, no name
+    want = _expected_metadata(model)
+    assert report.metadata == want and "source_sha256" not in want
+    assert read_export_metadata(path) == want
+    extra = {TORCHSCRIPT_METADATA_FILE: ""}  # how a libtorch / torch.jit user reads it
+    torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra[TORCHSCRIPT_METADATA_FILE]) == want
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_cli_records_the_checkpoints_sha256_and_a_weights_name(tmp_path, monkeypatch, capsys):
+    model = _model("fmen_s", scale=2)
+    ckpt = tmp_path / "fmen_s_x2.safetensors"
+    lightsr.save(model, ckpt)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--checkpoint", str(ckpt), "--torchscript", "-o", "c.pt"]) == 0
+    assert "metadata ok" in capsys.readouterr().out
+    meta = read_export_metadata(tmp_path / "c.pt")
+    assert meta["source_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert "weights" not in meta and meta["arch"] == "fmen_s" and meta["scale"] == "2"
+    # named (bundled) weights: their name and the bundled file's sha256
+    assert main(["export", "--weights", "a2f_sd_x2", "--torchscript", "--output", "w.pt"]) == 0
+    meta = read_export_metadata(tmp_path / "w.pt")
+    bundled = lightsr.fetch_weights("a2f_sd_x2")
+    assert meta["weights"] == "a2f_sd_x2" and meta["arch"] == "a2f_sd"
+    assert meta["source_sha256"] == hashlib.sha256(bundled.read_bytes()).hexdigest()
+    # the positional CHECKPOINT and --checkpoint are one thing: both is an error
+    assert main(["export", str(ckpt), "--checkpoint", str(ckpt), "--torchscript"]) == 2
+    assert "two checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_metadata_that_reads_back_different_fails_the_export(tmp_path, monkeypatch, capsys):
+    import lightsr.export
+
+    real = lightsr.export.read_export_metadata
+
+    def tampered(path):
+        return {**real(path), "scale": "3"}
+
+    monkeypatch.setattr(lightsr.export, "read_export_metadata", tampered)
+    model = _model("fsrcnn", scale=2)
+    report = export_model(model, tmp_path / "m.pt")
+    assert not report.ok and report.parity_status == "ok"
+    assert report.metadata_status == "failed: scale: wrote '2', read '3'"
+    lightsr.save(model, tmp_path / "f.safetensors")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "f.safetensors", "--torchscript", "-o", "cli.pt"]) == 1
+    assert "metadata failed: scale" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_files_without_lightsr_metadata_are_named(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Identity(), torch.rand(1)), str(plain))
+    with pytest.raises(LightSRError, match="without lightsr metadata"):
+        read_export_metadata(plain)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    if _has_onnx():  # without onnx the error names the package to install instead
+        with pytest.raises(LightSRError, match="neither a TorchScript nor an ONNX file"):
+            read_export_metadata(junk)
+    with pytest.raises(LightSRError, match="does not exist"):
+        read_export_metadata(tmp_path / "missing.onnx")
+
+
+def _has_onnx() -> bool:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True

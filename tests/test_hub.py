@@ -42,8 +42,11 @@ def test_entries_are_complete_and_consistent() -> None:
         spec = lightsr.get_spec(e.arch)
         assert e.scale in spec.scales, e.name
         assert bool(e.bundled) != bool(e.url), e.name  # exactly one source
+        assert re.fullmatch(r"[0-9a-f]{64}", e.sha256), e.name
+        if e.bundled:  # the shipped file is the one the entry describes
+            path = hub.fetch_weights(e.name)
+            assert (hub.sha256_of(path), path.stat().st_size) == (e.sha256, e.size), e.name
         if e.url:
-            assert re.fullmatch(r"[0-9a-f]{64}", e.sha256), e.name
             assert re.search(r"/[0-9a-f]{40}/", e.url), f"{e.name}: URL not at a pinned commit"
             assert e.format == "official"
         assert e.licence and e.training_data and e.source in ("trained here", "authors' release")

@@ -25,10 +25,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),
     ("probe",),
     ("deploy",),
-    ("checkpoint",),
+    ("checkpoint", "quantize"),
     ("hub",),
     ("evaluate",),
-    ("upscale", "export", "profile", "train"),
+    ("upscale", "export", "profile", "train", "score"),
+    ("visual_report",),  # runs models and counts their cost (profile) for a page
     ("cli",),
     ("", "__main__"),  # the package root: the public API facade, imports everything
 ]

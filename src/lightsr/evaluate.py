@@ -116,17 +116,21 @@ def super_resolve(
         lr = np.repeat(lr, 3, axis=2)
     x = image_to_tensor(lr).to(_model_device(model))
     with torch.inference_mode():
-        if self_ensemble:
-            sr = None
-            for k in range(8):
-                fwd, inv = _transforms(k)
-                out = inv(model(fwd(x)))
-                sr = out if sr is None else sr + out
-            assert sr is not None  # set by the 8 passes
-            sr = sr / 8
-        else:
-            sr = model(x)
+        sr = ensemble_x8(model, x) if self_ensemble else model(x)
     return tensor_to_image(sr.cpu())
+
+
+def ensemble_x8(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The x8 geometric self-ensemble: the mean of ``inv(run(fwd(x)))`` over the 8
+    flips/transposes of the (N, C, H, W) input, each output mapped back (summed in this order,
+    then divided by 8; ``lightsr.upscale`` runs it per tile)."""
+    sr = None
+    for k in range(8):
+        fwd, inv = _transforms(k)
+        out = inv(run(fwd(x)))
+        sr = out if sr is None else sr + out
+    assert sr is not None  # set by the 8 passes
+    return sr / 8
 
 
 def check_save_sr_folders(
@@ -213,6 +217,7 @@ def evaluate(
     equal to the dataset's; it runs on the device its parameters are on. ``crop_border``
     defaults to the scale. ``save_sr``: a folder receiving ``<set>/<name>.png``. An image
     that cannot be read or processed is recorded in ``failures`` and the run goes on.
+    ``progress``: a bar when stderr is a terminal (never on a pipe or a file).
 
     With ``save_sr``, :func:`check_save_sr` runs first (the folder must not overlap the data;
     existing SR files are replaced only with ``overwrite``), and an SR image that cannot be
@@ -246,7 +251,9 @@ def evaluate(
     if save_sr is not None:
         check_save_sr(save_sr, [dataset], overwrite=overwrite)
 
-    bar = tqdm(total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=not progress)
+    # disable=None: a bar only on a terminal (a log or a pipe would fill with \r frames)
+    disable = None if progress else True
+    bar = tqdm(total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=disable)
     try:
         for index in range(len(dataset)):
             image_name = dataset.pairs[index].name
@@ -292,6 +299,7 @@ __all__ = [
     "ImageResult",
     "check_save_sr",
     "check_save_sr_folders",
+    "ensemble_x8",
     "evaluate",
     "super_resolve",
 ]

@@ -12,6 +12,15 @@ so a size baked into the graph shows up as a failure).
   reason, without it (``pip install lightsr[onnx]`` installs both).
 - TorchScript: ``torch.jit.trace`` of the folded model (``SRModel.check_input`` is skipped while
   tracing), checked at another size.
+
+Both files describe themselves (:func:`export_metadata`; read back with
+:func:`read_export_metadata`): architecture, builder options, scale, input/output range and
+layout, the lightsr version, the sha256 of the source weights and, for named weights, their name.
+ONNX holds them as ``metadata_props`` (``onnxruntime``:
+``session.get_modelmeta().custom_metadata_map``), TorchScript as the extra file
+``lightsr_metadata.json`` (``torch.jit.load(path, _extra_files={"lightsr_metadata.json": ""})``;
+libtorch: ``torch::jit::load(path, device, extra_files)``). The check reads them back from the
+written file and fails when they differ from what was meant to be written.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import io
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +45,12 @@ from .errors import LightSRError, OutputExistsError
 from .models.base import SRModel
 
 FORMATS = ("onnx", "torchscript")
+#: The TorchScript extra file holding the metadata (JSON object of strings).
+TORCHSCRIPT_METADATA_FILE = "lightsr_metadata.json"
+INPUT_RANGE = "[0, 1]"
+INPUT_LAYOUT = "NCHW float32 RGB"
+OUTPUT_RANGE = "[0, 1], unclamped (clamp before converting to 8 bits)"
+OUTPUT_LAYOUT = "NCHW float32 RGB, scale x the input height and width"
 #: Largest acceptable |exported - PyTorch| on the [0, 1] output scale.
 PARITY_TOLERANCE = 1e-4
 ONNX_OPSET = 17
@@ -55,11 +71,108 @@ class ExportReport:
     parity_status: str = "skipped"  # "ok", "failed", or "skipped: <reason>"
     tolerance: float = PARITY_TOLERANCE
     versions: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    metadata_status: str = "skipped"  # "ok", "failed: <what differs>", or "skipped: <reason>"
 
     @property
     def ok(self) -> bool:
-        """False only when a parity check ran and exceeded the tolerance."""
-        return self.parity_status != "failed"
+        """False only when a check ran and failed: the parity exceeded the tolerance, or the
+        metadata read back from the file is not what was written."""
+        return self.parity_status != "failed" and not self.metadata_status.startswith("failed")
+
+
+def export_metadata(
+    model: SRModel, *, source_sha256: str | None = None, weights: str | None = None
+) -> dict[str, str]:
+    """What an exported file says about itself (string keys and values, as ONNX's
+    ``metadata_props`` hold them): ``arch``, ``options`` (JSON of the builder options),
+    ``scale``, ``form`` ("folded"), ``input_range``, ``input_layout``, ``output_range``,
+    ``output_layout``, ``lightsr_version``, and when known ``source_sha256`` (of the weights file
+    the model was read from; for named weights, the published file's) and ``weights`` (the
+    name). Unknown ones default to what the model's checkpoint recorded (``lightsr.load`` of
+    named weights records both); random weights have neither."""
+    extra = dict(getattr(model, "checkpoint_extra", None) or {})
+    sha = source_sha256 or extra.get("source_sha256")
+    name = weights or extra.get("weights")
+    meta = {
+        "arch": str(getattr(model, "arch_name", type(model).__name__)),
+        "options": json.dumps(dict(getattr(model, "arch_options", {}) or {}), sort_keys=True),
+        "scale": str(int(model.scale)),
+        "form": "folded",
+        "input_range": INPUT_RANGE,
+        "input_layout": INPUT_LAYOUT,
+        "output_range": OUTPUT_RANGE,
+        "output_layout": OUTPUT_LAYOUT,
+        "lightsr_version": __version__,
+    }
+    if sha:
+        meta["source_sha256"] = str(sha)
+    if name:
+        meta["weights"] = str(name)
+    return meta
+
+
+def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a file written by :func:`export_model` (see :func:`export_metadata`),
+    from an ONNX file's ``metadata_props`` or a TorchScript file's extra file. The TorchScript
+    archive is read as a zip (no module is loaded); ONNX needs the ``onnx`` package.
+
+    Raises :class:`~lightsr.errors.LightSRError` for a file that is neither, or that holds no
+    lightsr metadata (exported by another tool or an older lightsr)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LightSRError(f"{str(path)!r} does not exist (or is not a file).")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [
+                n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_METADATA_FILE}")
+            ]
+            if not names:
+                raise LightSRError(
+                    f"{str(path)!r} is a TorchScript (zip) file without lightsr metadata: it was "
+                    "not written by `lightsr export` (or by an older lightsr): export it again."
+                )
+            raw = archive.read(names[0]).decode("utf-8")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise LightSRError(
+                f"the lightsr metadata of {str(path)!r} is not JSON ({exc}): export it again."
+            ) from None
+        if not isinstance(data, dict):
+            raise LightSRError(f"the lightsr metadata of {str(path)!r} is not a JSON object.")
+        return {str(k): str(v) for k, v in data.items()}
+    try:
+        import onnx
+    except ImportError:
+        raise LightSRError(
+            f"{str(path)!r} is not a TorchScript file; reading an ONNX file's metadata needs the "
+            "onnx package: pip install onnx  (or lightsr[onnx])."
+        ) from None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError types
+        raise LightSRError(
+            f"{str(path)!r} is neither a TorchScript nor an ONNX file ({type(exc).__name__}: "
+            f"{exc})."
+        ) from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "arch" not in meta:
+        raise LightSRError(
+            f"{str(path)!r} holds no lightsr metadata: it was not written by `lightsr export`; "
+            "export it again."
+        )
+    return meta
+
+
+def _metadata_difference(written: dict[str, str], read: dict[str, str]) -> str:
+    keys = sorted(set(written) | set(read))
+    diffs = [
+        f"{k}: wrote {written.get(k)!r}, read {read.get(k)!r}"
+        for k in keys
+        if written.get(k) != read.get(k)
+    ]
+    return "; ".join(diffs)
 
 
 def _sizes(model: SRModel) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -82,10 +195,17 @@ def export_model(
     opset: int = ONNX_OPSET,
     check: bool = True,
     overwrite: bool = False,
+    source_sha256: str | None = None,
+    weights: str | None = None,
 ) -> ExportReport:
     """Fold ``model`` and export it to ``path`` (format from ``format`` or the suffix:
     ``.onnx`` -> ONNX, ``.pt``/``.ts``/``.torchscript`` -> TorchScript); write the JSON sidecar
     ``<path>.json`` and return its content as an :class:`ExportReport`.
+
+    The file carries :func:`export_metadata` (``source_sha256``: of the weights file;
+    ``weights``: their name, when named). With ``check``, the metadata is read back from the
+    written file (``metadata_status``) and the outputs compared with PyTorch's
+    (``parity_status``); either failing makes ``report.ok`` False.
 
     An existing ``path`` or sidecar is replaced only with ``overwrite`` (else
     :class:`~lightsr.errors.OutputExistsError`, before anything is exported). Both files are
@@ -133,13 +253,27 @@ def export_model(
             "range": "RGB in [0, 1], unclamped",
         },
         versions={"lightsr": __version__, "torch": torch.__version__},
+        metadata=export_metadata(model, source_sha256=source_sha256, weights=weights),
     )
 
     if fmt == "onnx":
         run = _export_onnx(folded, xs[0], path, opset, report, overwrite)
     else:
-        run = _export_torchscript(folded, xs[0], path, overwrite)
+        run = _export_torchscript(folded, xs[0], path, overwrite, report.metadata)
 
+    if check:
+        try:
+            read = read_export_metadata(path)
+        except LightSRError as exc:
+            _remove(path)  # a file that cannot describe itself is not a finished export
+            raise LightSRError(
+                f"the metadata of the exported {fmt} file cannot be read back ({exc}); removed "
+                f"{str(path)!r}."
+            ) from exc
+        differ = _metadata_difference(report.metadata, read)
+        report.metadata_status = f"failed: {differ}" if differ else "ok"
+    else:
+        report.metadata_status = "skipped: disabled (--no-check)"
     if not check:
         report.parity_status = "skipped: disabled (--no-check)"
     elif run is None:
@@ -235,7 +369,11 @@ def _export_onnx(
             opset_version=opset,
             dynamo=False,
         )
-    atomic_write_bytes(path, buf.getbuffer(), overwrite=overwrite)
+    proto = onnx.load_model_from_string(buf.getvalue())
+    for key, value in report.metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    atomic_write_bytes(path, proto.SerializeToString(), overwrite=overwrite)
     report.versions["opset"] = str(opset)
     try:
         import onnxruntime as ort
@@ -253,7 +391,9 @@ def _export_onnx(
     return run
 
 
-def _export_torchscript(folded: SRModel, x: torch.Tensor, path: Path, overwrite: bool):
+def _export_torchscript(
+    folded: SRModel, x: torch.Tensor, path: Path, overwrite: bool, metadata: dict[str, str]
+):
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(copy.deepcopy(folded), x, check_trace=False)
@@ -262,7 +402,8 @@ def _export_torchscript(folded: SRModel, x: torch.Tensor, path: Path, overwrite:
         # the format C++ (libtorch) and mobile deployments load.
         warnings.simplefilter("ignore", DeprecationWarning)
         buf = io.BytesIO()  # written from Python: a full disk is an OSError naming the file
-        torch.jit.save(traced, buf)
+        extra = {TORCHSCRIPT_METADATA_FILE: json.dumps(metadata, sort_keys=True)}
+        torch.jit.save(traced, buf, _extra_files=extra)
         atomic_write_bytes(path, buf.getbuffer(), overwrite=overwrite)
         loaded = torch.jit.load(str(path), map_location="cpu")  # check the file, not the object
 
@@ -273,4 +414,12 @@ def _export_torchscript(folded: SRModel, x: torch.Tensor, path: Path, overwrite:
     return run
 
 
-__all__ = ["FORMATS", "PARITY_TOLERANCE", "ExportReport", "export_model"]
+__all__ = [
+    "FORMATS",
+    "PARITY_TOLERANCE",
+    "TORCHSCRIPT_METADATA_FILE",
+    "ExportReport",
+    "export_metadata",
+    "export_model",
+    "read_export_metadata",
+]

@@ -122,7 +122,8 @@ class WeightsEntry:
     """One named weights file: what it holds, where it comes from, how to check it.
 
     ``bundled``: a file name in the package's ``weights/`` folder (used in place);
-    else ``url`` (a pinned commit) with ``sha256`` and ``size`` of the file as published.
+    else ``url`` (a pinned commit). ``sha256`` and ``size``: of the file as published (for a
+    bundled file, as shipped: the lineage of a run started from it names this hash).
     ``format``: "lightsr" (a self-describing checkpoint) or "official" (an authors' file,
     converted once to a lightsr checkpoint and cached). ``paper``: the paper's PSNR-Y per set.
     """
@@ -166,13 +167,30 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
             paper_ref=_A2F_PAPER + " (trained on DIV2K)",
             paper=paper,
             bundled=f"default_x{s}.safetensors",
+            sha256=sha,
+            size=size,
             default=True,
             notes="lightsr's default; lineage and compute in docs/BUNDLED.md",
         )
-        for s, paper in (
-            (2, _sets(37.91, 33.45, 32.08, 31.79, 38.52)),
-            (3, _sets(34.23, 30.22, 29.01, 27.91, 33.29)),
-            (4, _sets(32.06, 28.47, 27.48, 25.80, 30.16)),
+        for s, paper, sha, size in (
+            (
+                2,
+                _sets(37.91, 33.45, 32.08, 31.79, 38.52),
+                "465447c50470012256ce1f8713a5a0715a75a0a4cb41bda4dd71d0685dbfff40",
+                1265824,
+            ),
+            (
+                3,
+                _sets(34.23, 30.22, 29.01, 27.91, 33.29),
+                "400e77d21df141bcf90af87733f75506ab0be594f15087f542c891fba638acb2",
+                1276324,
+            ),
+            (
+                4,
+                _sets(32.06, 28.47, 27.48, 25.80, 30.16),
+                "a4bc6a6bfa81615abe02d2503147e720aeb756e96a556c3f12d9212af861d893",
+                1291000,
+            ),
         )
     ),
     *(
@@ -424,7 +442,11 @@ def _download(entry: WeightsEntry, dest: Path, *, progress: bool) -> None:
                 response,
                 open(tmp, "wb") as out,
                 tqdm(
-                    total=total, unit="B", unit_scale=True, desc=entry.name, disable=not progress
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=entry.name,
+                    disable=None if progress else True,  # None: only on a terminal
                 ) as bar,
             ):
                 for block in iter(lambda: response.read(1 << 16), b""):

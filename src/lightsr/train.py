@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from .data.training import (
     PatchDataset,
     StepBatchSampler,
     default_steps_per_epoch,
+    degradation_from_table,
     find_training_images,
     make_loader,
     to_unit,
@@ -624,7 +625,11 @@ def _refuse_existing_run(run_dir: Path) -> None:
 
 
 def _save_weights(model: SRModel, path: Path, cfg: TrainConfig, step: int, **extra: Any) -> None:
-    # The run's own files, replaced at every checkpoint.
+    # The run's own files, replaced at every checkpoint. A run on degraded LR also records the
+    # resolved pipeline: the config names a preset, whose values a later version may change.
+    degradation = degradation_from_table(cfg.data.degradation)
+    if degradation is not None:
+        extra = {"degradation": asdict(degradation), **extra}
     save(model, path, extra={"step": step, "config": cfg.to_dict(), **extra}, overwrite=True)
 
 
@@ -645,6 +650,8 @@ def train(
     """
 
     cfg.validate()
+    # Checked before anything is touched: a typo in an override fails at once.
+    degradation = degradation_from_table(cfg.data.degradation)
     if stop_at is not None and stop_at < 1:
         raise ConfigError(f"--stop-at must be a step number of at least 1, got {stop_at}.")
     dist = _init_distributed(cfg.device)
@@ -698,7 +705,8 @@ def train(
             cfg.data.hr_dirs,
             scale=cfg.scale,
             lr_dirs=cfg.data.lr_dirs,
-            lr_source=cfg.data.lr_source,
+            # Degraded LR is made from the HR patches: LR files beside the HR are not read.
+            lr_source="resize" if degradation is not None else cfg.data.lr_source,
         )
         store = PairStore(
             images,
@@ -712,6 +720,7 @@ def train(
             world_size=dist.world,
             barrier=dist.barrier,
             progress=dist.main and cfg.progress,
+            make_lr=degradation is None,
         )
         spe = cfg.steps_per_epoch or default_steps_per_epoch(len(store), cfg.batch_size)
         schedule = make_schedule(cfg, spe)
@@ -767,7 +776,11 @@ def train(
             world_size=dist.world,
         )
         dataset = PatchDataset(
-            store, lr_patch=cfg.lr_patch, seed=cfg.seed, augment=cfg.data.augment
+            store,
+            lr_patch=cfg.lr_patch,
+            seed=cfg.seed,
+            augment=cfg.data.augment,
+            degradation=degradation,
         )
         loader = make_loader(
             dataset, sampler, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda"
@@ -854,7 +867,16 @@ def train(
         # -- loop ----------------------------------------------------------------------------
         bar = None
         if dist.main and cfg.progress:
-            bar = tqdm(total=total, initial=step, unit="it", dynamic_ncols=True, file=sys.stderr)
+            # disable=None: a bar only on a terminal; on a pipe or a log file a short line per
+            # `log_every` steps is printed instead of \r frames
+            bar = tqdm(
+                total=total,
+                initial=step,
+                unit="it",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                disable=None,
+            )
         amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else None
         loss_sum = torch.zeros((), device=device)
         n_sum, wait, t_mark = 0, 0.0, time.perf_counter()
@@ -949,6 +971,13 @@ def train(
                     )
                     if bar is not None:
                         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                        if bar.disable:
+                            print(
+                                f"step {step}/{total} loss {last_loss:.4f} lr {lr:.2e} "
+                                f"{n_sum / elapsed:.2f} it/s",
+                                file=sys.stderr,
+                                flush=True,
+                            )
                     loss_sum.zero_()
                     n_sum, wait, t_mark = 0, 0.0, time.perf_counter()
                 t_pause = time.perf_counter()

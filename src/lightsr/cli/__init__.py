@@ -20,6 +20,8 @@ _SUBCOMMANDS = (
     "list_cmd",
     "convert_cmd",
     "eval_cmd",
+    "score_cmd",
+    "compare_cmd",
     "profile_cmd",
     "upscale_cmd",
     "train_cmd",

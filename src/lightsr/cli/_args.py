@@ -102,9 +102,55 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_quiet_arg(p: argparse.ArgumentParser) -> None:
-    """``--quiet``: no progress bars (they are also off whenever stderr is not a terminal)."""
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+def add_quiet_arg(p: argparse.ArgumentParser, *, hidden_aliases: tuple[str, ...] = ()) -> None:
+    """``--quiet``: no progress bars (they are also off whenever stderr is not a terminal).
+    ``hidden_aliases``: older spellings still accepted (``--no-progress``), not in ``--help``."""
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (never drawn when stderr is not a terminal)",
+    )
+    for alias in hidden_aliases:
+        p.add_argument(alias, dest="quiet", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_device_arg(
+    p: argparse.ArgumentParser, *, default: str | None = "auto", shown: str | None = None
+) -> None:
+    """``--device``: one spelling and one rule (:func:`lightsr.hardware.resolve_device`) on
+    every command that runs a network. ``shown``: the default in words, when not ``default``."""
+    if shown is None:
+        shown = "auto: CUDA when available, else CPU" if default in (None, "auto") else default
+    p.add_argument(
+        "--device",
+        default=default,
+        metavar="DEVICE",
+        help=f"where the network runs: auto, cpu, cuda or cuda:N (default {shown})",
+    )
+
+
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint PATH``: a weights file (the same help on every command)."""
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="a lightsr .safetensors checkpoint or an authors' released .pt/.pth file; not "
+        "with --weights",
+    )
+
+
+def add_out_arg(p: argparse.ArgumentParser, *, what: str, metavar: str = "FILE") -> None:
+    """``-o`` / ``--out FILE``: the one file a command writes."""
+    p.add_argument("-o", "--out", metavar=metavar, help=what)
+
+
+def add_overwrite_arg(p: argparse.ArgumentParser, *, what: str = "existing output files") -> None:
+    """``--overwrite``: lightsr replaces a file only when told to."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} (without it an existing file is an error)",
+    )
 
 
 def apply_threads(args: argparse.Namespace) -> None:

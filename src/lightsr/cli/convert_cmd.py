@@ -7,7 +7,8 @@ import os
 
 from ..atomic import same_file
 from ..checkpoint import load_any, load_official, save, save_basicsr
-from ..errors import OutputExistsError, OutputPathError
+from ..errors import LightSRError, OutputExistsError, OutputPathError
+from ._args import add_out_arg, add_overwrite_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,18 +20,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "official", help="the input: an authors' .pt/.pth file (--to basicsr: any checkpoint)"
     )
-    p.add_argument("out", help="where to write the result (.safetensors; --to basicsr: .pth)")
+    p.add_argument(
+        "out_file",
+        nargs="?",
+        metavar="OUT",
+        help="where to write the result (.safetensors; --to basicsr: .pth), or -o OUT",
+    )
+    add_out_arg(p, what="the output file (the same as OUT)", metavar="OUT")
     p.add_argument(
         "--to",
         choices=("lightsr", "basicsr"),
         default="lightsr",
         help="basicsr: {'params_ema': state_dict} in the authors' key layout (A2F, FMEN-S, IMDN)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_overwrite_arg(p, what="OUT if it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out_file and args.out:
+        raise LightSRError("two outputs given (OUT and -o/--out): name the output once.")
+    args.out = args.out or args.out_file
+    if not args.out:
+        raise LightSRError("name the output file: OUT (or -o OUT), e.g. model.safetensors.")
     # Refused before the input is read: OUT is the input itself (never replaced, even with
     # --overwrite: the authors' file is the one copy), or an existing file.
     if same_file(args.out, args.official):

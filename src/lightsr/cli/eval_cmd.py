@@ -10,15 +10,27 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-
 from ..atomic import atomic_write_text, check_outputs
 from ..data.benchmark import LR_SOURCES, BenchmarkSet
+from ..data.degrade import PRESETS
 from ..errors import LightSRError
 from ..evaluate import check_save_sr, check_save_sr_folders, evaluate
 from ..hardware import resolve_device
 from ..hub import resolve_model
-from ._args import add_weights_args, non_negative_int, positive_int, scale_arg
+from ..visual_report import INDEX, benchmark_inputs, check_report_dir, write_report
+from ._args import (
+    add_checkpoint_arg,
+    add_device_arg,
+    add_out_arg,
+    add_overwrite_arg,
+    add_quiet_arg,
+    add_threads_arg,
+    add_weights_args,
+    apply_threads,
+    non_negative_int,
+    scale_arg,
+    show_progress,
+)
 
 LR_SOURCE_HELP = (
     "where LR images come from: auto (an LR folder when the set has one, clamp first; else "
@@ -37,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "rounded to uint8, Y of MATLAB rgb2ycbcr, scale border pixels cropped.",
     )
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="benchmark folders")
-    p.add_argument("--checkpoint", help="a lightsr checkpoint or an authors' released file")
+    add_checkpoint_arg(p)
     add_weights_args(p)
     p.add_argument(
         "--model",
@@ -49,30 +61,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr-source", choices=LR_SOURCES, default="auto", help=LR_SOURCE_HELP)
     p.add_argument("--lr-dir", help="explicit LR folder (only with a single DATASET)")
+    p.add_argument(
+        "--degrade",
+        choices=sorted(PRESETS),
+        metavar="PRESET",
+        help="make each LR from its HR with a synthetic real-world degradation, the same for "
+        f"every run (lightsr.data.degrade.degrade_for_eval): one of {', '.join(sorted(PRESETS))}",
+    )
+    p.add_argument(
+        "--degrade-seed",
+        type=non_negative_int,
+        metavar="N",
+        help="seed of --degrade's random draws (default 0)",
+    )
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
     p.add_argument("--per-image", action="store_true", help="also print every image's metrics")
-    p.add_argument("--out", help="write the results to this .csv or .json file")
+    add_out_arg(p, what="write the results to this .csv or .json file")
     p.add_argument(
         "--save-sr",
         metavar="DIR",
         help="save SR images as DIR/<set>/<name>.png (DIR outside the datasets)",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --out file and SR images"
+        "--report",
+        metavar="DIR",
+        help="also write a visual HTML report to DIR (the model against bicubic: slider, "
+        "zoomed crops, PSNR/SSIM per image; as `lightsr compare`); DIR new or empty",
+    )
+    add_overwrite_arg(
+        p, what="an existing --out file and SR images, and write into a non-empty --report folder"
     )
     p.add_argument(
         "--crop-border", type=non_negative_int, help="border pixels to crop (default: the scale)"
     )
     p.add_argument("--rgb", action="store_true", help="measure on RGB instead of Y (NTIRE style)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    p.add_argument(
-        "--quiet",
-        "--no-progress",
-        dest="no_progress",
-        action="store_true",
-        help="no progress bar (as in every command)",
-    )
+    add_device_arg(p, default="cpu")
+    add_threads_arg(p)
+    add_quiet_arg(p, hidden_aliases=("--no-progress",))
     p.set_defaults(func=run)
 
 
@@ -92,10 +117,17 @@ def _build_model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     if args.lr_dir and len(args.datasets) != 1:
         raise LightSRError("--lr-dir pairs with exactly one DATASET folder.")
+    if args.degrade_seed is not None and args.degrade is None:
+        raise LightSRError("--degrade-seed is the seed of --degrade; name a preset with --degrade.")
+    if args.degrade and (args.lr_dir or args.lr_source != "auto"):
+        given = "--lr-dir" if args.lr_dir else f"--lr-source {args.lr_source}"
+        raise LightSRError(
+            f"--degrade makes every LR from its HR image, so it cannot be combined with {given}: "
+            "drop one of them."
+        )
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise LightSRError(f"--out {args.out!r}: use a .csv or .json file name.")
     # Outputs that could not be written, or would write into the data, are refused before
@@ -103,13 +135,24 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args.out, overwrite=args.overwrite)
     if args.save_sr:
         check_save_sr_folders(args.save_sr, [*args.datasets, args.lr_dir])
+    if args.report:
+        check_report_dir(
+            args.report, overwrite=args.overwrite, inputs=[*args.datasets, args.lr_dir]
+        )
     device = resolve_device(args.device)  # a missing GPU is a clear error, not an assert
     model, label = _build_model(args)
     model = model.to(device)
     scale = model.scale
     # Open every set first: a bad folder fails before any time is spent on the others.
     sets = [
-        BenchmarkSet.from_folder(d, scale=scale, lr_source=args.lr_source, lr_dir=args.lr_dir)
+        BenchmarkSet.from_folder(
+            d,
+            scale=scale,
+            lr_source=args.lr_source,
+            lr_dir=args.lr_dir,
+            degrade=args.degrade,
+            degrade_seed=args.degrade_seed or 0,
+        )
         for d in args.datasets
     ]
     if args.save_sr:
@@ -124,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 crop_border=args.crop_border,
                 y_channel=not args.rgb,
                 save_sr=args.save_sr,
-                progress=not args.no_progress,
+                progress=show_progress(args),
                 model_name=label,
                 overwrite=args.overwrite,
             )
@@ -133,6 +176,19 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_results(results, args.out, overwrite=args.overwrite)
         print(f"wrote {args.out}")
+    if args.report:  # runs the model again: evaluate keeps no SR image
+        write_report(
+            args.report,
+            [(label, model)],
+            (item for ds in sets for item in benchmark_inputs(ds)),
+            crop_border=args.crop_border,
+            y_channel=not args.rgb,
+            self_ensemble=args.self_ensemble,
+            overwrite=args.overwrite,
+            progress=show_progress(args),
+            inputs=[*args.datasets, args.lr_dir],
+        )
+        print(f"wrote {Path(args.report) / INDEX}")
     failures = [(r.dataset, n, e) for r in results for n, e in r.failures]
     if failures:
         print(f"\n{len(failures)} image(s) failed:", file=sys.stderr)
@@ -148,23 +204,26 @@ def format_table(results, *, per_image: bool = False) -> str:
         return ""
     first = results[0]
     channel = "Y" if first.y_channel else "RGB"
+    src_w = max(20, *(len(r.lr_source) for r in results))  # degrade:<preset>:seed<n> is long
     lines = [
         f"model: {first.model}  x{first.scale}"
         + ("  self-ensemble x8" if first.self_ensemble else "")
         + f"  metrics on {channel}, crop {first.crop_border}",
-        f"{'set':<16} {'LR source':<20} {'images':>6} "
+        f"{'set':<16} {'LR source':<{src_w}} {'images':>6} "
         f"{'PSNR-' + channel:>9} {'SSIM-' + channel:>8}",
     ]
     for r in results:
         failed = f" ({len(r.failures)} failed)" if r.failures else ""
         lines.append(
-            f"{r.dataset:<16} {r.lr_source:<20} {len(r.images):>6} {_fmt(r.psnr, 4):>9} "
+            f"{r.dataset:<16} {r.lr_source:<{src_w}} {len(r.images):>6} {_fmt(r.psnr, 4):>9} "
             f"{_fmt(r.ssim, 4):>8}{failed}"
         )
         if per_image:
             for im in r.images:
                 note = f"  [{'; '.join(im.notes)}]" if im.notes else ""
-                lines.append(f"  {im.name:<35} {_fmt(im.psnr, 4):>15} {_fmt(im.ssim, 4):>8}{note}")
+                lines.append(
+                    f"  {im.name:<{src_w + 15}} {_fmt(im.psnr, 4):>15} {_fmt(im.ssim, 4):>8}{note}"
+                )
         for note in r.notes:
             lines.append(f"  note: {note}")
     return "\n".join(lines)

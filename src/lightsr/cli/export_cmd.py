@@ -10,9 +10,16 @@ from ..atomic import same_file
 from ..checkpoint import load_any
 from ..errors import LightSRError, OutputExistsError, OutputPathError
 from ..export import export_model
-from ..hub import resolve_model
+from ..hub import fetch_weights, get_weights, resolve_model, sha256_of
 from ..registry import create_model
-from ._args import add_weights_args
+from ._args import (
+    add_checkpoint_arg,
+    add_overwrite_arg,
+    add_threads_arg,
+    add_weights_args,
+    apply_threads,
+    scale_arg,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,36 +28,52 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export a model to ONNX / TorchScript (folded, dynamic image size, parity-checked)",
         description=(
             "Export the folded model. Input: float32 RGB in [0, 1], NCHW, any H and W; output "
-            "float32 RGB at scale x the size. A JSON sidecar <file>.json records the max abs "
-            "difference from PyTorch at two input sizes."
+            "float32 RGB at scale x the size. The file records architecture, options, scale, "
+            "input/output range and layout, lightsr version and the source weights' sha256 "
+            "(ONNX metadata_props; TorchScript extra file lightsr_metadata.json), read back "
+            "by the check. A JSON sidecar <file>.json records the max abs difference from "
+            "PyTorch at two input sizes."
         ),
     )
     p.add_argument(
-        "checkpoint",
+        "checkpoint_file",
         nargs="?",
         metavar="CHECKPOINT",
-        help="a lightsr checkpoint or an authors' .pt/.pth file (or --weights NAME)",
+        help="a lightsr checkpoint or an authors' .pt/.pth file (or --checkpoint / --weights)",
     )
+    add_checkpoint_arg(p)
     add_weights_args(p)
-    p.add_argument("--model", help="architecture name: without MODEL, exports random weights")
-    p.add_argument("--scale", type=int, help="scale factor (with --model; checked otherwise)")
+    p.add_argument("--model", help="architecture name: without weights, exports random weights")
+    p.add_argument("--scale", type=scale_arg, help="scale factor (with --model; checked otherwise)")
     p.add_argument("--onnx", action="store_true", help="write an ONNX file")
     p.add_argument("--torchscript", action="store_true", help="write a TorchScript file")
     p.add_argument(
         "-o",
-        "--output",
+        "--out",
         metavar="PATH",
         help="output file, or stem for both formats (default: <checkpoint stem> here)",
     )
+    # the earlier spelling, still accepted
+    p.add_argument("--output", dest="out", help=argparse.SUPPRESS)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--no-check", action="store_true", help="skip the parity check")
-    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument(
+        "--no-check", action="store_true", help="skip the parity and metadata read-back checks"
+    )
+    add_threads_arg(p)
+    add_overwrite_arg(p, what="existing output files and their sidecars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not (args.onnx or args.torchscript):
         raise LightSRError("choose a format: --onnx and/or --torchscript.")
+    if args.checkpoint_file and args.checkpoint:
+        raise LightSRError(
+            "two checkpoints given (CHECKPOINT and --checkpoint): pass the file once."
+        )
+    args.checkpoint = args.checkpoint or args.checkpoint_file
+    apply_threads(args)
+    sha: str | None = None
     if args.weights:
         model = resolve_model(
             model=args.model,
@@ -59,10 +82,14 @@ def run(args: argparse.Namespace) -> int:
             weights=args.weights,
             weights_dir=args.weights_dir,
         ).model
-        stem = args.weights
+        entry = get_weights(args.weights)
+        stem = entry.name
+        # the published file's sha256; bundled weights are that file itself
+        sha = entry.sha256 or sha256_of(fetch_weights(entry.name))
     elif args.checkpoint:
         model = load_any(args.checkpoint, expect_arch=args.model, expect_scale=args.scale)
         stem = Path(args.checkpoint).stem
+        sha = sha256_of(args.checkpoint)
     elif args.model:
         if not args.scale:
             raise LightSRError("--model without a checkpoint needs --scale (2, 3 or 4).")
@@ -74,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     targets = []
     single = args.onnx != args.torchscript
-    base = Path(args.output) if args.output else Path(stem)
+    base = Path(args.out) if args.out else Path(stem)
     if not single and base.suffix.lower() in (".onnx", ".pt"):
         base = base.with_suffix("")  # both formats: -o names the common stem
     for fmt, flag, suffix in (
@@ -82,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         ("torchscript", args.torchscript, ".pt"),
     ):
         if flag:
-            path = base if (single and args.output) else base.with_name(base.name + suffix)
+            path = base if (single and args.out) else base.with_name(base.name + suffix)
             if args.checkpoint and same_file(path, args.checkpoint):
                 raise OutputPathError(f"{str(path)!r} is the input checkpoint: choose another -o.")
             # Every target (and its sidecar) is checked before the first is written.
@@ -102,11 +129,14 @@ def run(args: argparse.Namespace) -> int:
             opset=args.opset,
             check=not args.no_check,
             overwrite=args.overwrite,
+            source_sha256=sha,
+            weights=get_weights(args.weights).name if args.weights else None,
         )
         diffs = ", ".join(
             f"{p['input_hw'][0]}x{p['input_hw'][1]}: {p['max_abs_diff']:.2e}" for p in report.parity
         )
         print(f"{path} ({fmt}): parity {report.parity_status}" + (f" ({diffs})" if diffs else ""))
+        print(f"  metadata {report.metadata_status}")
         print(f"  details: {path}.json")
         failed |= not report.ok
     return 1 if failed else 0

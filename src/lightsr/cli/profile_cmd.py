@@ -23,7 +23,17 @@ from ..profile import (
     write_results,
 )
 from ..registry import create_model
-from ._args import add_weights_args, non_negative_int, positive_int, scale_arg
+from ._args import (
+    add_checkpoint_arg,
+    add_device_arg,
+    add_overwrite_arg,
+    add_quiet_arg,
+    add_threads_arg,
+    add_weights_args,
+    non_negative_int,
+    positive_int,
+    scale_arg,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "profile",
         help="count parameters, Multi-Adds (720p), NTIRE MACs/activations/convs; time a forward",
         description=(
-            "Profile one model (training form and, with --folded, the folded form) or, with "
-            "--all, every registered model at each scale in both forms. MACs are counted at "
+            "Profile one model (its training form; with --folded also the folded form) or, "
+            "with --all, every registered model at each scale in both forms. MACs are counted at "
             "the dispatcher (F.conv2d included); Multi-Adds are for a 1280x720 output "
             "(x3: 240x427 LR); NTIRE figures at a 256x256 LR input."
         ),
@@ -41,14 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scale", type=scale_arg, help="scale factor: 2, 3 or 4 (default: the checkpoint's, or 4)"
     )
-    p.add_argument("--checkpoint", help="profile this checkpoint (lightsr or authors' file)")
+    add_checkpoint_arg(p)
     add_weights_args(p)
-    p.add_argument("--folded", action="store_true", help="profile the folded (deploy) form")
-    p.add_argument("--all", action="store_true", help="every model x scale, both forms")
-    p.add_argument("--device", default="cpu", help="for runtime/memory: cpu, cuda, cuda:N, auto")
     p.add_argument(
-        "--threads", type=positive_int, help="CPU threads for runtime/memory (default: torch's)"
+        "--folded",
+        action="store_true",
+        help="profile the folded (deploy) form too: both forms are printed (a folded checkpoint "
+        "has only that form)",
     )
+    p.add_argument("--all", action="store_true", help="every model x scale, both forms")
+    add_device_arg(p, default="cpu")
+    add_threads_arg(p)
     p.add_argument(
         "--size", type=positive_int, default=256, help="LR side for runtime/memory (default 256)"
     )
@@ -69,9 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="benchmarks/results",
         help="with --plot: folder of evaluation JSON files to read Set5 x4 PSNR from",
     )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace existing --json/--csv/--plot files"
-    )
+    add_overwrite_arg(p, what="existing --json/--csv/--plot files")
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
@@ -96,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--all profiles every model: give no MODEL or --checkpoint with it.")
         if args.plot:
             require_matplotlib()  # before the long run, not after it
-        reports = profile_all(scales=[args.scale] if args.scale else None, progress=True, **opts)
+        reports = profile_all(
+            scales=[args.scale] if args.scale else None, progress=not args.quiet, **opts
+        )
         for r in reports:
             print(r.summary())
         if args.json or args.csv:
@@ -110,17 +124,31 @@ def run(args: argparse.Namespace) -> int:
 
     model = _build(args)
 
-    if args.folded:
-        model = reparameterize(model)
-    report = profile(model, **opts)
-    print(report.summary())
-    if args.breakdown:
-        count = count_ops(model, lr_size_for_output(report.scale))
-        print("  MACs at 720p by module:")
-        for name, macs in sorted(count.by_scope(depth=2).items(), key=lambda kv: -kv[1]):
-            print(f"    {name or '<root>':<32} {macs / 1e9:8.3f} G")
+    # --folded: the training form, then the folded one (a folded checkpoint has only that)
+    forms = [model]
+    if args.folded and not getattr(model, "folded", False):
+        forms.append(reparameterize(model))
+    elif args.folded:
+        print("note: the checkpoint holds the folded form only: no training form", file=sys.stderr)
+    reports = []
+    for i, form in enumerate(forms):
+        report = profile(form, **opts)
+        if i and reports[0].form == "training":
+            report.params_training = reports[0].params  # the same network, before folding
+        reports.append(report)
+        print(("\n" if i else "") + report.summary())
+        if args.breakdown:
+            count = count_ops(form, lr_size_for_output(report.scale))
+            print("  MACs at 720p by module:")
+            for name, macs in sorted(count.by_scope(depth=2).items(), key=lambda kv: -kv[1]):
+                print(f"    {name or '<root>':<32} {macs / 1e9:8.3f} G")
     if args.json:
-        text = json.dumps(report.to_dict(), indent=1) + "\n"
+        # The last form asked for at the top (a reader of one report keeps working), the
+        # training form's report under "training_form" when both were profiled.
+        data = reports[-1].to_dict()
+        if len(reports) > 1:
+            data["training_form"] = reports[0].to_dict()
+        text = json.dumps(data, indent=1) + "\n"
         atomic_write_text(args.json, text, overwrite=args.overwrite)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -11,6 +11,7 @@ import json
 from ..config import load_config
 from ..errors import ConfigError
 from ..train import resume_config, train
+from ._args import add_device_arg, add_quiet_arg, add_threads_arg, apply_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stop after this step, state saved (resume later with --resume RUN_DIR)",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_device_arg(
+        p, default=None, shown="the recipe's `device`, auto unless set; --device X is device=X"
+    )
+    add_threads_arg(p)
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
@@ -43,6 +49,17 @@ def run(args: argparse.Namespace) -> int:
     # `lightsr train --resume RUN key=value`: argparse puts the first override in `config`.
     if config is not None and "=" in config and not config.endswith((".toml", ".json")):
         config, overrides = None, [config, *overrides]
+    # The flags are spellings of config keys (both may change on resume).
+    for flag, key, value in (
+        ("--device", "device", json.dumps(args.device) if args.device else None),
+        ("--quiet", "progress", "false" if args.quiet else None),
+    ):
+        if value is None:
+            continue
+        if any(o.split("=", 1)[0].strip() == key for o in overrides):
+            raise ConfigError(f"{flag} and {key}=... both set `{key}`: give one of them.")
+        overrides.append(f"{key}={value}")
+    apply_threads(args)
     if args.resume:
         cfg = resume_config(args.resume, overrides, config_path=config)
     else:

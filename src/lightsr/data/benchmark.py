@@ -15,6 +15,11 @@ LR folder exists, clamp first), ``"imresize-mirror"``, ``"imresize-replicate"``,
 (an LR folder when there is one, else ``imresize-replicate``, the boundary of the
 ``LR_bicubic_clamp`` files most published numbers were measured on).
 
+``degrade=PRESET`` instead makes each LR from its modcropped HR with a synthetic real-world
+degradation, :func:`lightsr.data.degrade.degrade_for_eval` (the image's file stem as its name,
+``degrade_seed`` as the seed), so the same set, preset and seed give the same LR bit for bit;
+the set's ``lr_source`` then reads ``degrade:<preset>:seed<seed>``.
+
 Images are handed out as uint8: 16-bit images are reduced to 8 bits (``round(x / 257)``; the
 papers' metrics are 8-bit), RGBA loses its alpha, grey stays one channel (it is measured as
 the Y of the repeated channel); each such change is recorded in the image's ``notes``.
@@ -29,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
+from .degrade import degrade_for_eval, get_preset, to_uint8
 from .io import list_images, read_image
 from .layout import div2k_lr_dir, match_lr_files
 from .resize import imresize, modcrop
@@ -86,6 +92,9 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
     lr_dir: Path | None = None
     boundary: str | None = None  # imresize boundary rule when LR is made from HR
     notes: list[str] = field(default_factory=list)
+    #: A degradation preset making each LR from its HR (see the module docstring), and its seed.
+    degrade: str | None = None
+    degrade_seed: int = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -111,7 +120,16 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
                 f"HR image {str(pair.hr_path)!r} is smaller than the scale x{s}; remove it."
             )
         want = (hr.shape[0] // s, hr.shape[1] // s)
-        if pair.lr_path is None:
+        if self.degrade is not None:
+            # degrade works on colour: a grey HR is degraded (and measured) as repeated RGB.
+            rgb = hr if hr.shape[2] == 3 else np.repeat(hr, 3, axis=2)
+            unit = rgb.astype(np.float32) / np.float32(255.0)
+            lr = to_uint8(
+                degrade_for_eval(
+                    unit, scale=s, preset=self.degrade, seed=self.degrade_seed, name=pair.name
+                )
+            )
+        elif pair.lr_path is None:
             lr = imresize(hr, 1 / s, boundary=self.boundary or "replicate")
         else:
             lr = _to_eval_format(read_image(pair.lr_path), pair.lr_path, notes)
@@ -144,16 +162,22 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
         lr_source: str = "auto",
         lr_dir: str | os.PathLike | None = None,
         name: str | None = None,
+        degrade: str | None = None,
+        degrade_seed: int = 0,
     ) -> BenchmarkSet:
         """A benchmark set from one of the layouts in the module docstring.
 
         Raises :class:`DatasetError` for a missing folder, a folder without images, an
-        ``lr_source`` whose LR folder does not exist, or HR/LR files that do not pair up.
+        ``lr_source`` whose LR folder does not exist, or HR/LR files that do not pair up;
+        :class:`ConfigError` for an unknown ``degrade`` preset, or ``degrade`` with an LR
+        folder or an ``lr_source`` (the LR cannot come from both).
         """
         if lr_source not in LR_SOURCES:
             raise DatasetError(
                 f"unknown lr_source {lr_source!r}; use one of {', '.join(LR_SOURCES)}."
             )
+        if degrade is not None:
+            _check_degrade(degrade, degrade_seed, lr_source=lr_source, lr_dir=lr_dir)
         scale = int(scale)
         path = Path(path)
         if not path.is_dir():
@@ -161,6 +185,22 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
                 f"benchmark folder {str(path)!r} does not exist (or is not a folder)."
             )
         set_name, hr_dir, candidates = _find_layout(path, scale)
+        if degrade is not None:
+            hr_files = list_images(hr_dir)
+            if not hr_files:
+                raise DatasetError(f"no images in {str(hr_dir)!r}.")
+            return cls(
+                name=name or set_name,
+                scale=scale,
+                pairs=[_Pair(p.stem, p, None) for p in hr_files],
+                lr_source=f"degrade:{degrade}:seed{degrade_seed}",
+                notes=[
+                    f"{set_name}: LR made from the modcropped HR by degrade_for_eval "
+                    f"(preset {degrade!r}, seed {degrade_seed}, name = file stem)"
+                ],
+                degrade=degrade,
+                degrade_seed=degrade_seed,
+            )
         if lr_dir is not None:
             lr_dir = Path(lr_dir)
             if not lr_dir.is_dir():
@@ -219,6 +259,20 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
             lr_dir=chosen_dir,
             boundary=boundary,
             notes=notes,
+        )
+
+
+def _check_degrade(
+    preset: str, seed: int, *, lr_source: str, lr_dir: str | os.PathLike | None
+) -> None:
+    get_preset(preset)  # a ConfigError listing the presets
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"degrade_seed = {seed!r} is invalid: give an integer >= 0.")
+    if lr_dir is not None or lr_source != "auto":
+        given = f"lr_dir {str(lr_dir)!r}" if lr_dir is not None else f"lr_source {lr_source!r}"
+        raise ConfigError(
+            f"degrade={preset!r} makes every LR from its HR image, so it cannot be combined "
+            f"with {given}: drop one of them."
         )
 
 

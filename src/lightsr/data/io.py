@@ -3,23 +3,31 @@
 Arrays are ``H x W x C`` (C = 1 grey, 3 RGB, 4 RGBA), ``uint8`` (0..255) or ``uint16``
 (0..65535). Model tensors are float32 ``(1, C, H, W)`` in [0, 1].
 
-Pillow decodes most formats; it cannot keep 16 bits of a colour PNG (it truncates to 8), so
-those are decoded twice through Pillow's own PNG decoder with the high- and low-byte unpackers
-and recombined, and 16-bit PNGs are written by a small zlib-based writer.
+Pillow decodes most formats; it cannot keep 16 bits of a colour PNG or TIFF (it truncates to
+8), so those are decoded twice through Pillow's own decoder with the high- and low-byte
+unpackers and recombined, and 16-bit PNGs and TIFFs are written by small zlib-based writers.
+
+Metadata: :func:`read_image_with_info` returns, beside the pixels, the file's ICC profile and
+its EXIF reduced to what describes the picture rather than the old file's encoding (camera,
+dates, GPS, description, copyright; orientation reset to 1, since the pixels come back
+already turned), and :func:`write_image` writes both where the format can hold them (PNG
+iCCP/eXIf, JPEG APP2/APP1, WebP, TIFF tags).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from ..atomic import atomic_write, atomic_write_unique
 from ..errors import ImageReadError, LightSRError
@@ -27,13 +35,18 @@ from ..errors import ImageReadError, LightSRError
 #: File suffixes treated as images when listing a folder (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-#: Suffixes lightsr writes images to: 8-bit through Pillow, 16-bit only as PNG (our writer).
+#: Suffixes lightsr writes images to: 8-bit through Pillow, 16-bit as PNG or TIFF (our writers).
 WRITE_EXTENSIONS = IMAGE_EXTENSIONS
 # Formats that keep an alpha channel (Pillow writes RGBA to BMP and PPM by dropping it, and
 # refuses it for JPEG); the largest side each format can store (JPEG: 16-bit size fields;
-# WebP: 14-bit).
+# WebP: 14-bit); the formats that hold 16 bits a sample, and ICC profiles and EXIF.
 _ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
 _MAX_SIDE = {".jpg": 65535, ".jpeg": 65535, ".webp": 16383}
+_16BIT_SUFFIXES = (".png", ".tif", ".tiff")
+_FORMAT_NAMES = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WebP", ".tif": "TIFF", ".tiff": "TIFF"}
+_METADATA_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+# A JPEG APP1 segment holds at most 65,533 bytes after its length field.
+_JPEG_MAX_EXIF = 65533
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Errors Pillow (and its C decoders) raise for files that are not images or are damaged.
@@ -84,7 +97,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             if im.format == "PNG":
                 _check_png_data(path)
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
-            arr = _read_png16_colour(path, png16) if png16 else _pil_to_array(im, path)
+            tiff16 = _tiff16_colour_mode(im)
+            if png16:
+                arr = _read_png16_colour(path, png16)
+            elif tiff16:
+                arr = _read_tiff16_colour(path, tiff16)
+            else:
+                arr = _pil_to_array(im, path)
     except LightSRError:
         raise
     except Image.DecompressionBombError as exc:
@@ -92,6 +111,52 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except _DECODE_ERRORS as exc:
         raise _damaged(path, exc) from None
     return np.ascontiguousarray(_apply_orientation(arr, orientation))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What :func:`read_image_with_info` returns beside the pixels.
+
+    ``format``: Pillow's name of the file's format (``"PNG"``, ``"JPEG"``, ``"WEBP"``,
+    ``"TIFF"``, ...). ``icc_profile``: the embedded colour profile, or None (also None when
+    the profile's colour space is not the array's: a CMYK JPEG's profile does not describe the
+    RGB array it becomes). ``exif``: the EXIF block (``b"Exif\\0\\0"`` + TIFF data) reduced
+    to the tags that describe the picture (camera, dates, GPS, description, copyright, the
+    Exif and GPS sub-directories), with the orientation set to 1 since the array is already
+    turned; what describes the old file's encoding (strips, thumbnail, resolution) is left
+    out. ``notes``: what could not be carried (a damaged EXIF block, a mismatched profile)."""
+
+    format: str | None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    notes: tuple[str, ...] = ()
+
+
+def read_image_with_info(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`read_image` and :func:`read_image_info`: the pixels and the file's format, ICC
+    profile and EXIF, for writing an output that keeps the input's colour profile and camera
+    data."""
+    return read_image(path), read_image_info(path)
+
+
+def read_image_info(path: str | os.PathLike) -> ImageInfo:
+    """The :class:`ImageInfo` of an image file (format, ICC profile, EXIF), from its header
+    and metadata without decoding its pixels (a PNG's eXIf chunk after the pixel data is found
+    by walking the chunks). Raises :class:`ImageReadError` as :func:`image_header` does."""
+    path = _regular_file(path)
+    try:
+        with Image.open(path) as im:
+            png16 = _png16_colour_type(path) if im.format == "PNG" else None
+            if png16 is None and _tiff16_colour_mode(im):
+                png16 = 2 if im.mode == "RGB" else 6
+            channels, _ = _layout(im, png16, path)
+            return _image_info(im, path, channels=channels)
+    except LightSRError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
+    except _DECODE_ERRORS as exc:
+        raise _damaged(path, exc) from None
 
 
 # Adam7 passes: (x0, y0, dx, dy)
@@ -203,6 +268,8 @@ def image_header(path: str | os.PathLike) -> ImageHeader:
         with Image.open(path) as im:
             width, height = im.size
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
+            if png16 is None and _tiff16_colour_mode(im):
+                png16 = 2 if im.mode == "RGB" else 6  # the same layout as a 16-bit PNG's
             channels, dtype = _layout(im, png16, path)
             fmt = im.format
     except LightSRError:
@@ -344,6 +411,191 @@ def _read_png16_colour(path: Path, colour_type: int) -> np.ndarray:
     return (high << 8) | low
 
 
+def _tiff16_colour_mode(im) -> str | None:
+    """``"RGB"``/``"RGBA"`` when ``im`` is a TIFF of 16-bit unsigned colour samples that
+    Pillow would truncate to 8 bits (its unpackers for those end in ``;16L``, ``;16B`` or, via
+    libtiff, ``;16N``); None otherwise (16-bit grey is read fine as mode I;16)."""
+    if im.format != "TIFF" or im.mode not in ("RGB", "RGBA"):
+        return None
+    tags = getattr(im, "tag_v2", {})
+    bits = tags.get(258)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    if not bits or any(b != 16 for b in bits) or tags.get(339, 1) not in (1, (1,) * len(bits)):
+        return None
+    if not im.tile or any(_tile_rawmode(t)[:-1] != f"{im.mode};16" for t in im.tile):
+        return None
+    return im.mode
+
+
+def _tile_rawmode(tile) -> str:
+    args = tile.args
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return raw if isinstance(raw, str) else ""
+
+
+def _read_tiff16_colour(path: Path, mode: str) -> np.ndarray:
+    """A 16-bit colour TIFF as uint16: Pillow's decoder (raw or libtiff, which does the
+    decompression and predictor) run twice, once with the unpacker that keeps the high byte of
+    each sample and once with the one that keeps the low byte."""
+
+    def decode(high: bool) -> np.ndarray:
+        with Image.open(path) as im:
+            if im.mode != mode:
+                raise OSError("unexpected TIFF layout")
+            tiles = []
+            for tile in im.tile:
+                order = _tile_rawmode(tile)[-1]
+                if order == "N":  # libtiff hands the samples over in this machine's order
+                    order = "L" if sys.byteorder == "little" else "B"
+                if not high:
+                    order = "B" if order == "L" else "L"
+                tiles.append(tile._replace(args=(f"{mode};16{order}", *tile.args[1:])))
+            im.tile = tiles
+            im.load()
+            return np.asarray(im).astype(np.uint16)
+
+    return (decode(True) << 8) | decode(False)
+
+
+# IFD0 tags that describe the picture, not the file's encoding; only these are carried over
+# (strip/tile layout, sample format, compression, thumbnail and resolution belong to the old
+# file: copied into another they would be wrong).
+_EXIF_KEEP = frozenset(
+    {
+        0x010E,  # ImageDescription
+        0x010F,  # Make
+        0x0110,  # Model
+        0x0112,  # Orientation (set to 1)
+        0x0131,  # Software
+        0x0132,  # DateTime
+        0x013B,  # Artist
+        0x013C,  # HostComputer
+        0x013E,  # WhitePoint
+        0x013F,  # PrimaryChromaticities
+        0x4746,  # Rating
+        0x4749,  # RatingPercent
+        0x8298,  # Copyright
+        0x8769,  # the Exif sub-directory (exposure, DateTimeOriginal, lens, ...)
+        0x8825,  # the GPS sub-directory
+        0x9C9B,  # XPTitle
+        0x9C9C,  # XPComment
+        0x9C9D,  # XPAuthor
+        0x9C9E,  # XPKeywords
+        0x9C9F,  # XPSubject
+    }
+)
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
+_PIXEL_X, _PIXEL_Y = 0xA002, 0xA003  # PixelXDimension, PixelYDimension in the Exif IFD
+
+
+def _exif_tree(exif: Image.Exif) -> dict[int, Any]:
+    """IFD0 of ``exif`` as a dict, its Exif and GPS sub-directories (and the Exif one's
+    Interop) as nested dicts: the form Pillow serialises back (``Exif.tobytes``,
+    ``ImageFileDirectory_v2``) without the source file."""
+    tree: dict[int, Any] = {}
+    for tag, value in exif.items():
+        if tag in (_EXIF_IFD, _GPS_IFD):
+            sub = dict(exif.get_ifd(tag))
+            if tag == _EXIF_IFD and _INTEROP_IFD in sub:
+                interop = dict(exif.get_ifd(_INTEROP_IFD))
+                if interop:
+                    sub[_INTEROP_IFD] = interop
+                else:
+                    del sub[_INTEROP_IFD]
+            if sub:
+                tree[tag] = sub
+        else:
+            tree[tag] = value
+    return tree
+
+
+def _exif_bytes(tree: dict[int, Any]) -> bytes:
+    out = Image.Exif()
+    for tag, value in tree.items():
+        out[tag] = value
+    return out.tobytes()
+
+
+# An eXIf chunk larger than this is not read (a damaged or hostile length field).
+_MAX_EXIF_CHUNK = 1 << 24
+
+
+def _png_exif_chunk(path: Path) -> bytes | None:
+    """The body of a PNG's eXIf chunk, found by walking the chunks (seeking past their data):
+    Pillow finds one placed after the pixel data only by decoding them all."""
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_MAGIC:
+            return None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, tag = struct.unpack(">I", head[:4])[0], head[4:]
+            if tag == b"eXIf":
+                return f.read(length) if length <= _MAX_EXIF_CHUNK else None
+            if tag == b"IEND":
+                return None
+            f.seek(length + 4, os.SEEK_CUR)
+
+
+def _source_exif(im, path: Path) -> Image.Exif:
+    if im.format == "PNG" and "exif" not in im.info:
+        raw = _png_exif_chunk(path)
+        if raw is not None:
+            found = Image.Exif()
+            found.load(raw)
+            return found
+        # Image.getexif, not PngImageFile's: that one decodes the pixels to look further
+        # (the walk above has looked); this one reads ImageMagick's text-chunk EXIF too.
+        return Image.Image.getexif(im)
+    return im.getexif()
+
+
+def _clean_exif(im, path: Path, notes: list[str]) -> bytes | None:
+    """The EXIF of ``im`` reduced to :data:`_EXIF_KEEP`, orientation 1 (see
+    :class:`ImageInfo`); None when it has none, or (with a note) when it cannot be parsed."""
+    try:
+        source = _source_exif(im, path)
+        if not source:
+            return None
+        tree = {k: v for k, v in _exif_tree(source).items() if k in _EXIF_KEEP}
+        if 0x0112 in tree:
+            tree[0x0112] = 1  # the pixels are returned as displayed
+        if not tree:
+            return None
+        return _exif_bytes(tree)
+    except Exception as exc:  # noqa: BLE001 - a damaged EXIF block must not fail the image
+        notes.append(f"its EXIF block could not be parsed ({type(exc).__name__}); not carried over")
+        return None
+
+
+def _icc_space(profile: bytes) -> bytes | None:
+    """The data colour space signature of an ICC profile (bytes 16..19 of its header:
+    ``b"RGB "``, ``b"GRAY"``, ``b"CMYK"``, ...), None when it is too short to be a profile."""
+    return profile[16:20] if len(profile) >= 128 else None
+
+
+def _icc_fits(profile: bytes, channels: int) -> bool:
+    """Whether a profile describes pixels of ``channels`` (1 grey; 3/4 RGB[A])."""
+    return _icc_space(profile) == (b"GRAY" if channels == 1 else b"RGB ")
+
+
+def _image_info(im, path: Path, *, channels: int) -> ImageInfo:
+    notes: list[str] = []
+    icc = im.info.get("icc_profile") or None
+    if icc is not None and not _icc_fits(icc, channels):
+        space = _icc_space(icc)
+        what = space.decode("latin-1").strip() if space else "unreadable"
+        notes.append(
+            f"its ICC profile is for {what} pixels, not the {'grey' if channels == 1 else 'RGB'} "
+            "pixels they were decoded to; not carried over"
+        )
+        icc = None
+    return ImageInfo(
+        format=im.format, icc_profile=icc, exif=_clean_exif(im, path, notes), notes=tuple(notes)
+    )
+
+
 def _exif_orientation(im) -> int:
     try:
         value = im.getexif().get(0x0112, 1)
@@ -395,13 +647,20 @@ def write_image(
     quality: int = 95,
     overwrite: bool = False,
     unique: bool = False,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
 ) -> Path:
     """Write an ``H x W [x C]`` uint8 or uint16 array atomically; format from the suffix.
 
-    uint16 needs ``.png`` (written by a small zlib-based PNG writer, any C). What a format
-    cannot hold (alpha in JPEG, ...) is refused by :func:`check_output_format` before anything
-    is written. ``quality`` applies to JPEG/WebP. Float arrays are refused: convert with
-    :func:`tensor_to_image` (which rounds and clamps) first.
+    uint16 needs ``.png`` or ``.tif``/``.tiff`` (written by small zlib-based writers, any C).
+    What a format cannot hold (alpha in JPEG, ...) is refused by :func:`check_output_format`
+    before anything is written. ``quality`` (1..100) applies to JPEG/WebP. Float arrays are
+    refused: convert with :func:`tensor_to_image` (which rounds and clamps) first.
+
+    ``icc_profile`` and ``exif`` (as :func:`read_image_with_info` returns them) are embedded
+    where the format holds them (PNG, JPEG, WebP, TIFF) and the profile's colour space is the
+    written pixels'; EXIF pixel dimensions are set to this image's.
+    :func:`dropped_metadata` says beforehand what would be left out.
 
     An existing file is never replaced unless ``overwrite`` (else
     :class:`~lightsr.errors.OutputExistsError`); with ``unique`` the image goes to the first
@@ -412,22 +671,96 @@ def write_image(
     path = Path(path)
     array = _as_hwc(array, f"write_image({str(path)!r})")
     suffix = path.suffix.lower()
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise LightSRError(f"quality must be an integer from 1 to 100, not {quality!r}.")
     if array.dtype in (np.uint8, np.uint16):
         h, w, c = array.shape
         check_output_format(path, channels=c, dtype=array.dtype, height=h, width=w)
-    if array.dtype == np.uint16:
-        data = encode_png16(array)
-        return _publish(path, lambda tmp: Path(tmp).write_bytes(data), overwrite, unique)
-    if array.dtype != np.uint8:
+    if array.dtype not in (np.uint8, np.uint16):
         raise LightSRError(
             f"write_image({str(path)!r}): array dtype {array.dtype} is not uint8 or uint16. "
             "Convert float images with lightsr.data.io.tensor_to_image (round + clamp)."
         )
+    h, w, c = array.shape
+    # WebP stores grey as RGB: the profile must then be an RGB one.
+    stored = 3 if (c == 1 and suffix == ".webp") else c
+    icc, exif = _metadata_kept(suffix, stored, icc_profile, exif)
+    if exif is not None:
+        exif = _exif_with_size(exif, width=w, height=h)
+    if array.dtype == np.uint16:
+        if suffix == ".png":
+            data = encode_png16(array, icc_profile=icc, exif=exif)
+        else:
+            data = encode_tiff16(array, icc_profile=icc, exif=exif)
+        return _publish(path, lambda tmp: Path(tmp).write_bytes(data), overwrite, unique)
 
     fmt = Image.registered_extensions()[suffix]
-    im = Image.fromarray(np.ascontiguousarray(array[:, :, 0] if array.shape[2] == 1 else array))
-    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    im = Image.fromarray(np.ascontiguousarray(array[:, :, 0] if c == 1 else array))
+    if stored != c:
+        im = im.convert("RGB")
+    options: dict[str, Any] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if icc is not None:
+        options["icc_profile"] = icc
+    if exif is not None:
+        options["exif"] = exif
     return _publish(path, lambda tmp: im.save(tmp, format=fmt, **options), overwrite, unique)
+
+
+def _metadata_kept(
+    suffix: str, channels: int, icc_profile: bytes | None, exif: bytes | None
+) -> tuple[bytes | None, bytes | None]:
+    """The (profile, EXIF) an image of ``channels`` written as ``suffix`` keeps."""
+    if suffix not in _METADATA_SUFFIXES:
+        return None, None
+    icc = icc_profile if icc_profile and _icc_fits(icc_profile, channels) else None
+    if exif is not None and suffix in (".jpg", ".jpeg") and len(exif) > _JPEG_MAX_EXIF:
+        exif = None
+    return icc, exif or None
+
+
+def dropped_metadata(
+    path: str | os.PathLike,
+    *,
+    channels: int,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> list[str]:
+    """What of ``icc_profile`` / ``exif`` :func:`write_image` would leave out of ``path``
+    (an image of ``channels``), each with the reason; empty when everything is kept."""
+    suffix = Path(path).suffix.lower()
+    name = suffix.lstrip(".").upper() or "this format"
+    given = [w for w, v in (("ICC profile", icc_profile), ("EXIF", exif)) if v]
+    if not given:
+        return []
+    if suffix not in _METADATA_SUFFIXES:
+        return [f"{' and '.join(given)} not kept: {name} cannot hold them (use .png)"]
+    stored = 3 if (channels == 1 and suffix == ".webp") else channels
+    icc, kept_exif = _metadata_kept(suffix, stored, icc_profile, exif)
+    out = []
+    if icc_profile and icc is None:
+        out.append("ICC profile not kept: its colour space is not the written pixels'")
+    if exif and kept_exif is None:
+        out.append(f"EXIF not kept: {len(exif):,} bytes, over JPEG's {_JPEG_MAX_EXIF:,} (use .png)")
+    return out
+
+
+def _exif_with_size(exif: bytes, *, width: int, height: int) -> bytes:
+    """``exif`` with its PixelXDimension/PixelYDimension (when present) set to this image's
+    size: the input's would be wrong for an upscaled output."""
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        tree = _exif_tree(parsed)
+        sub = tree.get(_EXIF_IFD)
+        if not sub or (_PIXEL_X not in sub and _PIXEL_Y not in sub):
+            return exif
+        if _PIXEL_X in sub:
+            sub[_PIXEL_X] = int(width)
+        if _PIXEL_Y in sub:
+            sub[_PIXEL_Y] = int(height)
+        return _exif_bytes(tree)
+    except Exception:  # noqa: BLE001 - what cannot be rewritten is written as it was
+        return exif
 
 
 def _publish(path: Path, write: Callable[[str], object], overwrite: bool, unique: bool) -> Path:
@@ -449,7 +782,8 @@ def check_output_format(
     at ``path`` without losing anything: the suffix is one lightsr writes
     (:data:`WRITE_EXTENSIONS`), 16-bit goes to PNG, alpha to PNG/TIFF/WebP, colour not to
     PGM, and the size fits the format (JPEG 65,535, WebP 16,383 pixels a side). Reads no
-    pixels: callers check every output before computing any."""
+    pixels: callers check every output before computing any. :func:`cannot_hold` gives the
+    same verdict as a short reason."""
     name = str(path)
     suffix = Path(path).suffix.lower()
     if suffix not in WRITE_EXTENSIONS:
@@ -458,10 +792,10 @@ def check_output_format(
             f"{suffix or '(none)'!r}; use one of {', '.join(WRITE_EXTENSIONS)} (.png keeps "
             "everything)."
         )
-    if np.dtype(dtype) == np.uint16 and suffix != ".png":
+    if np.dtype(dtype) == np.uint16 and suffix not in _16BIT_SUFFIXES:
         raise LightSRError(
-            f"cannot write a 16-bit image to {name!r}: 16-bit output needs a .png name "
-            "(or convert to uint8)."
+            f"cannot write a 16-bit image to {name!r}: 16-bit output needs a .png or .tif "
+            "name (or convert to uint8)."
         )
     if channels == 4 and suffix not in _ALPHA_SUFFIXES:
         fmt = "JPEG" if suffix in (".jpg", ".jpeg") else suffix.lstrip(".").upper()
@@ -480,8 +814,42 @@ def check_output_format(
         )
 
 
-def encode_png16(array: np.ndarray, *, level: int = 6) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha... C = 1, 3 or 4; no filtering) of a uint16 array."""
+def cannot_hold(
+    suffix: str,
+    *,
+    channels: int,
+    dtype: np.dtype | type,
+    height: int | None = None,
+    width: int | None = None,
+) -> str | None:
+    """Why an image of ``channels`` (1, 3, 4), ``dtype`` and size cannot be written as
+    ``suffix`` (a short reason, e.g. ``"JPEG cannot hold an alpha channel"``), or None when it
+    can: the rules of :func:`check_output_format`, for choosing a format instead of refusing."""
+    suffix = suffix.lower()
+    name = _FORMAT_NAMES.get(suffix, suffix.lstrip(".").upper())
+    if suffix not in WRITE_EXTENSIONS:
+        return f"lightsr does not write {suffix or 'files without a suffix'}"
+    if np.dtype(dtype) == np.uint16 and suffix not in _16BIT_SUFFIXES:
+        return f"{name} cannot hold 16 bits a sample"
+    if channels == 4 and suffix not in _ALPHA_SUFFIXES:
+        return f"{name} cannot hold an alpha channel"
+    if channels != 1 and suffix == ".pgm":
+        return "PGM holds grey images only"
+    limit = _MAX_SIDE.get(suffix)
+    if limit is not None and max(height or 0, width or 0) > limit:
+        return f"{name} holds at most {limit:,} pixels a side"
+    return None
+
+
+def encode_png16(
+    array: np.ndarray,
+    *,
+    level: int = 6,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha... C = 1, 3 or 4; no filtering) of a uint16 array, with
+    ``icc_profile`` as an iCCP chunk and ``exif`` as an eXIf chunk when given."""
     array = _as_hwc(array, "encode_png16")
     if array.dtype != np.uint16:
         raise LightSRError(f"encode_png16 needs a uint16 array, got {array.dtype}.")
@@ -494,12 +862,70 @@ def encode_png16(array: np.ndarray, *, level: int = 6) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    meta = b""
+    if icc_profile:
+        # name, a NUL, compression method 0 (zlib), the compressed profile
+        meta += chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile))
+    if exif:
+        # eXIf holds the TIFF data itself, without JPEG's "Exif\0\0" prefix
+        meta += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
     return (
         _PNG_MAGIC
         + chunk(b"IHDR", ihdr)
+        + meta
         + chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
         + chunk(b"IEND", b"")
     )
+
+
+# Uncompressed bytes per strip of a written TIFF: readers decode a strip at a time.
+_TIFF_STRIP_BYTES = 1 << 18
+
+
+def encode_tiff16(
+    array: np.ndarray,
+    *,
+    level: int = 6,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> bytes:
+    """A 16-bit TIFF (C = 1 grey, 3 RGB, 4 RGBA with unassociated alpha; little-endian,
+    Deflate-compressed strips) of a uint16 array, with ``icc_profile`` (tag 34675) and the
+    tags of ``exif`` (its IFD0 tags and Exif/GPS sub-directories) when given. The directory
+    is serialised by Pillow's ``ImageFileDirectory_v2``, which places the strips after it."""
+    array = _as_hwc(array, "encode_tiff16")
+    if array.dtype != np.uint16:
+        raise LightSRError(f"encode_tiff16 needs a uint16 array, got {array.dtype}.")
+    h, w, c = array.shape
+    data = np.ascontiguousarray(array, dtype="<u2")
+    rows = max(1, _TIFF_STRIP_BYTES // (w * c * 2))
+    strips = [zlib.compress(data[r : r + rows].tobytes(), level) for r in range(0, h, rows)]
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    if exif:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        for tag, value in _exif_tree(parsed).items():
+            if tag in _EXIF_KEEP:
+                ifd[tag] = value
+    ifd[256] = w  # ImageWidth
+    ifd[257] = h  # ImageLength
+    ifd[258] = (16,) * c  # BitsPerSample
+    ifd[259] = 8  # Compression: Deflate (Adobe)
+    ifd[262] = 1 if c == 1 else 2  # Photometric: min-is-black, RGB
+    ifd[277] = c  # SamplesPerPixel
+    ifd[278] = rows  # RowsPerStrip
+    ifd[284] = 1  # PlanarConfiguration: chunky
+    ifd[339] = (1,) * c  # SampleFormat: unsigned integer
+    if c == 4:
+        ifd[338] = 2  # ExtraSamples: unassociated alpha
+    # StripOffsets relative to the end of the directory: Pillow adds that end when it writes
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in strips])[:-1]])
+    ifd[273] = tuple(int(o) for o in offsets)
+    ifd[279] = tuple(len(s) for s in strips)
+    if icc_profile:
+        ifd[34675] = icc_profile
+    head = ifd.tobytes(8)
+    return b"II*\0" + struct.pack("<I", 8) + head + b"".join(strips)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,13 +982,19 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "WRITE_EXTENSIONS",
     "ImageHeader",
+    "ImageInfo",
+    "cannot_hold",
     "check_output_format",
+    "dropped_metadata",
     "encode_png16",
+    "encode_tiff16",
     "image_header",
     "image_to_tensor",
     "is_image_suffix",
     "list_images",
     "read_image",
+    "read_image_info",
+    "read_image_with_info",
     "tensor_to_image",
     "write_image",
 ]

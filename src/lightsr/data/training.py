@@ -7,10 +7,14 @@ imresize`, uint8 rounding between passes, the configured boundary rule) and cach
 on disk; aligned patch pairs are then cropped from the cached pair. (Downscaling each cropped HR
 patch instead would differ near the patch border from the LR the papers train on.)
 
+Synthetic real-world LR (``data.degradation``, :func:`degradation_from_table`): only the HR
+images are loaded, and each LR patch is made from its HR patch on the fly by
+:func:`lightsr.data.degrade.degrade` (blur, resize, noise, JPEG...), a fresh draw per sample.
+
 Determinism: the sample of a step is a pure function of ``(seed, epoch, item)``: the epoch's
-permutation of items comes from ``(seed, epoch)``, and the crop position and the flip/rotation of
-an item from ``(seed, epoch, item)``. Which worker process loads it, and how many there are, does
-not matter, and resuming at step ``k`` only needs ``k``.
+permutation of items comes from ``(seed, epoch)``, and the crop position, the flip/rotation and
+the degradation of an item from ``(seed, epoch, item)``. Which worker process loads it, and how
+many there are, does not matter, and resuming at step ``k`` only needs ``k``.
 
 Arrays are ``H x W x 3`` uint8 (or uint16); patches are integer tensors (3, h, w) of the same
 type, made float in [0, 1] by the training loop (on its device: a quarter of the bytes to move).
@@ -18,14 +22,17 @@ type, made float in [0, 1] by the training loop (on its device: a quarter of the
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import os
 import signal
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +41,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write
 from ..errors import ConfigError, DatasetError, ImageReadError
+from .degrade import PRESETS, DegradationConfig, OrderConfig, degrade, get_preset, rng_for, to_uint8
 from .io import IMAGE_EXTENSIONS, list_images, read_image
 from .layout import div2k_lr_dir, match_lr_files
 from .resize import imresize, modcrop
@@ -150,12 +158,17 @@ def _as_rgb(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
+def read_hr(image: TrainingImage, *, scale: int) -> np.ndarray:
+    """The HR image of a training image, RGB, modcropped to a multiple of ``scale``."""
+    return np.ascontiguousarray(modcrop(_as_rgb(read_image(image.hr), image.hr), scale))
+
+
 def make_pair(image: TrainingImage, *, scale: int, boundary: str) -> tuple[np.ndarray, np.ndarray]:
     """(HR modcropped to a multiple of ``scale``, LR) of one training image, H x W x 3.
 
     The LR is the given file, or ``imresize(HR, 1/scale)`` (MATLAB-exact, same dtype).
     """
-    hr = modcrop(_as_rgb(read_image(image.hr), image.hr), scale)
+    hr = read_hr(image, scale=scale)
     if image.lr is not None:
         lr = _as_rgb(read_image(image.lr), image.lr)
         want = (hr.shape[0] // scale, hr.shape[1] // scale)
@@ -200,6 +213,10 @@ class PairStore:
     mtime, scale and boundary) and memory-mapped, so worker processes share pages and later
     runs skip decoding and resizing; without it they are kept in memory. Images whose LR is
     smaller than ``min_lr_size`` are dropped with a warning (``small="skip"``) or raise.
+
+    ``make_lr=False`` loads the HR images only (:attr:`lr` stays empty): for training on
+    degraded LR made from each HR patch, where a whole-image bicubic LR would cost time and
+    memory for nothing. "LR size" is then the HR size divided by the scale.
     """
 
     def __init__(
@@ -216,18 +233,28 @@ class PairStore:
         world_size: int = 1,
         barrier: Callable[[], None] | None = None,
         progress: bool = False,
+        make_lr: bool = True,
     ) -> None:
         self.scale = scale
         self.hr: list[np.ndarray] = []
         self.lr: list[np.ndarray] = []
         self.names: list[str] = []
+        #: Whether :attr:`lr` holds the LR of each image (see ``make_lr``).
+        self.has_lr = make_lr
         cache = Path(cache_dir).expanduser() if cache_dir else None
 
-        def load(image: TrainingImage) -> tuple[np.ndarray, np.ndarray]:
+        def load(image: TrainingImage) -> tuple[np.ndarray, np.ndarray | None]:
             if cache is None:
+                if not make_lr:
+                    return read_hr(image, scale=scale), None
                 return make_pair(image, scale=scale, boundary=boundary)
             key = _cache_key(image, scale, boundary)
             hr_path, lr_path = cache / f"{key}_hr.npy", cache / f"{key}_lr.npy"
+            if not make_lr:
+                # The same HR entry as a paired run's (same key), so the two share it.
+                if not hr_path.is_file():
+                    _save_npy_atomic(hr_path, read_hr(image, scale=scale))
+                return np.load(hr_path, mmap_mode="r"), None
             if not (hr_path.is_file() and lr_path.is_file()):
                 hr, lr = make_pair(image, scale=scale, boundary=boundary)
                 _save_npy_atomic(hr_path, hr)
@@ -244,11 +271,15 @@ class PairStore:
         pairs = _map(load, images, threads, progress=progress, desc="preparing training images")
         skipped = []
         for image, (hr, lr) in zip(images, pairs):
-            if min(lr.shape[:2]) < min_lr_size:
-                skipped.append(f"{image.hr.name} (LR {lr.shape[1]}x{lr.shape[0]})")
+            lr_h, lr_w = (
+                lr.shape[:2] if lr is not None else (hr.shape[0] // scale, hr.shape[1] // scale)
+            )
+            if min(lr_h, lr_w) < min_lr_size:
+                skipped.append(f"{image.hr.name} (LR {lr_w}x{lr_h})")
                 continue
             self.hr.append(hr)
-            self.lr.append(lr)
+            if lr is not None:
+                self.lr.append(lr)
             self.names.append(image.hr.name)
         if skipped:
             msg = (
@@ -274,7 +305,8 @@ def _map(fn, items, threads: int, *, progress: bool = False, desc: str = "") -> 
     # threads need no pickling of the arrays.
     bar = None
     if progress and len(items) > 1:
-        bar = tqdm(total=len(items), desc=desc, leave=False)
+        # disable=None: only on a terminal (a log would fill with \r frames)
+        bar = tqdm(total=len(items), desc=desc, leave=False, disable=None)
     out = []
     if threads <= 1:
         for item in items:
@@ -290,6 +322,116 @@ def _map(fn, items, threads: int, *, progress: bool = False, desc: str = "") -> 
     if bar is not None:
         bar.close()
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The degradation a config table describes
+# ---------------------------------------------------------------------------------------------
+
+
+def _unknown_key(key: str, name: str, valid: Sequence[str]) -> ConfigError:
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(
+        f"unknown key `{key}.{name}`.{hint} Valid keys here: {', '.join(sorted(valid))}."
+    )
+
+
+def _override(base: Any, changes: object, key: str) -> Any:
+    """``base`` (a degradation dataclass) with the fields of the table ``changes`` replaced;
+    ``kernel`` and ``orders`` tables are applied to the nested values, not replacing them."""
+    what = type(base).__name__
+    if not isinstance(changes, Mapping):
+        raise ConfigError(
+            f"`{key}` must be a table of {what} fields, got {changes!r} ({type(changes).__name__})."
+        )
+    names = [f.name for f in dataclasses.fields(base)]
+    kwargs: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in names:
+            raise _unknown_key(key, str(name), names)
+        if name == "kernel":
+            kwargs[name] = _override(base.kernel, value, f"{key}.kernel")
+        elif name == "orders":
+            kwargs[name] = _override_orders(base.orders, value, f"{key}.orders")
+        else:
+            kwargs[name] = value
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except ConfigError as exc:
+        # The dataclass names the field as `DegradationConfig.x`; the user wrote `key.x`.
+        message = str(exc)
+        if message.startswith(f"{what}."):
+            message = f"`{key}.{message[len(what) + 1 :]}"
+            message = message.replace(" = ", "` = ", 1)
+        raise ConfigError(message) from None
+
+
+def _override_orders(
+    orders: tuple[OrderConfig, ...], value: object, key: str
+) -> tuple[OrderConfig, ...]:
+    """A table ``{number: changes}`` changes the preset's orders (numbered from 1); a list
+    replaces them, each entry changing :class:`OrderConfig`'s defaults (Real-ESRGAN's first
+    order)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_override(OrderConfig(), v, f"{key}[{i}]") for i, v in enumerate(value))
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"`{key}` must be a table {{order number = {{field = value}}}} changing the "
+            f"preset's orders, or a list of tables replacing them; got {value!r}."
+        )
+    out = list(orders)
+    for number, changes in value.items():
+        text = str(number)
+        n = int(text) if text.isdigit() else 0
+        if not 1 <= n <= len(orders):
+            have = f"orders 1..{len(orders)}" if orders else "no orders"
+            raise ConfigError(
+                f"`{key}` has no order {number!r}: the preset has {have}. Change those by "
+                "number, or give `orders` as a list of tables to set a different number of "
+                "orders."
+            )
+        out[n - 1] = _override(orders[n - 1], changes, f"{key}.{n}")
+    return tuple(out)
+
+
+def degradation_from_table(
+    table: Mapping[str, Any], *, key: str = "data.degradation"
+) -> DegradationConfig | None:
+    """The degradation pipeline of a config's ``data.degradation`` table, None when it is
+    empty (clean bicubic pairs).
+
+    ``preset`` names one of :data:`lightsr.data.degrade.PRESETS`; every other key replaces
+    that field of the preset's :class:`~lightsr.data.degrade.DegradationConfig`, except
+    ``orders`` given as a table ``{number: {field: value}}``, which changes the preset's
+    orders by number (from 1), and ``kernel`` inside an order, which changes fields of its
+    kernel; ``orders`` given as a list replaces the orders, each entry starting from
+    :class:`~lightsr.data.degrade.OrderConfig`'s defaults. Raises ConfigError naming the key
+    of an unknown field, a bad value or a missing preset.
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"`{key}` must be a table (preset = ..., overrides), got {table!r}.")
+    if not table:
+        return None
+    presets = ", ".join(sorted(PRESETS))
+    if "preset" not in table:
+        raise ConfigError(
+            f"`{key}` names no `preset`: add one of {presets} (the other keys change its "
+            'values), e.g. preset = "realesrgan".'
+        )
+    try:
+        base = get_preset(table["preset"])
+    except ConfigError:
+        raise ConfigError(
+            f"`{key}.preset` = {table['preset']!r} is not a degradation preset: use one of "
+            f"{presets}."
+        ) from None
+    changes = {k: v for k, v in table.items() if k != "preset"}
+    names = ["preset", *(f.name for f in dataclasses.fields(base))]
+    for name in changes:
+        if name not in names:
+            raise _unknown_key(key, str(name), names)
+    return _override(base, changes, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,13 +471,38 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Map-style dataset over items ``(epoch, item)`` -> (LR patch, HR patch), integer tensors
     (3, p, p) and (3, p*s, p*s) of the images' dtype (uint8 0..255 or uint16 0..65535; divide
     by :attr:`peak`, see :func:`to_unit`). Item ``i`` is cut from image ``i % len(store)`` at a
-    position and with a flip/rotation drawn from ``(seed, epoch, i)``."""
+    position and with a flip/rotation drawn from ``(seed, epoch, i)``.
 
-    def __init__(self, store: PairStore, *, lr_patch: int, seed: int, augment: bool = True):
+    With ``degradation`` the LR patch is not cut from the store's LR but made from the HR patch
+    by :func:`~lightsr.data.degrade.degrade` with the generator ``rng_for(seed, "train-degrade",
+    epoch, i)``, before the flip/rotation (applied to both). The HR patches are the ones the
+    clean dataset of the same seed cuts; the LR is on the 8-bit levels (``degrade``'s output,
+    times 257 for 16-bit images)."""
+
+    def __init__(
+        self,
+        store: PairStore,
+        *,
+        lr_patch: int,
+        seed: int,
+        augment: bool = True,
+        degradation: DegradationConfig | None = None,
+    ):
+        if degradation is not None and not isinstance(degradation, DegradationConfig):
+            raise ConfigError(
+                f"degradation must be a DegradationConfig (see degradation_from_table), not "
+                f"{type(degradation).__name__}."
+            )
+        if degradation is None and not store.has_lr:
+            raise ConfigError(
+                "the PairStore was made with make_lr=False, so it holds no LR to cut patches "
+                "from: give a degradation, or make the store with make_lr=True."
+            )
         self.store = store
         self.lr_patch = lr_patch
         self.seed = seed
         self.augment = augment
+        self.degradation = degradation
         dtypes = {a.dtype for a in store.hr}
         if len(dtypes) > 1:
             kinds = ", ".join(sorted(map(str, dtypes)))
@@ -352,6 +519,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __getitem__(self, key: tuple[int, int]):
         epoch, item = key
         rng = np.random.default_rng([self.seed, _ITEM_TAG, epoch, item])
+        if self.degradation is not None:
+            return self._degraded(epoch, item, rng)
         n = item % len(self.store)
         lr, hr = self.store.lr[n], self.store.hr[n]
         p, s = self.lr_patch, self.store.scale
@@ -359,6 +528,32 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         x = int(rng.integers(0, lr.shape[1] - p + 1))
         lr_patch = lr[y : y + p, x : x + p]
         hr_patch = hr[y * s : (y + p) * s, x * s : (x + p) * s]
+        if self.augment:
+            t = int(rng.integers(0, 8))
+            lr_patch, hr_patch = dihedral(lr_patch, t), dihedral(hr_patch, t)
+        return _to_tensor(lr_patch), _to_tensor(hr_patch)
+
+    def _degraded(self, epoch: int, item: int, rng: np.random.Generator):
+        assert self.degradation is not None  # the caller's branch
+        n = item % len(self.store)
+        hr = self.store.hr[n]
+        p, s = self.lr_patch, self.store.scale
+        # The position is drawn on the LR grid with the clean path's generator and draws, so a
+        # degraded run trains on the same HR patches as the clean run of its seed.
+        y = int(rng.integers(0, hr.shape[0] // s - p + 1))
+        x = int(rng.integers(0, hr.shape[1] // s - p + 1))
+        hr_patch = hr[y * s : (y + p) * s, x * s : (x + p) * s]
+        # The degradation has its own generator: how many numbers it draws varies per sample,
+        # and it must not shift the flip/rotation drawn next from `rng`.
+        lr = degrade(
+            hr_patch.astype(np.float32) / np.float32(self.peak),
+            scale=s,
+            config=self.degradation,
+            rng=rng_for(self.seed, "train-degrade", epoch, item),
+        )
+        lr_patch = to_uint8(lr)  # exact: degrade returns the 8-bit levels k / 255
+        if hr.dtype == np.uint16:
+            lr_patch = lr_patch.astype(np.uint16) * np.uint16(257)  # k / 255 = 257 k / 65535
         if self.augment:
             t = int(rng.integers(0, 8))
             lr_patch, hr_patch = dihedral(lr_patch, t), dihedral(hr_patch, t)
@@ -432,7 +627,8 @@ class StepBatchSampler:
 
 
 def _worker_init(_worker_id: int) -> None:
-    # Workers only slice and convert arrays; one thread each avoids oversubscription.
+    # Workers slice arrays, and with a degradation run elementwise numpy and small torch resizes
+    # per patch: one thread each avoids oversubscribing the cores the training loop uses.
     torch.set_num_threads(1)
     # Ctrl-C reaches every process of the terminal's group, and `pkill -f` matches the workers'
     # command line too: a worker that died of it would crash the training process before it
@@ -469,9 +665,11 @@ __all__ = [
     "StepBatchSampler",
     "TrainingImage",
     "default_steps_per_epoch",
+    "degradation_from_table",
     "dihedral",
     "find_training_images",
     "make_loader",
     "make_pair",
+    "read_hr",
     "to_unit",
 ]
