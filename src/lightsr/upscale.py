@@ -34,8 +34,24 @@ float RGB (N, 3, sH, sW); this module turns any image array into that and back:
   level. On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is
   emulated and slower than fp32: ``precision="auto"`` then keeps fp32.
 
+- **self-ensemble** (``self_ensemble=True``): every tile is run 8 times, flipped and
+  transposed, and the outputs mapped back and averaged (:func:`lightsr.evaluate.ensemble_x8`,
+  the papers' "+" rows): 8x the compute for a little more fidelity. It is applied per tile
+  window, so tiled and untiled inference still agree.
+- **outscale** (``outscale=3.5``): the network runs at its own scale, then the result is
+  resized to ``round(3.5 * h) x round(3.5 * w)`` (rounded half up) by MATLAB's bicubic
+  (:func:`lightsr.data.resize.imresize`, antialiased when shrinking) or Pillow's Lanczos,
+  channel by channel (alpha too; 16-bit stays 16-bit).
+
 The output image is assembled tile by tile in an array of the output dtype; no float copy of
-the whole output is held.
+the whole output is held (an ``outscale`` resize holds float64 copies of one channel).
+
+Files (:func:`upscale_files`): the output format is the input's own (``format="auto"``: PNG,
+JPEG, WebP and TIFF inputs) or the one asked for, falling back to PNG, with a note in the
+report, for an image the format cannot hold (alpha in JPEG, 16 bits in JPEG/WebP, a side over
+WebP's 16,383 pixels); the name is ``<stem><name_suffix>.<ext>``; the input's ICC profile and
+EXIF (orientation reset to 1: the pixels were turned when read) are written where the format
+holds them (:func:`lightsr.data.io.write_image`).
 
 Inputs are untrusted. Tiling bounds the model's working memory but not the output array, so
 the output size is bounded (``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and
@@ -67,6 +83,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -75,14 +92,26 @@ from .data.io import (
     IMAGE_EXTENSIONS,
     WRITE_EXTENSIONS,
     ImageHeader,
+    ImageInfo,
+    cannot_hold,
     check_output_format,
+    dropped_metadata,
     image_header,
     is_image_suffix,
     read_image,
+    read_image_info,
     write_image,
 )
+from .data.resize import imresize
 from .deploy import PaddingReport, pad_channels, reparameterize
-from .errors import DivergedError, ImageReadError, LightSRError, OutputPathError
+from .errors import (
+    DivergedError,
+    ImageReadError,
+    LightSRError,
+    OutputExistsError,
+    OutputPathError,
+)
+from .evaluate import ensemble_x8
 from .hardware import available_memory, cpu_has_native_bf16, is_out_of_memory, resolve_device
 from .models.base import SRModel
 from .models.bicubic import Bicubic
@@ -109,6 +138,29 @@ _MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
 #: refused from its header (benchmarks/bench_untrusted_images.py). Raise it with
 #: ``max_output_pixels`` / ``--max-output-pixels``; None turns the check off.
 DEFAULT_MAX_OUTPUT_PIXELS = 16384 * 16384
+
+#: ``format=`` choices of :func:`upscale_files` (``--format``) and the suffix each writes.
+OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+#: Resampling filters for ``outscale``.
+OUTSCALE_FILTERS = ("bicubic", "lanczos")
+#: JPEG/WebP quality when none is given: visually lossless for photos, about half the size of
+#: quality 100.
+DEFAULT_QUALITY = 95
+#: The output name is ``<stem><name_suffix>.<ext>``; ``{scale}`` becomes the scale (``4``,
+#: or the outscale, ``3.5``).
+DEFAULT_NAME_SUFFIX = "_x{scale}"
+# Pillow's format names -> the kind of OUTPUT_FORMATS that keeps them (MPO: a camera's JPEG
+# with a second frame, which Pillow opens as MPO).
+_KIND_OF_FORMAT = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "TIFF": "tiff"}
+_FORMAT_NAMES = {"png": "PNG", "jpg": "JPEG", "webp": "WebP", "tiff": "TIFF"}
+_KIND_OF_SUFFIX = {
+    ".png": "png",
+    ".jpg": "jpg",
+    ".jpeg": "jpg",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,11 +245,102 @@ def _tile_windows(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, 
 @dataclass
 class UpscaleReport:
     """What :func:`upscale_files` did: written (input, output) pairs, non-image files skipped,
-    and images that failed with the reason."""
+    images that failed with the reason, (input, output) pairs left alone because the output
+    existed (``skip_existing``), and notes on written files (a format other than the one asked
+    for or the input's, metadata the output format could not hold)."""
 
     written: list[tuple[Path, Path]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    existing: list[tuple[Path, Path]] = field(default_factory=list)
+    notes: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How :func:`upscale_files` names and encodes its outputs.
+
+    Args:
+        format: ``"auto"`` (the input's own format when it is PNG, JPEG, WebP or TIFF, else
+            PNG) or one of :data:`OUTPUT_FORMATS`. An image the format cannot hold (alpha or
+            16 bits in JPEG, 16 bits in WebP, a side over WebP's 16,383) is written as PNG,
+            and the report says so: nothing is dropped to fit a format.
+        extension: every output gets this suffix (``".png"``, ``".bmp"``, ...) and an image
+            it cannot hold fails instead (the strict form; overrides ``format``).
+        quality: JPEG/WebP quality, 1..100 (None: :data:`DEFAULT_QUALITY`); refused when
+            every output is PNG or TIFF, which are lossless.
+        name_suffix: the output is ``<stem><name_suffix>.<ext>``; ``{scale}`` in it becomes
+            the scale. No path separators (use the output folder for that).
+        skip_existing: an input whose output exists is left alone (the file untouched) and
+            listed in :attr:`UpscaleReport.existing`; excludes ``overwrite``.
+        keep_metadata: write the input's ICC profile and EXIF where the format holds them.
+    """
+
+    format: str = "auto"
+    extension: str | None = None
+    quality: int | None = None
+    name_suffix: str = DEFAULT_NAME_SUFFIX
+    skip_existing: bool = False
+    keep_metadata: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format != "auto" and self.format not in OUTPUT_FORMATS:
+            raise LightSRError(
+                f"format {self.format!r} is not one of auto, {', '.join(OUTPUT_FORMATS)}."
+            )
+        if self.extension is not None:
+            check_output_target(None, self.extension)
+        q = self.quality
+        if q is not None:
+            if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 100:
+                raise LightSRError(f"quality must be an integer from 1 to 100, not {q!r}.")
+            kind = (
+                _KIND_OF_SUFFIX.get(self.extension.lower(), "")
+                if self.extension is not None
+                else self.format
+            )
+            if kind in ("png", "tiff") or (self.extension is not None and not kind):
+                what = kind.upper() if kind else self.extension
+                raise LightSRError(
+                    f"quality sets JPEG/WebP compression; {what} output is lossless and has "
+                    "none: drop --quality, or pick --format jpg or webp."
+                )
+        bad = [c for c in ("/", "\\", "\0") if c in self.name_suffix]
+        if bad:
+            raise LightSRError(
+                f"name suffix (--suffix) {self.name_suffix!r} holds {bad[0]!r}: it is part of "
+                "a file name; choose the folder with -o instead."
+            )
+
+    def describe(self, scale: str, target: Path | None = None) -> str:
+        """One line for a person: what the outputs are called and how they are encoded, e.g.
+        ``writes <stem>_x4.<the input's format>, JPEG/WebP quality 95, ICC/EXIF kept``."""
+        if target is not None:
+            items = [f"writes {target}"]
+        else:
+            stem = f"<stem>{self.rendered_suffix(scale)}"
+            if self.extension is not None:
+                items = [f"writes {stem}{self.extension}"]
+            elif self.format == "auto":
+                items = [f"writes {stem}.<the input's format (png, jpg, webp, tiff; else png)>"]
+            else:
+                items = [f"writes {stem}{OUTPUT_FORMATS[self.format]}"]
+        fixed = target.suffix if target is not None else self.extension
+        kind = _KIND_OF_SUFFIX.get(fixed.lower()) if fixed else self.format
+        if kind in ("auto", "jpg", "webp"):
+            items.append(f"JPEG/WebP quality {self.jpeg_quality}")
+        items.append("ICC/EXIF kept" if self.keep_metadata else "no ICC/EXIF")
+        if self.skip_existing:
+            items.append("existing outputs skipped")
+        return ", ".join(items)
+
+    def rendered_suffix(self, scale: str) -> str:
+        """:attr:`name_suffix` with ``{scale}`` replaced by ``scale``."""
+        return self.name_suffix.replace("{scale}", scale)
+
+    @property
+    def jpeg_quality(self) -> int:
+        return DEFAULT_QUALITY if self.quality is None else self.quality
 
 
 class Upscaler:
@@ -220,7 +363,13 @@ class Upscaler:
         progress: show a tqdm bar over tiles (None: only on a terminal).
         max_output_pixels: refuse (:class:`LightSRError`, before any compute) an image whose
             output would have more pixels; None: no limit. The default and why:
-            :data:`DEFAULT_MAX_OUTPUT_PIXELS`.
+            :data:`DEFAULT_MAX_OUTPUT_PIXELS`. With ``outscale`` the larger of the network's
+            output and the final image counts (both are held at once).
+        self_ensemble: average the outputs of the 8 flips/transposes of each tile (x8 the
+            compute; see module docstring).
+        outscale: the final size as a multiple of the input (e.g. 3.5): the network runs at
+            its scale, then the result is resized; None: the network's scale.
+        outscale_filter: ``"bicubic"`` (MATLAB's imresize) or ``"lanczos"`` (Pillow's).
     """
 
     def __init__(
@@ -237,9 +386,20 @@ class Upscaler:
         alpha: str = "bicubic",
         progress: bool | None = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+        self_ensemble: bool = False,
+        outscale: float | None = None,
+        outscale_filter: str = "bicubic",
     ) -> None:
         if alpha not in ("bicubic", "model"):
             raise LightSRError(f"alpha must be 'bicubic' or 'model', not {alpha!r}.")
+        self.outscale = check_outscale(outscale)
+        if outscale_filter not in OUTSCALE_FILTERS:
+            raise LightSRError(
+                f"outscale_filter must be one of {', '.join(OUTSCALE_FILTERS)}, not "
+                f"{outscale_filter!r}."
+            )
+        self.outscale_filter = outscale_filter
+        self.self_ensemble = bool(self_ensemble)
         if max_output_pixels is not None and (
             isinstance(max_output_pixels, bool)
             or not isinstance(max_output_pixels, int)
@@ -326,14 +486,40 @@ class Upscaler:
         the memory budget, else the largest tile whose window (tile + 2 overlap) fits."""
         if self.tile != "auto":
             return self.tile  # type: ignore[return-value]
+        side = self._auto_tile_side()
+        if h * w <= side * side and max(h, w) <= 2 * side:
+            return None
+        return max(32, side - 2 * self.overlap)
+
+    def _auto_tile_side(self) -> int:
         if self._auto_side is None:
             self._auto_side = auto_tile_size(
                 self.model, device=self.device, element_bytes=self.element_bytes
             )
-        side = self._auto_side
-        if h * w <= side * side and max(h, w) <= 2 * side:
-            return None
-        return max(32, side - 2 * self.overlap)
+        return self._auto_side
+
+    def describe(self, weights: str | None = None) -> str:
+        """One line for a person: model, scale, ``weights`` (where they came from, as the
+        caller knows it), device, precision, tiling and the options that change the result,
+        e.g. ``a2f_sd x4 (weights default_x4, bundled) on cpu, fp32, tile auto (420,
+        overlap 24)``. For ``tile="auto"`` it measures the tile and overlap (both are cached
+        for the images)."""
+        head = f"{self.arch_name} x{self.scale}"
+        if weights:
+            head += f" (weights {weights})"
+        items = [f"{head} on {self.device}", self.precision]
+        if self.tile is None:
+            items.append("untiled")
+        elif self.tile == "auto":
+            side = self._auto_tile_side()
+            items.append(f"tile auto ({max(32, side - 2 * self.overlap)}, overlap {self.overlap})")
+        else:
+            items.append(f"tile {self.tile} (overlap {self.overlap})")
+        if self.self_ensemble:
+            items.append("self-ensemble x8")
+        if self.outscale is not None:
+            items.append(f"outscale {self.scale_label} ({self.outscale_filter})")
+        return ", ".join(items)
 
     # -- tensors ------------------------------------------------------------------------------
 
@@ -345,18 +531,44 @@ class Upscaler:
             x = _pad_to(x, m)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        run = self._run_ensemble if self.self_ensemble else self._run
         with torch.inference_mode():
             if self.precision == "fp32":
-                y = self._run(x)
+                y = run(x)
             else:
                 with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
-                    y = self._run(x)
+                    y = run(x)
         y = y.float()
         s = self.scale
         y = y[..., : h * s, : w * s]
         if not bool(torch.isfinite(y).all()):
             raise DivergedError(self._nonfinite_message())
         return y
+
+    def _run_ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """The x8 self-ensemble of one window: each flipped/transposed copy is made contiguous
+        again (a transposed view would run the convolutions on strided memory) and its output
+        summed in fp32 (bf16 sums of 8 terms would cost a grey level)."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+
+        def run(t: torch.Tensor) -> torch.Tensor:
+            return self._run(t.contiguous(memory_format=layout)).float()
+
+        return ensemble_x8(run, x)
+
+    # -- sizes --------------------------------------------------------------------------------
+
+    @property
+    def scale_label(self) -> str:
+        """The final scale as text: ``"4"``, or the outscale (``"3.5"``)."""
+        return str(self.scale) if self.outscale is None else f"{self.outscale:g}"
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the output for an input of ``height`` x ``width``: the network's
+        scale, or ``outscale`` times it rounded half up."""
+        if self.outscale is None:
+            return height * self.scale, width * self.scale
+        return _round_half_up(self.outscale * height), _round_half_up(self.outscale * width)
 
     def _nonfinite_message(self) -> str:
         if self._nonfinite_weights:
@@ -374,25 +586,36 @@ class Upscaler:
         self, height: int, width: int, channels: int = 3, dtype: Any = np.uint8, what: str = ""
     ) -> None:
         """Raise :class:`LightSRError` when an ``height`` x ``width`` input would make an
-        output over ``max_output_pixels``, saying how large and what to pass to allow it."""
+        output over ``max_output_pixels``, saying how large and what to pass to allow it. With
+        ``outscale`` the network's output and the final image are both held: the larger
+        counts."""
         limit = self.max_output_pixels
-        s = self.scale
-        pixels = height * s * width * s
-        if limit is None or pixels <= limit:
+        if limit is None:
             return
-        size = pixels * channels * np.dtype(dtype).itemsize
-        name = f"{what}: " if what else ""
-        raise LightSRError(
-            f"{name}the x{s} output would be {width * s:,}x{height * s:,} = {_mp(pixels)} "
-            f"({size / 2**20:,.0f} MiB as an array, more while it is written), over the limit "
-            f"of {_mp(limit)}. If this machine has the memory, raise the limit with "
-            f"--max-output-pixels {pixels} (library: max_output_pixels={pixels}); else "
-            "upscale a crop."
-        )
+        s = self.scale
+        sizes = [(f"x{s} output", height * s, width * s)]
+        if self.outscale is not None:
+            h, w = self.output_size(height, width)
+            label = f"x{self.scale_label} output"
+            sizes = [(label, h, w), (f"x{s} network output", height * s, width * s)]
+        for label, h, w in sizes:
+            pixels = h * w
+            if pixels <= limit:
+                continue
+            size = pixels * channels * np.dtype(dtype).itemsize
+            name = f"{what}: " if what else ""
+            raise LightSRError(
+                f"{name}the {label} would be {w:,}x{h:,} = {_mp(pixels)} "
+                f"({size / 2**20:,.0f} MiB as an array, more while it is written), over the "
+                f"limit of {_mp(limit)}. If this machine has the memory, raise the limit with "
+                f"--max-output-pixels {pixels} (library: max_output_pixels={pixels}); else "
+                "upscale a crop."
+            )
 
     def upscale_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Float RGB (1, 3, H, W) in [0, 1] -> float32 (1, 3, sH, sW) on the CPU, unclamped,
-        tiled as configured (for measuring: no rounding)."""
+        tiled as configured (for measuring: no rounding; the network's scale, ``outscale`` is
+        not applied)."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise LightSRError(f"upscale_tensor expects (1, 3, H, W), got {tuple(x.shape)}.")
         h, w = x.shape[-2:]
@@ -411,7 +634,8 @@ class Upscaler:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Upscale an ``H x W [x C]`` array (C = 1, 3, 4; uint8, uint16 or float in [0, 1]).
-        Returns the same dtype and channel count, ``sH x sW``; a 2-D input gives a 2-D output."""
+        Returns the same dtype and channel count, ``sH x sW`` (with ``outscale``:
+        :meth:`output_size`); a 2-D input gives a 2-D output."""
         image = np.asarray(image)
         squeeze = image.ndim == 2
         if squeeze:
@@ -440,6 +664,9 @@ class Upscaler:
         self._run_channels(colour, out, slice(0, 3 if c >= 3 else 1), peak, self)
         if c == 4:
             self._upscale_alpha(image[:, :, 3:4], out, peak)
+        size = self.output_size(h, w)
+        if size != out.shape[:2]:
+            out = resize_image(out, size, filter=self.outscale_filter)
         return out[:, :, 0] if squeeze else out
 
     def _upscale_alpha(self, alpha: np.ndarray, out: np.ndarray, peak: float | None) -> None:
@@ -567,6 +794,59 @@ def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+def _round_half_up(value: float) -> int:
+    return int(math.floor(value + 0.5))
+
+
+def check_outscale(outscale: float | None) -> float | None:
+    """``outscale`` as given, validated: None, or a finite number > 0."""
+    if outscale is None:
+        return None
+    if (
+        isinstance(outscale, bool)
+        or not isinstance(outscale, (int, float))
+        or not math.isfinite(outscale)
+        or outscale <= 0
+    ):
+        raise LightSRError(
+            f"outscale must be a number above 0 (e.g. 3.5: the output is 3.5 times the input), "
+            f"not {outscale!r}."
+        )
+    return float(outscale)
+
+
+def resize_image(
+    image: np.ndarray, size: tuple[int, int], *, filter: str = "bicubic"
+) -> np.ndarray:
+    """Resize an ``H x W x C`` array (uint8, uint16 or float) to ``size`` = (height, width),
+    channel by channel (alpha like the colour; no premultiplication), keeping its dtype.
+
+    ``"bicubic"``: MATLAB's ``imresize(img, [h w], 'bicubic')``
+    (:func:`lightsr.data.resize.imresize`: antialiased when shrinking; integer images rounded
+    between its two passes, as MATLAB does). ``"lanczos"``: Pillow's Lanczos (3 lobes),
+    computed in float32 and rounded half up (no 8-bit step for 16-bit images)."""
+    if filter not in OUTSCALE_FILTERS:
+        raise LightSRError(f"filter must be one of {', '.join(OUTSCALE_FILTERS)}, not {filter!r}.")
+    h, w = (int(v) for v in size)
+    if h < 1 or w < 1:
+        raise LightSRError(f"cannot resize to {w}x{h}: the output needs at least 1x1 pixels.")
+    integer = image.dtype in (np.uint8, np.uint16)
+    out = np.empty((h, w, image.shape[2]), dtype=image.dtype if integer else np.float32)
+    # One channel at a time: the float temporaries are a channel, not the whole image.
+    for ch in range(image.shape[2]):
+        plane = image[:, :, ch]
+        if filter == "bicubic":
+            out[:, :, ch] = imresize(plane, output_shape=(h, w))
+            continue
+        resized = Image.fromarray(plane.astype(np.float32)).resize((w, h), Image.Resampling.LANCZOS)
+        values = np.asarray(resized)
+        if integer:
+            peak = float(np.iinfo(image.dtype).max)
+            values = np.floor(np.clip(values, 0.0, peak) + 0.5)
+        out[:, :, ch] = values
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------------------------
@@ -583,6 +863,9 @@ def upscale_image(
     channels_last: bool = True,
     compile: bool = False,
     alpha: str = "bicubic",
+    self_ensemble: bool = False,
+    outscale: float | None = None,
+    outscale_filter: str = "bicubic",
 ) -> np.ndarray:
     """Upscale one image array with ``model`` (see :class:`Upscaler` for the options).
 
@@ -600,6 +883,9 @@ def upscale_image(
             channels_last=channels_last,
             compile=compile,
             alpha=alpha,
+            self_ensemble=self_ensemble,
+            outscale=outscale,
+            outscale_filter=outscale_filter,
         )
     return model(image)
 
@@ -609,17 +895,69 @@ _FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno
 
 
 def output_path(
-    src: Path, *, scale: int, out_dir: Path | None, suffix: str = ".png", overwrite: bool = False
+    src: Path,
+    *,
+    scale: int | str,
+    out_dir: Path | None,
+    suffix: str = ".png",
+    overwrite: bool = False,
+    name_suffix: str = DEFAULT_NAME_SUFFIX,
 ) -> Path:
-    """``<stem>_x<scale><suffix>`` in ``out_dir`` (or beside ``src``); when that exists and not
-    ``overwrite``, ``<stem>_x<scale>_1<suffix>``, ``_2``, ... (never silently overwrites).
+    """``<stem><name_suffix><suffix>`` (by default ``<stem>_x<scale>.png``) in ``out_dir`` (or
+    beside ``src``); when that exists and not ``overwrite``, ``<stem>_x<scale>_1<suffix>``,
+    ``_2``, ... (never silently overwrites).
 
     A preview: :func:`upscale_files` claims the name when it writes
     (:func:`lightsr.atomic.atomic_write_unique`), so a process writing meanwhile can move it on
     to the next number, never onto the same file."""
     folder = out_dir if out_dir is not None else src.parent
-    path = folder / f"{src.stem}_x{scale}{suffix}"
+    path = folder / f"{src.stem}{name_suffix.replace('{scale}', str(scale))}{suffix}"
     return path if overwrite else _unique(path)
+
+
+def plan_output(
+    src: Path,
+    *,
+    channels: int,
+    dtype: Any,
+    height: int,
+    width: int,
+    input_format: str | None,
+    folder: Path,
+    options: OutputOptions,
+    scale: str,
+    target: Path | None = None,
+) -> tuple[Path, str | None]:
+    """The output file of ``src`` (an output image of ``channels``, ``dtype``, ``height`` x
+    ``width``) and a note when its format is not the one asked for (or, with ``"auto"``, not
+    the input's): ``target`` when given, else ``folder / <stem><name_suffix><ext>``. The
+    strict forms (``target``, ``options.extension``) raise :class:`LightSRError` for an image
+    their format cannot hold; ``options.format`` falls back to PNG (see
+    :class:`OutputOptions`)."""
+    shape = {"channels": channels, "dtype": dtype, "height": height, "width": width}
+    if target is not None or options.extension is not None:
+        dst = target or folder / f"{src.stem}{options.rendered_suffix(scale)}{options.extension}"
+        check_output_format(dst, **shape)
+        return dst, None
+    input_kind = _KIND_OF_FORMAT.get(input_format or "")
+    want = input_kind if options.format == "auto" else options.format
+    note = None
+    if want is None:
+        kind = "png"
+        note = (
+            f"written as PNG: the input is {input_format or 'of an unknown format'}, and "
+            f"--format auto keeps only {', '.join(_FORMAT_NAMES.values())}"
+        )
+    else:
+        why = cannot_hold(OUTPUT_FORMATS[want], **shape)
+        kind = want if why is None else "png"
+        if why is not None:
+            asked = "the input's format" if options.format == "auto" else "asked for"
+            note = f"written as PNG, not {_FORMAT_NAMES[want]} ({asked}): {why}"
+    ext = OUTPUT_FORMATS[kind]
+    if kind == input_kind and _KIND_OF_SUFFIX.get(src.suffix.lower()) == kind:
+        ext = src.suffix.lower()  # photo.jpeg -> photo_x4.jpeg
+    return folder / f"{src.stem}{options.rendered_suffix(scale)}{ext}", note
 
 
 def _unique(path: Path) -> Path:
@@ -636,25 +974,26 @@ def expand_inputs(
     *,
     skip_outputs_of_scale: int | None = None,
     out_dir: Path | None = None,
+    output_suffix: str | None = None,
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files, folders (their files, not recursive, hidden ones skipped) and glob patterns ->
     (candidate image files, [(path, reason)] for things that are skipped).
 
-    With ``skip_outputs_of_scale=s``, files found in a folder or by a glob whose stem ends in
-    ``_x<s>`` or ``_x<s>_<n>`` are skipped when their output would go into their own folder
-    (``out_dir`` None, or that folder): they are what an earlier run wrote there, and a second
-    run over the folder would upscale its own results. Files named explicitly always run.
+    With ``skip_outputs_of_scale=s`` (or ``output_suffix``, the outputs' name suffix, e.g.
+    ``"_x4"``; an empty one skips nothing), files found in a folder or by a glob whose stem
+    ends in ``_x<s>`` or ``_x<s>_<n>`` are skipped when their output would go into their own
+    folder (``out_dir`` None, or that folder): they are what an earlier run wrote there, and a
+    second run over the folder would upscale its own results. Files named explicitly always
+    run.
 
     What is not a regular file or a folder (a FIFO, socket or device, which would block or
     never end; a dangling symlink; a symlink loop), named or found in a folder, is skipped
     with the reason."""
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    earlier = (
-        re.compile(rf"_x{int(skip_outputs_of_scale)}(_\d+)?$")
-        if skip_outputs_of_scale is not None
-        else None
-    )
+    if output_suffix is None and skip_outputs_of_scale is not None:
+        output_suffix = f"_x{int(skip_outputs_of_scale)}"
+    earlier = re.compile(rf"{re.escape(output_suffix)}(_\d+)?$") if output_suffix else None
     target = out_dir.resolve() if out_dir is not None else None
 
     def add_file(p: Path, *, explicit: bool) -> None:
@@ -669,7 +1008,7 @@ def expand_inputs(
             skipped.append(
                 (
                     p,
-                    f"looks like an earlier output (name ends in _x{skip_outputs_of_scale}) "
+                    f"looks like an earlier output (name ends in {output_suffix}) "
                     "written beside the inputs; name the file explicitly to upscale it",
                 )
             )
@@ -745,10 +1084,18 @@ def _file_kind(p: Path) -> str | None:
     return "not a regular file"
 
 
-def check_output_target(out: Path | None, suffix: str = ".png") -> None:
+def check_output_target(
+    out: Path | None,
+    suffix: str = ".png",
+    *,
+    format: str | None = None,
+    quality: int | None = None,
+) -> None:
     """Raise :class:`LightSRError` when ``out`` names an image file of a format lightsr does
     not write (``-o x.gif`` would otherwise become a folder called ``x.gif``), or ``suffix``
-    (the outputs' suffix in a folder) is not one it writes (:data:`WRITE_EXTENSIONS`)."""
+    (the outputs' suffix in a folder) is not one it writes (:data:`WRITE_EXTENSIONS`), or
+    ``out`` names a file whose format is not ``format`` (``-o x.png --format jpg``), or a PNG
+    or TIFF file with a ``quality`` (which only JPEG and WebP have)."""
     if suffix.lower() not in WRITE_EXTENSIONS:
         raise LightSRError(
             f"suffix {suffix!r}: lightsr writes {', '.join(WRITE_EXTENSIONS)}; pick one of them."
@@ -761,6 +1108,19 @@ def check_output_target(out: Path | None, suffix: str = ".png") -> None:
             f"output {str(out)!r}: lightsr does not write {ext} images; name the output "
             f".png (or {', '.join(e for e in WRITE_EXTENSIONS if e != '.png')}), or pass a "
             "folder."
+        )
+    if ext not in WRITE_EXTENSIONS:
+        return  # a folder to be created
+    named = _KIND_OF_SUFFIX.get(ext)
+    if format is not None and format != "auto" and named != format:
+        raise LightSRError(
+            f"output {str(out)!r} is a {ext} file but --format is {format}: name the output "
+            f"{out.stem}{OUTPUT_FORMATS.get(format, '.' + format)}, or drop --format."
+        )
+    if quality is not None and named not in ("jpg", "webp"):
+        raise LightSRError(
+            f"--quality sets JPEG/WebP compression; {str(out)!r} is a lossless {ext} file: drop "
+            "--quality, or name the output .jpg or .webp."
         )
 
 
@@ -793,14 +1153,19 @@ def preflight(
     target: Path | None = None,
     suffix: str = ".png",
     report: UpscaleReport | None = None,
+    output: OutputOptions | None = None,
 ) -> list[Path]:
     """The checks :func:`upscale_files` makes before the model runs on any image; returns the
     files that pass. From headers only (:func:`lightsr.data.io.image_header`), per input: it
     reads as an image, its output is within ``runner.max_output_pixels``, and the output
-    format can hold it (:func:`lightsr.data.io.check_output_format`: 16-bit and alpha need
-    .png, ...); when writing beside the inputs, their folder takes new files. A file that
-    fails goes to ``report.failed`` with the reason (and a warning). An output folder
-    (``out_dir``, or ``target``'s) that takes no files raises :class:`LightSRError`."""
+    format can hold it (:func:`lightsr.data.io.check_output_format`: 16-bit needs .png/.tif,
+    alpha .png/.tif/.webp, ...; with ``output.format`` the fallback to PNG is chosen instead);
+    its output name is not the input itself; when writing beside the inputs, their folder takes
+    new files. A file that fails goes to ``report.failed`` with the reason (and a warning);
+    with ``output.skip_existing`` a file whose output exists goes to ``report.existing``.
+    An output folder (``out_dir``, or ``target``'s) that takes no files raises
+    :class:`LightSRError`. ``output`` None: every output is ``suffix``, strictly."""
+    opts = output if output is not None else OutputOptions(extension=suffix)
     folder = out_dir if out_dir is not None else (target.parent if target is not None else None)
     if folder is not None:
         why = _probe_folder(folder)
@@ -809,7 +1174,6 @@ def preflight(
                 f"cannot write into the output folder {str(folder)!r}: {why}. Pass a folder "
                 "you can write to as -o."
             )
-    s = runner.scale
     beside: dict[Path, str | None] = {}
     passed: list[Path] = []
     for src in files:
@@ -825,14 +1189,28 @@ def preflight(
                     )
             head: ImageHeader = image_header(src)
             runner.check_output_size(head.height, head.width, head.channels, head.dtype)
-            name = target or (folder or src.parent) / f"{src.stem}_x{s}{suffix}"
-            check_output_format(
-                name,
+            height, width = runner.output_size(head.height, head.width)
+            dst, _ = plan_output(
+                src,
                 channels=head.channels,
                 dtype=head.dtype,
-                height=head.height * s,
-                width=head.width * s,
+                height=height,
+                width=width,
+                input_format=head.format,
+                folder=folder or src.parent,
+                options=opts,
+                scale=runner.scale_label,
+                target=target,
             )
+            if target is None and same_file(dst, src):
+                raise OutputPathError(
+                    f"its output name {dst.name!r} is the input's own name (an empty name "
+                    "suffix beside the input): pass --suffix, or another folder as -o."
+                )
+            if opts.skip_existing and os.path.lexists(dst):
+                if report is not None:
+                    report.existing.append((src, dst))
+                continue
         except LightSRError as exc:
             if report is not None:
                 report.failed.append((src, str(exc)))
@@ -848,12 +1226,28 @@ def upscale_files(
     *,
     model: SRModel | Upscaler,
     overwrite: bool = False,
-    suffix: str = ".png",
+    suffix: str | None = None,
+    format: str | None = None,
+    quality: int | None = None,
+    name_suffix: str = DEFAULT_NAME_SUFFIX,
+    skip_existing: bool = False,
+    keep_metadata: bool = True,
     progress: bool | None = None,
     **options: Any,
 ) -> UpscaleReport:
-    """Upscale image files, folders and globs; write ``<stem>_x<s>.png`` into ``out`` (a folder,
-    created if needed; or a file name when there is exactly one input) or beside each input.
+    """Upscale image files, folders and globs; write ``<stem>_x<s>.<ext>`` into ``out`` (a
+    folder, created if needed; or a file name when there is exactly one input) or beside each
+    input.
+
+    Output (:class:`OutputOptions`): by default every output is PNG; ``format="auto"`` keeps
+    the input's format (PNG, JPEG, WebP, TIFF), ``format="jpg"`` etc. asks for one, falling
+    back to PNG (with a note in the report) for an image it cannot hold; ``suffix=".jpg"``
+    (the strict form) fails such images instead. ``quality``: JPEG/WebP, 1..100 (default
+    :data:`DEFAULT_QUALITY`). ``name_suffix``: the name is ``<stem><name_suffix>.<ext>``
+    (``{scale}`` becomes the scale). ``skip_existing``: an input whose output file exists is
+    left alone and listed in ``report.existing`` (excludes ``overwrite``). ``keep_metadata``:
+    the input's ICC profile and EXIF (orientation 1) go into the output where its format
+    holds them.
 
     Non-image files, and earlier outputs found in a folder or glob when writing beside the
     inputs (see :func:`expand_inputs`), are skipped with a warning; unreadable images and
@@ -863,13 +1257,31 @@ def upscale_files(
     it); an output folder that cannot be created or written to, or an output name or
     ``suffix`` lightsr does not write (:func:`check_output_target`), raises
     :class:`LightSRError`. ``options`` go to :class:`Upscaler` (tile, overlap, precision,
-    device, channels_last, compile, alpha, max_output_pixels).
+    device, channels_last, compile, alpha, max_output_pixels, self_ensemble, outscale,
+    outscale_filter).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if skip_existing and overwrite:
+        raise LightSRError(
+            "skip_existing (--skip-existing) keeps existing outputs and overwrite "
+            "(--overwrite) replaces them: pass one of them."
+        )
+    if suffix is not None and format is not None:
+        raise LightSRError(
+            f"suffix={suffix!r} and format={format!r} both choose the output format: pass one."
+        )
+    opts = OutputOptions(
+        format=format or "auto",
+        extension=suffix if suffix is not None or format is not None else ".png",
+        quality=quality,
+        name_suffix=name_suffix,
+        skip_existing=skip_existing,
+        keep_metadata=keep_metadata,
+    )
     runner = model if isinstance(model, Upscaler) else Upscaler(model, progress=progress, **options)
     out_path = Path(out) if out is not None else None
-    check_output_target(out_path, suffix)
+    check_output_target(out_path, opts.extension or ".png", format=format, quality=quality)
     single_target = (
         out_path is not None
         and out_path.suffix.lower() in IMAGE_EXTENSIONS
@@ -877,7 +1289,7 @@ def upscale_files(
     )
     files, skipped = expand_inputs(
         inputs,
-        skip_outputs_of_scale=None if single_target else runner.scale,
+        output_suffix=None if single_target else opts.rendered_suffix(runner.scale_label),
         out_dir=None if single_target else out_path,
     )
     report = UpscaleReport(skipped=list(skipped))
@@ -903,40 +1315,55 @@ def upscale_files(
                 f"cannot create the output folder {str(out_dir)!r}: {exc.strerror or exc}. "
                 "Pass a folder you can write to as -o."
             ) from None
+    target = out_path if single_target else None
     # Every input's header, output size and format, and the folders: before any compute.
-    files = preflight(
-        files,
-        runner,
-        out_dir=out_dir,
-        target=out_path if single_target else None,
-        suffix=suffix,
-        report=report,
-    )
+    files = preflight(files, runner, out_dir=out_dir, target=target, report=report, output=opts)
 
+    claimed: dict[Path, Path] = {}  # outputs of this run -> their input
     bar = tqdm(files, desc="images", unit="img", disable=True if progress is False else None)
     for src in bar:
         try:
             image = read_image(src)
+            info = read_image_info(src)  # format, ICC profile, EXIF: no second decode
         except (ImageReadError, OSError) as exc:
             reason = str(exc) if isinstance(exc, LightSRError) else f"cannot read: {exc}"
             report.failed.append((src, reason))
             warnings.warn(f"failed: {src}: {reason}", stacklevel=2)
             continue
         dst: Path | None = None
+        keep_name = False
         try:
             result = runner(image)
             del image
-            if single_target:
-                assert out_path is not None  # single_target implies it
-                dst = out_path
-            else:
-                dst = output_path(
-                    src, scale=runner.scale, out_dir=out_dir, suffix=suffix, overwrite=True
-                )
-            # Without overwrite the name is claimed as the file is published: the first free
-            # one of dst, dst_1, ... (a check-then-write would let two processes pick the same).
-            dst = write_image(dst, result, overwrite=overwrite, unique=not overwrite)
+            dst, notes = _plan_write(src, result, info, runner, opts, out_dir, target)
+            earlier = claimed.get(dst)
+            # Two inputs of this run with one output name (a.png and a.jpg into PNG): the
+            # second gets the next free number whatever the flags (replacing or skipping would
+            # lose one). Otherwise without overwrite the name is claimed as the file is
+            # published: the first free one of dst, dst_1, ... (a check-then-write would let
+            # two processes pick the same); with skip_existing the name itself or nothing.
+            keep_name = opts.skip_existing and earlier is None
+            replace = overwrite and earlier is None
+            if earlier is not None:
+                notes.append(f"{dst.name} was written from {earlier.name} in this run: numbered")
+            written = write_image(
+                dst,
+                result,
+                quality=opts.jpeg_quality,
+                overwrite=replace,
+                unique=not replace and not keep_name,
+                icc_profile=info.icc_profile if opts.keep_metadata else None,
+                exif=info.exif if opts.keep_metadata else None,
+            )
             del result
+        except OutputExistsError as exc:
+            if keep_name and dst is not None:
+                # created since the preflight (another process): left alone, like the others
+                report.existing.append((src, dst))
+            else:
+                report.failed.append((src, str(exc)))
+                warnings.warn(f"failed: {src}: {exc}", stacklevel=2)
+            continue
         except LightSRError as exc:
             report.failed.append((src, str(exc)))
             warnings.warn(f"failed: {src}: {exc}", stacklevel=2)
@@ -944,40 +1371,90 @@ def upscale_files(
         except OSError as exc:  # an unwritable target: this file fails, the run goes on
             if exc.errno in _FATAL_WRITE_ERRNOS:
                 raise  # a full disk or read-only mount fails every later file too: stop now
-            target = str(dst) if dst is not None else "the output"
-            reason = f"cannot write {target!r}: {exc.strerror or exc}"
+            where = str(dst) if dst is not None else "the output"
+            reason = f"cannot write {where!r}: {exc.strerror or exc}"
             report.failed.append((src, reason))
             warnings.warn(f"failed: {src}: {reason}", stacklevel=2)
             continue
-        report.written.append((src, dst))
+        claimed[dst] = claimed[written] = src
+        report.written.append((src, written))
+        report.notes.extend((src, n) for n in notes)
     return report
 
 
+def _plan_write(
+    src: Path,
+    result: np.ndarray,
+    info: ImageInfo,
+    runner: Upscaler,
+    opts: OutputOptions,
+    out_dir: Path | None,
+    target: Path | None,
+) -> tuple[Path, list[str]]:
+    """The output name of ``result`` and the notes on it (format fallback, metadata the
+    input could not give or the format cannot hold)."""
+    image = result if result.ndim == 3 else result[:, :, None]
+    height, width, channels = image.shape
+    dst, note = plan_output(
+        src,
+        channels=channels,
+        dtype=image.dtype,
+        height=height,
+        width=width,
+        input_format=info.format,
+        folder=out_dir if out_dir is not None else src.parent,
+        options=opts,
+        scale=runner.scale_label,
+        target=target,
+    )
+    notes = [note] if note else []
+    if opts.keep_metadata:
+        notes += list(info.notes)
+        notes += dropped_metadata(
+            dst, channels=channels, icc_profile=info.icc_profile, exif=info.exif
+        )
+    return dst, notes
+
+
 def print_report(report: UpscaleReport, *, file: Any = None) -> None:
-    """Human summary: counts, then every skipped and failed file with its reason."""
+    """Human summary: counts, then every skipped, kept (existing) and failed file with its
+    reason, and the notes on written files."""
     file = file or sys.stderr
+    kept = f"{len(report.existing)} already there (kept), " if report.existing else ""
     print(
-        f"{len(report.written)} written, {len(report.skipped)} skipped, "
+        f"{len(report.written)} written, {kept}{len(report.skipped)} skipped, "
         f"{len(report.failed)} failed",
         file=file,
     )
     for path, reason in report.skipped:
         print(f"  skipped {path}: {reason}", file=file)
+    for path, dst in report.existing:
+        print(f"  kept    {path}: its output {dst} exists (--skip-existing)", file=file)
     for path, reason in report.failed:
         print(f"  failed  {path}: {reason}", file=file)
+    for path, note in report.notes:
+        print(f"  note    {path}: {note}", file=file)
 
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_PIXELS",
+    "DEFAULT_NAME_SUFFIX",
+    "DEFAULT_QUALITY",
+    "OUTPUT_FORMATS",
+    "OUTSCALE_FILTERS",
     "PRECISIONS",
+    "OutputOptions",
     "UpscaleReport",
     "Upscaler",
     "auto_tile_size",
+    "check_outscale",
     "check_output_target",
     "expand_inputs",
     "output_path",
+    "plan_output",
     "preflight",
     "print_report",
+    "resize_image",
     "resolve_precision",
     "upscale_files",
     "upscale_image",
