@@ -1,0 +1,244 @@
+"""The photo model against the clean model and bicubic: degraded benchmarks, clean ones, crops.
+
+1. Degraded sets with ground truth: for each preset (``jpeg``, ``noise``, ``blur_noise_jpeg``)
+   and each of Set14 and B100, ``lightsr eval --degrade PRESET --degrade-seed 0`` (LR made from
+   the HR by :func:`lightsr.data.degrade.degrade_for_eval`, the same LR for every model) with
+   plain bicubic, the clean model and the photo model; PSNR-Y/SSIM-Y, crop = scale. The photo
+   model should beat the clean one by >= 1 dB and bicubic by >= 0.5 dB in every cell.
+2. Clean sets: ``lightsr eval --lr-source folder-clamp`` on Set5/Set14/B100 (the papers' LR);
+   the photo model should lose <= 1 dB to the clean model.
+3. Crops on real photos without ground truth (RealSRSet): per image one PNG with four panels
+   of the same region, LR (nearest), bicubic, clean model, photo model, in docs/photo/.
+
+Writes benchmarks/results/photo_x{s}.json and docs/PHOTO.md (tables + crops).
+
+    python benchmarks/photo_report.py [--photo NAME|CKPT] [--clean NAME|CKPT] [--scale 4]
+                                      [--skip-eval] [--skip-crops]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import lightsr
+from lightsr.atomic import atomic_write_bytes, atomic_write_text
+from lightsr.data.io import read_image
+from lightsr.hardware import machine_record
+from lightsr.upscale import Upscaler
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
+RESULTS = REPO / "benchmarks" / "results"
+DOC = REPO / "docs" / "PHOTO.md"
+CROPS = REPO / "docs" / "photo"
+PRESETS = ("jpeg", "noise", "blur_noise_jpeg")
+DEGRADED_SETS = ("Set14", "B100")
+CLEAN_SETS = ("Set5", "Set14", "B100")
+#: The issue's bars: photo - clean and photo - bicubic on degraded sets; clean - photo on clean.
+BAR_VS_CLEAN, BAR_VS_BICUBIC, BAR_CLEAN_LOSS = 1.0, 0.5, 1.0
+#: Real photos for the crops: the JPEGs of RealSRSet first, then old photos, a comic, a scan.
+CROP_IMAGES = (
+    "0014.jpg",
+    "0030.jpg",
+    "ADE_val_00000114.jpg",
+    "oldphoto2.png",
+    "dog.png",
+    "comic3.png",
+    "painting.png",
+    "chip.png",
+)
+CROP_LR = 64  # LR side of a crop; each panel is CROP_LR * scale pixels wide
+
+
+def _model_args(spec: str) -> list[str]:
+    if spec == "bicubic":
+        return ["--model", "bicubic"]
+    return ["--checkpoint", spec] if Path(spec).is_file() else ["--weights", spec]
+
+
+def _eval(spec: str, scale: int, sets: tuple[str, ...], extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "eval.json"
+        cmd = [sys.executable, "-m", "lightsr", "eval", *_model_args(spec), "--scale", str(scale)]
+        cmd += [*extra, "-o", str(out), "--quiet", *(str(SHARED / "data" / s) for s in sets)]
+        subprocess.run(cmd, check=True, cwd=REPO)
+        rows = json.loads(out.read_text())
+    return {r["dataset"]: {"psnr": r["psnr"], "ssim": r["ssim"]} for r in rows}
+
+
+def evaluate_all(models: dict[str, str], scale: int) -> dict:
+    degraded: dict = {}
+    for preset in PRESETS:
+        print(f"degraded: {preset} ...", file=sys.stderr, flush=True)
+        degraded[preset] = {
+            key: _eval(spec, scale, DEGRADED_SETS, ["--degrade", preset, "--degrade-seed", "0"])
+            for key, spec in models.items()
+        }
+    print("clean ...", file=sys.stderr, flush=True)
+    clean = {
+        key: _eval(spec, scale, CLEAN_SETS, ["--lr-source", "folder-clamp"])
+        for key, spec in models.items()
+    }
+    return {"degraded": degraded, "clean": clean}
+
+
+def _load(spec: str, scale: int):
+    if spec == "bicubic":
+        return lightsr.create_model("bicubic", scale=scale)
+    return lightsr.load(spec)
+
+
+def _detail_crop(lr: np.ndarray, side: int) -> tuple[int, int]:
+    """Top-left of the ``side`` x ``side`` window with the most gradient energy (the region
+    where a model's handling of edges and texture shows), on a coarse grid."""
+    grey = lr[..., :3].astype(np.float32).mean(axis=2)
+    energy = np.abs(np.diff(grey, axis=0))[:, :-1] + np.abs(np.diff(grey, axis=1))[:-1, :]
+    h, w = grey.shape
+    best, where = -1.0, (0, 0)
+    step = max(4, side // 4)
+    for y in range(0, max(1, h - side + 1), step):
+        for x in range(0, max(1, w - side + 1), step):
+            e = float(energy[y : y + side - 1, x : x + side - 1].sum())
+            if e > best:
+                best, where = e, (y, x)
+    return where
+
+
+def crops(models: dict[str, str], scale: int) -> list[str]:
+    upscalers = {key: Upscaler(_load(spec, scale), tile=None) for key, spec in models.items()}
+    written = []
+    CROPS.mkdir(parents=True, exist_ok=True)
+    for name in CROP_IMAGES:
+        path = SHARED / "data" / "RealSRSet" / "LR" / name
+        if not path.is_file():
+            continue
+        lr = read_image(path)[..., :3]
+        side = min(CROP_LR, lr.shape[0], lr.shape[1])
+        y, x = _detail_crop(lr, side)
+        # Upscale a context window around the crop so the crop is away from image borders.
+        pad = 16
+        y0, x0 = max(0, y - pad), max(0, x - pad)
+        window = lr[y0 : y + side + pad, x0 : x + side + pad]
+        oy, ox = (y - y0) * scale, (x - x0) * scale
+        s = side * scale
+        panels = [
+            ("LR (nearest)", np.kron(lr[y : y + side, x : x + side], np.ones((scale, scale, 1))))
+        ]
+        for key, up in upscalers.items():
+            out = up(window)
+            panels.append((key, out[oy : oy + s, ox : ox + s]))
+        label_h = 16
+        sheet = Image.new("RGB", (len(panels) * (s + 4) - 4, s + label_h), "white")
+        draw = ImageDraw.Draw(sheet)
+        for i, (label, panel) in enumerate(panels):
+            sheet.paste(Image.fromarray(np.asarray(panel, dtype=np.uint8)), (i * (s + 4), label_h))
+            draw.text((i * (s + 4) + 2, 2), label, fill="black")
+        target = CROPS / f"{Path(name).stem}_x{scale}.png"
+        buf = _png_bytes(sheet)
+        atomic_write_bytes(target, buf, overwrite=True)
+        written.append(target.name)
+    return written
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def markdown(report: dict) -> str:
+    scale = report["scale"]
+    keys = list(report["models"])
+    lines = [
+        f"# The photo model, x{scale}",
+        "",
+        f"Regenerate with `{report['command']}`. Models: "
+        + ", ".join(f"{k} = `{v}`" for k, v in report["models"].items())
+        + ".",
+        "",
+        "## Degraded benchmarks (PSNR-Y, dB; LR made from the HR by `lightsr eval --degrade "
+        "PRESET --degrade-seed 0`)",
+        "",
+        "| preset | set | " + " | ".join(keys) + " | photo - clean | photo - bicubic |",
+        "|---|---|" + "---|" * (len(keys) + 2),
+    ]
+    deg = report["evaluation"]["degraded"]
+    for preset in PRESETS:
+        for s in DEGRADED_SETS:
+            v = {k: deg[preset][k][s]["psnr"] for k in keys}
+            d_clean, d_bic = v["photo"] - v["clean"], v["photo"] - v["bicubic"]
+            lines.append(
+                f"| {preset} | {s} | "
+                + " | ".join(f"{v[k]:.2f}" for k in keys)
+                + f" | {d_clean:+.2f}{'' if d_clean >= BAR_VS_CLEAN else ' (below bar)'}"
+                + f" | {d_bic:+.2f}{'' if d_bic >= BAR_VS_BICUBIC else ' (below bar)'} |"
+            )
+    clean = report["evaluation"]["clean"]
+    lines += [
+        "",
+        "## Clean benchmarks (PSNR-Y, dB; the papers' LR, `--lr-source folder-clamp`)",
+        "",
+        "| set | " + " | ".join(keys) + " | photo - clean |",
+        "|---|" + "---|" * (len(keys) + 1),
+    ]
+    for s in CLEAN_SETS:
+        v = {k: clean[k][s]["psnr"] for k in keys}
+        d = v["photo"] - v["clean"]
+        flag = "" if -d <= BAR_CLEAN_LOSS else " (below bar)"
+        lines.append(f"| {s} | " + " | ".join(f"{v[k]:.2f}" for k in keys) + f" | {d:+.2f}{flag} |")
+    if report.get("crops"):
+        lines += [
+            "",
+            "## Real photos (RealSRSet, no ground truth)",
+            "",
+            "Each image: the region of the LR with the most edge energy; panels left to right: "
+            "LR (nearest), " + ", ".join(keys) + ".",
+            "",
+        ]
+        lines += [f"![{c}](photo/{c})" for c in report["crops"]]
+    m = report["machine"]
+    lines += [
+        "",
+        f"Measured on {m['cpu']} ({m['logical_cpus']} logical CPUs), torch {m['torch']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photo", default="training/a2f_sd_photo_x4/last_ema.safetensors")
+    ap.add_argument("--clean", default="a2f_sd_x4")
+    ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--skip-eval", action="store_true", help="reuse the evaluation in the JSON")
+    ap.add_argument("--skip-crops", action="store_true")
+    args = ap.parse_args()
+    models = {"bicubic": "bicubic", "clean": args.clean, "photo": args.photo}
+    result = RESULTS / f"photo_x{args.scale}.json"
+    command = "python benchmarks/photo_report.py " + " ".join(sys.argv[1:])
+    report: dict = {"command": command.strip(), "scale": args.scale, "models": models}
+    if args.skip_eval:
+        report["evaluation"] = json.loads(result.read_text())["evaluation"]
+    else:
+        report["evaluation"] = evaluate_all(models, args.scale)
+    if not args.skip_crops:
+        report["crops"] = crops(models, args.scale)
+    report["machine"] = machine_record()
+    atomic_write_text(result, json.dumps(report, indent=2) + "\n", overwrite=True)
+    atomic_write_text(DOC, markdown(report), overwrite=True)
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
