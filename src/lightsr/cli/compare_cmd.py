@@ -20,7 +20,14 @@ from ..visual_report import (
     read_input,
     write_report,
 )
-from ._args import add_quiet_arg, add_threads_arg, apply_threads, scale_arg, show_progress
+from ._args import (
+    add_device_arg,
+    add_quiet_arg,
+    add_threads_arg,
+    apply_threads,
+    scale_arg,
+    show_progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="for benchmark folders: where LR images come from (as in `lightsr eval`)",
     )
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto")
+    add_device_arg(p, default="cpu")
     add_threads_arg(p)
     add_quiet_arg(p)
     p.set_defaults(func=run)
