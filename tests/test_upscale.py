@@ -316,21 +316,6 @@ def test_output_convs_finds_both_branches_of_a_summed_tail():
     assert output_convs(model) == [model.tail3, model.tail5]
 
 
-def test_auto_precision_follows_the_hardware(monkeypatch):
-    from lightsr.upscale import resolve_precision
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(lightsr.hardware, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
-    assert resolve_precision("auto", cpu) == "fp32"  # emulated bf16 would be slower
-    monkeypatch.setattr(lightsr.hardware, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
-    assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(lightsr.hardware, "cpu_flags", lambda: None)  # no /proc/cpuinfo
-    assert resolve_precision("auto", cpu) == "fp32"
-    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
-    with pytest.raises(LightSRError, match="fp32"):
-        resolve_precision("int8", cpu)
-
-
 # ---------------------------------------------------------------------------------------------
 # Files and CLI
 # ---------------------------------------------------------------------------------------------

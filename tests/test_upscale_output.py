@@ -528,7 +528,9 @@ def test_16_bit_png_and_tiff_stay_16_bit(tmp_path):
 
 def test_start_line_names_model_weights_device_and_settings(tmp_path, capsys):
     write_image(tmp_path / "in.png", _image(10, 12))
+    # fp32 as asked: what "auto" picks depends on the CPU (tests/test_precision.py)
     argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o"), "--quiet"]
+    argv += ["--precision", "fp32"]
     assert main([*argv, "--model", "bicubic", "--scale", "2", "--tile", "none"]) == 0
     first = capsys.readouterr().err.splitlines()[0]
     assert first == (

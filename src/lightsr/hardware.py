@@ -125,6 +125,56 @@ def cpu_has_native_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & (cpu_flags() or frozenset()))
 
 
+def cpu_int8_dot() -> str | None:
+    """The CPU's int8 dot-product instructions, best first: ``"amx"`` (AMX-INT8), ``"vnni"``
+    (AVX512-VNNI or AVX-VNNI), ``"avx2"`` (none: int8 GEMMs multiply through 16-bit
+    intermediates, roughly fp32's speed), or None where the flags cannot be read. Recorded with
+    every int8 timing, since int8's gain over fp32 depends on it."""
+    flags = cpu_flags()
+    if flags is None:
+        return None
+    if "amx_int8" in flags:
+        return "amx"
+    if {"avx512_vnni", "avx_vnni"} & flags:
+        return "vnni"
+    return "avx2" if "avx2" in flags else "none"
+
+
+def device_has_native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 natively, and why in words (for the ``auto`` precision
+    message): on CPU the AMX-BF16 / AVX512-BF16 flags; on CUDA what the GPU reports
+    (``torch.cuda.is_bf16_supported``: compute capability 8.0 and later)."""
+    if device.type == "cuda":
+        try:
+            ok = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch < 2.3 has no including_emulation
+            ok = bool(torch.cuda.is_bf16_supported())
+        name = torch.cuda.get_device_name(device)
+        return ok, f"{'native' if ok else 'no native'} bf16 on {name}"
+    if cpu_flags() is None:
+        return False, "CPU flags unreadable, bf16 not assumed"
+    if cpu_has_native_bf16():
+        return True, "native bf16 on this CPU (AVX512-BF16/AMX)"
+    return False, "no native bf16 on this CPU"
+
+
+def auto_precision(device: torch.device, *, bf16_safe: bool | None) -> tuple[str, str]:
+    """What ``precision="auto"`` means for a model on ``device``: ``(precision, why)``.
+
+    bf16 only where it is both fast and measured to be harmless: the device computes bf16
+    natively (:func:`device_has_native_bf16`; emulated bf16 on a CPU is several times slower
+    than fp32) and the model is declared ``bf16_safe`` (measured within 0.02 dB Set5 PSNR of
+    fp32; ``tests/test_precision.py``). Everything else runs fp32, which is never slower than
+    emulated bf16. ``why`` reads e.g. ``"auto: no native bf16 on this CPU"``."""
+    native, why = device_has_native_bf16(device)
+    if not native:
+        return "fp32", f"auto: {why}"
+    if bf16_safe is not True:
+        what = "not measured bf16-safe" if bf16_safe is None else "declared not bf16-safe"
+        return "fp32", f"auto: {why}, but the model is {what}"
+    return "bf16", f"auto: {why} and the model is bf16-safe"
+
+
 def cpu_can_run_bf16() -> bool:
     """True when oneDNN runs bf16 on this CPU at all (natively, or emulated on AVX-512).
 
@@ -147,6 +197,7 @@ def machine_record(threads: int | None = None) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_flags": None if flags is None else sorted(f for f in FLAGS_OF_INTEREST if f in flags),
         "native_bf16": cpu_has_native_bf16(),
+        "int8_dot": cpu_int8_dot(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,

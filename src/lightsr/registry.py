@@ -34,6 +34,9 @@ class ModelSpec:
     #: Declared for the default options (see :func:`register_model`); None: not declared.
     receptive_field: int | None = None
     tile_exact: bool | None = None
+    #: True: measured to keep Set5 PSNR within 0.02 dB of fp32 under bf16 autocast (with the
+    #: image convs in fp32), so ``precision="auto"`` may pick bf16; None: not measured.
+    bf16_safe: bool | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -48,6 +51,7 @@ def register_model(
     learned: bool = True,
     receptive_field: int | None = None,
     tile_exact: bool | None = None,
+    bf16_safe: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``builder`` under ``name``. A duplicate name is a programming error.
 
@@ -57,6 +61,10 @@ def register_model(
     such models, so nothing has to be probed at run time. Built with options (which may change
     the structure), the model keeps its class's declarations, and the rest is probed. The tests
     check every declaration against :func:`lightsr.probe.probe_receptive_field`.
+
+    ``bf16_safe=True`` declares, from a measurement with trained (the authors') weights, that
+    bf16 autocast keeps Set5 PSNR-Y within 0.02 dB of fp32 (``tests/test_precision.py``
+    re-measures every declared model); only such models get bf16 from ``precision="auto"``.
     """
 
     def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
@@ -72,6 +80,7 @@ def register_model(
             learned=learned,
             receptive_field=receptive_field,
             tile_exact=tile_exact,
+            bf16_safe=bf16_safe,
         )
         return builder
 
@@ -117,6 +126,8 @@ def create_model(name: str, *, scale: int, **options: Any):
             model.receptive_field = spec.receptive_field
         if spec.tile_exact is not None:
             model.tile_exact = spec.tile_exact
+        if spec.bf16_safe is not None:
+            model.bf16_safe = spec.bf16_safe
     return model
 
 

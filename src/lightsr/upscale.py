@@ -27,8 +27,11 @@ float RGB (N, 3, sH, sW); this module turns any image array into that and back:
   (``/proc/meminfo`` MemAvailable on CPU, ``torch.cuda.mem_get_info`` on GPU); an out-of-memory
   error halves the tile and retries.
 - **speed**: the model is folded (:func:`lightsr.reparameterize`) before inference, moved to
-  channels_last memory format, optionally compiled (``compile=True``), and run in fp32 (default)
-  or bf16/fp16 under autocast. Under autocast the convolutions that produce image values (those
+  channels_last memory format, optionally compiled (``compile=True``), and run in the precision
+  ``precision="auto"`` (the default) picks: bf16 under autocast where the device computes bf16
+  natively and the model is declared ``bf16_safe`` (measured), else fp32; or as asked: fp32,
+  bf16/fp16 under autocast, int8 (CPU; :mod:`lightsr.quantize`, run by ONNX Runtime).
+  Under autocast the convolutions that produce image values (those
   feeding a pixel shuffle, and the one making the output; found by :func:`output_convs`, a
   forward pass on a tiny input) stay in fp32, so the last rounding step is not half a grey
   level. On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is
@@ -112,12 +115,19 @@ from .errors import (
     OutputPathError,
 )
 from .evaluate import ensemble_x8
-from .hardware import available_memory, cpu_has_native_bf16, is_out_of_memory, resolve_device
+from .hardware import (
+    auto_precision,
+    available_memory,
+    cpu_has_native_bf16,
+    is_out_of_memory,
+    resolve_device,
+)
 from .models.base import SRModel
 from .models.bicubic import Bicubic
 from .probe import ReceptiveField, bytes_per_lr_pixel, output_convs, receptive_field
+from .quantize import Int8Model, quantize_int8
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Auto tile: largest tile whose estimated working set fits this share of the available memory,
@@ -168,16 +178,24 @@ _KIND_OF_SUFFIX = {
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Validate ``precision``; ``"auto"`` -> fp16 on CUDA, bf16 on a CPU with native bf16,
-    else fp32."""
+def resolve_precision(
+    precision: str, device: torch.device, *, bf16_safe: bool | None = None
+) -> tuple[str, str]:
+    """Validate ``precision`` -> ``(precision, why)``. ``"auto"``: bf16 where the device
+    computes it natively and the model is declared ``bf16_safe``, else fp32
+    (:func:`lightsr.hardware.auto_precision`, whose ``why`` is e.g. ``"auto: no native bf16 on
+    this CPU"``); a named precision is taken as asked (``why`` ``"asked for"``). int8 runs on
+    the CPU only (:mod:`lightsr.quantize`)."""
     if precision not in PRECISIONS:
         raise LightSRError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return precision
+        return auto_precision(device, bf16_safe=bf16_safe)
+    if precision == "int8" and device.type != "cpu":
+        raise LightSRError(
+            f"int8 runs on the CPU (ONNX Runtime's int8 kernels), not {device}: use --device "
+            "cpu, or --precision auto/bf16/fp16 on a GPU."
+        )
+    return precision, "asked for"
 
 
 def auto_tile_size(
@@ -350,7 +368,12 @@ class Upscaler:
         model: an :class:`SRModel` (training or folded form; it is folded here, on a copy).
         tile: ``None`` (whole image at once), a tile side in LR pixels, or ``"auto"``.
         overlap: LR pixels of context around each tile; ``"auto"`` = the receptive field.
-        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see module docstring).
+        precision: ``"auto"`` (bf16 where the device computes it natively and the model is
+            declared ``bf16_safe``, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"``, or
+            ``"int8"`` (CPU: static quantization run by ONNX Runtime, :mod:`lightsr.quantize`;
+            ``compile`` does not apply).
+        calibration: for int8, what :func:`lightsr.quantize.quantize_int8` calibrates on (LR
+            tensors or HR arrays); None: its generated patches.
         device: ``"cpu"``, ``"cuda"``, ... or None (CUDA when available).
         channels_last: run in channels_last memory format (faster convolutions).
         compile: ``torch.compile`` the folded model (slow first call; pays off on many
@@ -378,11 +401,12 @@ class Upscaler:
         *,
         tile: int | str | None = "auto",
         overlap: int | str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         device: str | torch.device | None = None,
         channels_last: bool = True,
         compile: bool = False,
         pad_narrow: bool = True,
+        calibration: Any = None,
         alpha: str = "bicubic",
         progress: bool | None = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
@@ -412,7 +436,11 @@ class Upscaler:
         if not (tile is None or tile == "auto" or (isinstance(tile, int) and tile > 0)):
             raise LightSRError(f"tile must be None, 'auto' or a positive integer, not {tile!r}.")
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision, self.precision_reason = resolve_precision(
+            precision, self.device, bf16_safe=getattr(model, "bf16_safe", None)
+        )
+        if self.precision == "int8" and compile:
+            raise LightSRError("compile does not apply to int8 (ONNX Runtime runs it); drop one.")
         self.scale = int(model.scale)
         self.min_input_size = int(getattr(model, "min_input_size", 1))
         self.alpha = alpha
@@ -431,6 +459,9 @@ class Upscaler:
             if t.is_floating_point()
         )
         self.padding: PaddingReport | None = None
+        self.int8: Int8Model | None = None
+        if self.precision == "int8":  # quantized before padding: ONNX Runtime needs none
+            self.int8 = quantize_int8(folded, calibration=calibration)
         if pad_narrow and isinstance(folded, SRModel):
             folded, self.padding = pad_channels(folded, below=16)
         if not (overlap == "auto" or (isinstance(overlap, int) and overlap >= 0)):
@@ -441,7 +472,7 @@ class Upscaler:
         self._source = model
         self._auto_side: int | None = None
         folded = folded.to(self.device)
-        if self.precision != "fp32":
+        if self.precision in ("bf16", "fp16"):
             if self.device.type == "cpu" and self.precision == "bf16" and not cpu_has_native_bf16():
                 warnings.warn(
                     "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower "
@@ -449,7 +480,7 @@ class Upscaler:
                     stacklevel=2,
                 )
             _keep_image_convs_fp32(folded)
-        self.element_bytes = 4 if self.precision == "fp32" else 2
+        self.element_bytes = 2 if self.precision in ("bf16", "fp16") else 4
         #: None (untiled), a side in LR pixels, or "auto" (decided per image from memory)
         self.tile: int | str | None = tile
         if channels_last:
@@ -457,7 +488,9 @@ class Upscaler:
             folded = folded.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = folded
         self._run: Callable[[torch.Tensor], torch.Tensor] = folded
-        if compile:
+        if self.int8 is not None:
+            self._run = self.int8
+        elif compile:
             # freezing lets inductor constant-fold the weights and fuse conv + pointwise ops.
             self._run = torch.compile(folded, dynamic=False, options={"freezing": True})
         self._alpha_model: Upscaler | None = None
@@ -507,7 +540,13 @@ class Upscaler:
         head = f"{self.arch_name} x{self.scale}"
         if weights:
             head += f" (weights {weights})"
-        items = [f"{head} on {self.device}", self.precision]
+        precision = self.precision
+        if self.precision_reason != "asked for":
+            precision += f" ({self.precision_reason})"
+        elif self.int8 is not None:
+            r = self.int8.report
+            precision += f" ({r.engine}, {len(r.quantized)} convs int8, {len(r.kept_fp32)} fp32)"
+        items = [f"{head} on {self.device}", precision]
         if self.tile is None:
             items.append("untiled")
         elif self.tile == "auto":
@@ -533,7 +572,7 @@ class Upscaler:
             x = x.contiguous(memory_format=torch.channels_last)
         run = self._run_ensemble if self.self_ensemble else self._run
         with torch.inference_mode():
-            if self.precision == "fp32":
+            if self.precision in ("fp32", "int8"):
                 y = run(x)
             else:
                 with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
@@ -576,7 +615,7 @@ class Upscaler:
                 f"its weights hold {self._nonfinite_weights:,} NaN/Inf values (a training run "
                 "that diverged?): use another checkpoint"
             )
-        elif self.precision != "fp32":
+        elif self.precision in ("bf16", "fp16"):
             cause = f"{self.precision} overflowed: use --precision fp32"
         else:
             cause = "its weights are damaged or out of range: use another checkpoint"
@@ -858,7 +897,7 @@ def upscale_image(
     *,
     tile: int | str | None = "auto",
     overlap: int | str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     device: str | torch.device | None = None,
     channels_last: bool = True,
     compile: bool = False,

@@ -18,6 +18,7 @@ from ..upscale import (
     DEFAULT_QUALITY,
     OUTPUT_FORMATS,
     OUTSCALE_FILTERS,
+    PRECISIONS,
     OutputOptions,
     Upscaler,
     check_output_target,
@@ -125,9 +126,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "fp16", "auto"),
-        default="fp32",
-        help="fp32 (default); bf16/fp16 on GPUs and CPUs with native bf16; auto picks",
+        choices=PRECISIONS,
+        default="auto",
+        help=(
+            "auto (default): bf16 where the CPU/GPU computes it natively and the model is "
+            "measured bf16-safe, else fp32 (the choice and why are printed); fp32; bf16/fp16; "
+            "int8 (CPU, ONNX Runtime: pip install lightsr[onnx]; docs/BACKENDS.md)"
+        ),
     )
     add_device_arg(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start)")

@@ -150,7 +150,8 @@ def a2f_s(*, scale: int) -> A2F:
     return A2F(scale=scale, channels=32, num_layers=4)
 
 
-@register_model("a2f_sd", paper=_PAPER)
+# bf16_safe: Set5 PSNR-Y bf16 - fp32 = -0.0003 dB (x4), -0.004 dB (x2), authors' weights
+@register_model("a2f_sd", paper=_PAPER, bf16_safe=True)
 def a2f_sd(*, scale: int) -> A2F:
     """A2F-SD: C=16, 8 layers (313k params at x2)."""
     return A2F(scale=scale, channels=16, num_layers=8)

@@ -30,6 +30,9 @@ class SRModel(nn.Module):
     #: False when tiles cannot reproduce untiled inference exactly (global pooling, or a field
     #: wider than a tile's context); None: not declared (probed).
     tile_exact: bool | None = None
+    #: True where bf16 autocast is measured to keep Set5 PSNR within 0.02 dB of fp32 (declared
+    #: with ``register_model(bf16_safe=True)``); ``precision="auto"`` picks bf16 only for those.
+    bf16_safe: bool | None = None
     #: LR sides are any size of at least ``min_input_size`` unless a model declares a multiple.
     input_multiple: int = 1
     #: Set on a model read from a file (:func:`lightsr.load`, :func:`lightsr.load_official`):

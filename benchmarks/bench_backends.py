@@ -1,0 +1,435 @@
+"""Every CPU inference path on the machine at hand, side by side: speed, GFLOP/s, Set5 quality.
+
+For A2F-SD, FMEN-S and MAFFSRN at x4 on a 256 x 256 LR input, in one run (interleaved rounds,
+median and min; the minimum is the better estimate on a shared machine):
+
+- ``authors``: as benchmarks/bench_upscale.py runs it (training form with weight norm for
+  A2F-SD and MAFFSRN, the released folded form for FMEN-S; fp32, eager, NCHW);
+- lightsr's paths through ``Upscaler``: ``fp32`` (folded, channels_last, eager, narrow widths
+  padded), ``compiled`` (+ torch.compile), ``bf16`` (autocast, image convs fp32; emulated, and
+  marked so, where the CPU has no native bf16), ``int8`` (lightsr.quantize: ONNX Runtime
+  static QDQ, per-channel int8 weights, the sensitive convs in fp32);
+- ``ort_fp32``: ONNX Runtime on the fp32 ONNX export;
+- ``ov_fp32``, ``ov_bf16`` (only where OpenVINO reports native bf16), ``ov_int8`` (the same QDQ
+  graph as ``int8``): OpenVINO, where it is importable (skipped with a note otherwise).
+
+Quality per path: Set5 x4 PSNR-Y (border 4; authors' weights where released, else a bundled
+``maffsrn_x4`` or ``--maffsrn-weights``), and for every path the PSNR of its output against the
+fp32 output (which is what a seeded MAFFSRN without weights can say). ``compiled`` shares
+fp32's graph and recompiles per image size, so its Set5 is not rerun.
+Achieved GFLOP/s (2 FLOPs per MAC, FlopCounterMode) against matmul peaks measured here
+(fp32, bf16, and int8 via ``torch._int_mm`` where it runs). ONNX Runtime runs without
+busy-waiting and every timed call is followed by a 20 ms pause, so one engine's spinning
+threads do not steal the next one's cores.
+
+    python benchmarks/bench_backends.py [--rounds 7] [--threads 2] [--models a2f_sd fmen_s maffsrn]
+    python benchmarks/bench_backends.py --table-only     # regenerate docs/BACKENDS.md
+    python benchmarks/bench_backends.py --sensitivity fmen_s   # per-conv int8 loss on Set5
+
+Writes benchmarks/results/backends/<cpu-slug>.json (one file per CPU model; a rerun on the same
+kind replaces it) and regenerates docs/BACKENDS.md from all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_upscale as bu  # noqa: E402  (shared helpers: peaks, input, weights, Set5)
+
+import lightsr  # noqa: E402
+from lightsr.data.io import image_to_tensor, read_image, tensor_to_image  # noqa: E402
+from lightsr.data.resize import modcrop  # noqa: E402
+from lightsr.export import export_model  # noqa: E402
+from lightsr.hardware import cpu_has_native_bf16, cpu_int8_dot, cpu_model, machine_record  # noqa: E402
+from lightsr.hub import bundled_weights  # noqa: E402
+from lightsr.metrics import psnr  # noqa: E402
+from lightsr.quantize import quantize_int8  # noqa: E402
+from lightsr.upscale import Upscaler  # noqa: E402
+
+RESULTS = bu.ROOT / "benchmarks" / "results" / "backends"
+DOC = bu.ROOT / "docs" / "BACKENDS.md"
+PAUSE_S = 0.02
+SET5_LR = bu.SHARED / "data" / "Set5" / "LR_bicubic" / f"X{bu.SCALE}"
+SET5_HR = bu.SHARED / "data" / "Set5" / "HR"
+
+
+def cpu_slug(name: str) -> str:
+    """A file name for a CPU model: lower case, runs of other characters as one dash."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown-cpu"
+
+
+def int8_peak(n: int = 2048, reps: int = 5) -> float | None:
+    """GOP/s of an n^3 int8 matmul (torch._int_mm), or None where it does not run here."""
+    try:
+        a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        b = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        torch._int_mm(a, b)
+    except (RuntimeError, AttributeError):
+        return None
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch._int_mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def load(name: str, maffsrn_weights: str | None):
+    """(training-form model, weights description, trained?)."""
+    if name == "maffsrn":
+        path = Path(maffsrn_weights) if maffsrn_weights else bundled_weights("maffsrn", bu.SCALE)
+        if path is not None and path.is_file():
+            return lightsr.load(str(path)), f"lightsr {path.name}", True
+    model, weights = bu.load_model(name)
+    return model, weights, weights.startswith("official")
+
+
+def _onnxruntime(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"lr": np.ascontiguousarray(x.numpy())})[0])
+
+    return run
+
+
+def _openvino(source, threads: int, precision: str):
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(source)
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = request.infer({0: np.ascontiguousarray(x.numpy())})[0]
+        return torch.from_numpy(np.array(out, copy=True))
+
+    return run
+
+
+def openvino_info() -> dict:
+    try:
+        import openvino as ov
+    except ImportError:
+        return {"available": False, "note": "openvino not importable: pip install openvino"}
+    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {"available": True, "version": ov.__version__, "cpu_capabilities": caps}
+
+
+def build_paths(model, folded, threads: int, tmp: Path, ov: dict) -> tuple[dict, dict]:
+    """name -> run(x) for every path, and name -> note (skips, emulation)."""
+    notes: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # emulated bf16
+        runners = {
+            "fp32": Upscaler(folded, tile=None, precision="fp32"),
+            "compiled": Upscaler(folded, tile=None, precision="fp32", compile=True),
+            "bf16": Upscaler(folded, tile=None, precision="bf16"),
+        }
+        t = time.perf_counter()
+        runners["int8"] = Upscaler(folded, tile=None, precision="int8")
+        notes["int8"] = f"quantized in {time.perf_counter() - t:.1f} s; " + ", ".join(
+            f"{k}={v}" for k, v in vars(runners["int8"].int8.report).items() if k != "quantized"
+        )
+    if not cpu_has_native_bf16():
+        notes["bf16"] = "emulated: this CPU has no native bf16"
+    paths = {"authors": bu.authors_path(model if model.arch_name != "fmen_s" else folded)}
+    paths.update({k: r._forward for k, r in runners.items()})
+    onnx_path = tmp / "fp32.onnx"
+    export_model(folded, onnx_path, check=False, overwrite=True)
+    paths["ort_fp32"] = _onnxruntime(onnx_path, threads)
+    if ov["available"]:
+        paths["ov_fp32"] = _openvino(str(onnx_path), threads, "f32")
+        if "BF16" in ov["cpu_capabilities"]:
+            paths["ov_bf16"] = _openvino(str(onnx_path), threads, "bf16")
+        else:
+            notes["ov_bf16"] = "skipped: OpenVINO reports no native bf16 on this CPU"
+        int8 = runners["int8"].int8
+        assert int8 is not None
+        paths["ov_int8"] = _openvino(int8.onnx, threads, "f32")  # f32: keep the fp32 convs
+    else:
+        notes["openvino"] = ov["note"]
+    return paths, notes
+
+
+def quality(run, trained: bool, reference) -> dict:
+    """Set5 PSNR-Y against HR (trained weights) and against the fp32 path's output."""
+    out: dict = {}
+    if not SET5_LR.is_dir():
+        return {"note": f"{SET5_LR} absent"}
+    vs_hr, vs_fp32 = [], []
+    for hr_path in sorted(SET5_HR.glob("*.png")):
+        lr = image_to_tensor(read_image(SET5_LR / f"{hr_path.stem}x{bu.SCALE}.png"))
+        sr = tensor_to_image(run(lr))
+        if trained:
+            hr = modcrop(read_image(hr_path), bu.SCALE)
+            vs_hr.append(psnr(sr, hr, crop_border=bu.SCALE, y_channel=True))
+        if reference is not None:
+            ref = tensor_to_image(reference(lr))
+            vs_fp32.append(psnr(sr, ref, crop_border=bu.SCALE, y_channel=True))
+    if vs_hr:
+        out["set5_psnr_y"] = round(float(np.mean(vs_hr)), 4)
+    if vs_fp32:  # identical outputs: "identical" (JSON has no infinity)
+        mean = float(np.mean(vs_fp32))
+        out["psnr_y_vs_fp32"] = round(mean, 2) if np.isfinite(mean) else "identical"
+    return out
+
+
+def bench_model(name: str, rounds: int, threads: int, peaks: dict, ov: dict, args) -> dict:
+    model, weights, trained = load(name, args.maffsrn_weights)
+    folded = lightsr.reparameterize(model)
+    x = bu.bench_input()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        folded(x)
+    flops = counter.get_total_flops()
+    with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
+        paths, notes = build_paths(model, folded, threads, Path(tmp), ov)
+        t = time.perf_counter()
+        for run in paths.values():
+            run(x)  # warm-up (and compilation)
+        warmup_s = time.perf_counter() - t
+        times: dict[str, list[float]] = {k: [] for k in paths}
+        for _ in range(rounds):
+            for k, run in paths.items():
+                t = time.perf_counter()
+                run(x)
+                times[k].append(time.perf_counter() - t)
+                time.sleep(PAUSE_S)
+        result: dict = {
+            "weights": weights,
+            "gmacs_256": round(flops / 2e9, 3),
+            "warmup_incl_compile_s": round(warmup_s, 1),
+            "notes": notes,
+            "paths": {},
+        }
+        fp32 = paths["fp32"]
+        for k, ts in times.items():
+            best = min(ts)
+            # Against the fp32 peak for every path (as bench_upscale.py): the bf16/int8 matmul
+            # peaks are recorded too, but where they are not native they measure slow generic
+            # kernels that ONNX Runtime and OpenVINO do not use.
+            peak = peaks["fp32_gflops"]
+            row = {
+                "median_ms": round(statistics.median(ts) * 1000, 1),
+                "min_ms": round(best * 1000, 1),
+                "gflops_at_min": round(flops / best / 1e9, 1),
+                "pct_fp32_peak_at_min": round(100 * flops / best / 1e9 / peak, 1),
+            }
+            if not args.no_quality and k != "compiled":
+                row.update(quality(paths[k], trained, None if k == "fp32" else fp32))
+            result["paths"][k] = row
+    p = result["paths"]
+    result["speedup_vs_authors_min"] = {
+        k: round(p["authors"]["min_ms"] / v["min_ms"], 2) for k, v in p.items()
+    }
+    result["fastest_min"] = min(p, key=lambda k: p[k]["min_ms"])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-conv int8 sensitivity
+# ---------------------------------------------------------------------------------------------
+
+
+def sensitivity(name: str, limit: int | None) -> dict:
+    """Set5 x4 PSNR-Y change when only one conv is int8 (the others fp32), per conv."""
+    model, weights, trained = load(name, None)
+    if not trained:
+        raise SystemExit(f"{name}: needs trained weights for a Set5 measurement")
+    folded = lightsr.reparameterize(model)
+    convs = [n for n, m in folded.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    base = quality(Upscaler(folded, tile=None, precision="fp32")._forward, True, None)
+    out = {"weights": weights, "fp32_set5_psnr_y": base["set5_psnr_y"], "only_this_conv_int8": {}}
+    for conv in convs[:limit]:
+        q = quantize_int8(folded, keep_fp32=[c for c in convs if c != conv])
+        s = quality(q, True, None)["set5_psnr_y"]
+        out["only_this_conv_int8"][conv] = round(s - base["set5_psnr_y"], 4)
+        print(conv, out["only_this_conv_int8"][conv], flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/BACKENDS.md
+# ---------------------------------------------------------------------------------------------
+
+_DOC_HEAD = """# CPU backends and precisions
+
+Regenerated by `python benchmarks/bench_backends.py` (or `--table-only`) from
+`benchmarks/results/backends/*.json`, one file per CPU model: do not edit the tables by hand.
+
+## `--precision auto|fp32|bf16|fp16|int8`
+
+`lightsr upscale --precision ...` and `Upscaler(precision=...)`:
+
+- **auto** (the default): bf16 where the device computes bf16 natively (a CPU with
+  AVX512-BF16 or AMX-BF16 in its flags; a GPU that reports bf16 support) **and** the model is
+  declared bf16-safe (`register_model(..., bf16_safe=True)`, set only from a measurement:
+  Set5 PSNR-Y within 0.02 dB of fp32, re-measured by `tests/test_precision.py`: A2F-SD
+  -0.0003 dB at x4, FMEN-S -0.008 dB); fp32 everywhere else. Emulated bf16 is several times
+  slower than fp32, so auto never picks it. The choice and the reason are printed, e.g.
+  `fp32 (auto: no native bf16 on this CPU)`.
+- **fp32**: the folded model, channels_last, eager (or `--compile`).
+- **bf16** / **fp16**: autocast, with the convs that produce image values kept in fp32.
+- **int8** (CPU only; `pip install lightsr[onnx]`): static post-training quantization
+  (`lightsr.quantize.quantize_int8`): per-channel int8 weights, int8 activations calibrated
+  on generated patches (or your own), only the convolutions quantized, and the image convs
+  plus each model's most sensitive convs kept in fp32; ONNX Runtime runs the QDQ graph
+  (OpenVINO can run the same file). Quantizing takes ~10-40 s when the model is loaded. It
+  costs quality (Set5 x4 PSNR-Y with the authors' weights: A2F-SD -0.07 dB, FMEN-S -0.14 dB);
+  whether it is faster than fp32 depends on the CPU's int8 dot-product instructions (the
+  `int8 dot` column: AMX, VNNI, or plain AVX2 with 16-bit intermediates): see the tables.
+  Tiles use the same quantization parameters, so tiled equals untiled (bit for bit) for
+  tile-exact models.
+
+Why ONNX Runtime for int8: PyTorch's own FX graph-mode int8 (deprecated in torch 2.13 in
+favour of torchao) broke FMEN-S (7.6 dB) and ran A2F-SD 4x slower than fp32 on the machine
+where the engine was chosen; unsigned activations with full-range weights saturate AVX2's
+16-bit pair sums (-5 dB for FMEN-S), signed int8 activations do not.
+"""
+
+
+def write_markdown() -> str:
+    files = sorted(RESULTS.glob("*.json"))
+    runs = [json.loads(f.read_text()) for f in files]
+    lines = [_DOC_HEAD]
+    if not runs:
+        lines.append("\nNo results yet: run `python benchmarks/bench_backends.py`.\n")
+    else:
+        lines.append("\n## Machines\n")
+        lines.append(
+            "| CPU | flags | int8 dot | threads | torch | onnxruntime | openvino | load | command |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in runs:
+            m = r["machine"]
+            lines.append(
+                f"| {m['cpu']} | {' '.join(m['cpu_flags'] or [])} | {m.get('int8_dot')} | "
+                f"{m['torch_threads']} | {m['torch']} | {r['versions'].get('onnxruntime')} | "
+                f"{r['versions'].get('openvino', '-')} | {r['load_average_at_start']:.1f} -> "
+                f"{r['load_average_at_end']:.1f} | `{r.get('command', '')}` |"
+            )
+        models = sorted({name for r in runs for name in r["models"]})
+        for name in models:
+            lines.append(f"\n## {name} x4, 256x256 LR\n")
+            lines.append(
+                "min ms (speed-up over the authors' way) and Set5 PSNR-Y, per machine; "
+                "`psnr vs fp32`: the path's output against lightsr's fp32 output.\n"
+            )
+            head = ["path"] + [r["machine"]["cpu"] for r in runs if name in r["models"]]
+            lines.append("| " + " | ".join(head) + " | Set5 PSNR-Y | psnr vs fp32 |")
+            lines.append("|" + "---|" * (len(head) + 2))
+            names: list[str] = []
+            for r in runs:
+                for k in r["models"].get(name, {}).get("paths", {}):
+                    if k not in names:
+                        names.append(k)
+            for k in names:
+                cells, q, v = [], "", ""
+                for r in runs:
+                    res = r["models"].get(name)
+                    if res is None:
+                        continue
+                    row = res["paths"].get(k)
+                    if row is None:
+                        cells.append(res["notes"].get(k, "-"))
+                        continue
+                    cells.append(f"{row['min_ms']:.0f} (x{res['speedup_vs_authors_min'][k]})")
+                    q = q or (f"{row['set5_psnr_y']:.4f}" if "set5_psnr_y" in row else "")
+                    v = v or str(row.get("psnr_y_vs_fp32", ""))
+                lines.append(f"| {k} | " + " | ".join(cells) + f" | {q or '-'} | {v or '-'} |")
+    text = "\n".join(lines) + "\n"
+    DOC.write_text(text)
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["a2f_sd", "fmen_s", "maffsrn"])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--maffsrn-weights", help="a trained MAFFSRN x4 checkpoint (no release)")
+    ap.add_argument("--no-quality", action="store_true", help="skip the Set5 measurements")
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--table-only", action="store_true", help="only regenerate docs/BACKENDS.md")
+    ap.add_argument("--sensitivity", metavar="MODEL", help="per-conv int8 loss on Set5")
+    ap.add_argument("--sensitivity-limit", type=int, help="only the first N convs")
+    args = ap.parse_args()
+    if args.table_only:
+        write_markdown()
+        return 0
+    torch.set_num_threads(args.threads)
+    if args.sensitivity:
+        out = sensitivity(args.sensitivity, args.sensitivity_limit)
+        out["machine"] = machine_record(args.threads)
+        path = RESULTS / f"sensitivity_{args.sensitivity}.json"
+        if not args.no_save:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out, indent=2) + "\n")
+        return 0
+
+    # Without native support bf16/int8 matmuls run on slow generic kernels (~1 GFLOP/s on a
+    # Zen 1): a 512^3 product measures that in a second where 2048^3 takes minutes.
+    native_i8 = cpu_int8_dot() in ("vnni", "amx")
+    peaks = {
+        "fp32_gflops": round(bu.matmul_peak(torch.float32), 1),
+        "bf16_gflops": round(
+            bu.matmul_peak(torch.bfloat16, n=2048 if cpu_has_native_bf16() else 512), 1
+        ),
+        "int8_gops": None,
+    }
+    i8 = int8_peak(n=2048 if native_i8 else 512)
+    peaks["int8_gops"] = None if i8 is None else round(i8, 1)
+    print(json.dumps(peaks), flush=True)
+    ov = openvino_info()
+    import onnxruntime
+
+    out: dict = {
+        "machine": machine_record(args.threads),
+        "load_average_at_start": os.getloadavg()[0],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: ACTIVE)"),
+        "versions": {"onnxruntime": onnxruntime.__version__}
+        | ({"openvino": ov["version"]} if ov["available"] else {}),
+        "openvino": ov,
+        "peaks": peaks,
+        "protocol": (
+            f"x{bu.SCALE}, {bu.SIZE}x{bu.SIZE} LR input, batch 1, {args.rounds} interleaved "
+            f"rounds after warm-up ({PAUSE_S * 1000:.0f} ms pause after each call); median and "
+            "min wall time of the forward pass"
+        ),
+        "models": {},
+    }
+    for name in args.models:
+        out["models"][name] = bench_model(name, args.rounds, args.threads, peaks, ov, args)
+        print(name, json.dumps(out["models"][name]), flush=True)
+    out["load_average_at_end"] = os.getloadavg()[0]
+    out["command"] = "python benchmarks/bench_backends.py " + " ".join(sys.argv[1:])
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{cpu_slug(cpu_model())}.json"
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        write_markdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

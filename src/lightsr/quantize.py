@@ -1,0 +1,478 @@
+"""int8 inference: static post-training quantization of a folded model, run by ONNX Runtime.
+
+:func:`quantize_int8` folds the model, exports it to ONNX (opset 17, any height and width),
+calibrates the activation ranges on LR patches, and rewrites the graph with ONNX Runtime's
+static quantizer in QDQ form: per-channel symmetric int8 weights, int8 activations, only the
+convolutions quantized (the pointwise ops between them, sigmoid gates, residual adds, stay
+fp32: quantizing them too cost FMEN-S another 0.2 dB on Set5 for no speed). The result, an
+:class:`Int8Model`, maps float RGB (N, 3, H, W) to float RGB like the model; ONNX Runtime runs it
+(``engine="onnxruntime"``, the ``lightsr[onnx]`` extra), or OpenVINO (``engine="openvino"``,
+the ``lightsr[openvino]`` extra) from the same QDQ graph.
+
+**Mixed precision.** Some convolutions lose much more than others when quantized. Kept in fp32
+(``keep_fp32``, module names) by default: the convolutions that read the image (``head``;
+A2F's ``skip``) and those that produce image values (:func:`lightsr.probe.output_convs`: the
+tail before the pixel shuffle), plus each model's most sensitive layers in
+:data:`KEEP_FP32`, found by quantizing one conv at a time and measuring Set5 x4 PSNR-Y with
+the authors' weights (``benchmarks/bench_backends.py --sensitivity``). FMEN-S's ``lr_conv``
+alone costs 0.44 dB: its output is a small correction added to the head's features, so an
+8-bit grid over its range is coarse where it matters.
+
+**Why this engine** (measured on an AMD EPYC Zen 1, AVX2 without VNNI; see docs/BACKENDS.md):
+PyTorch's own int8 (``torch.ao`` FX graph mode, x86 backend, per-channel weights) is deprecated
+in favour of the separate torchao package, broke FMEN-S (7.6 dB on Set5) and ran A2F-SD 4x
+slower than fp32 eager (every scalar-weighted residual became a quantize/dequantize pair).
+ONNX Runtime's QDQ graph runs in ONNX Runtime and OpenVINO alike, the calibration and
+exclusion lists are explicit, and int8 activations with int8 weights (S8S8) kept quality best
+on this CPU (u8 activations with full-range weights saturate AVX2's 16-bit pair sums).
+
+**Calibration.** Static quantization needs representative inputs. ``calibration`` takes LR
+tensors or HR images (:func:`calibration_patches` cuts and downscales them); by default
+lightsr generates its own (:func:`synthetic_calibration`: smooth gradients, sharp-edged
+shapes, gratings and noise, rendered at HR and bicubic-downscaled; no image files are shipped),
+so the same model always gets the same int8 parameters. Quantization parameters are fixed once
+made: a tiled image uses the same scales in every tile, and a tile-exact model gives the same
+int8 output tiled and untiled (``tests/test_int8.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import atomic_write_bytes
+from .data.io import image_to_tensor
+from .data.resize import imresize
+from .deploy import reparameterize
+from .errors import LightSRError
+from .hardware import cpu_int8_dot
+from .models.base import SRModel
+from .probe import output_convs
+
+ENGINES = ("onnxruntime", "openvino")
+#: Calibration methods of ONNX Runtime's quantizer that lightsr offers.
+METHODS = ("minmax", "percentile")
+ONNX_OPSET = 17
+
+#: Per model, the convolutions (module names of the folded model) kept in fp32 besides the
+#: image convs, chosen by measured sensitivity (module docstring). Names absent from a
+#: model (another variant's layout) are ignored.
+KEEP_FP32: dict[str, tuple[str, ...]] = {
+    # one-layer-at-a-time Set5 x4 losses: lr_conv -0.44, warmup.0 -0.11, tail -0.06,
+    # head -0.06, warmup.1.squeeze -0.05 dB; every other conv -0.03 dB or less
+    "fmen_s": ("lr_conv", "warmup.0", "warmup.1.squeeze"),
+    "fmen": ("lr_conv", "warmup.0", "warmup.1.squeeze"),
+}
+
+_PERCENTILE = 99.999
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration data
+# ---------------------------------------------------------------------------------------------
+
+
+def synthetic_calibration(
+    *, scale: int, count: int = 32, size: int = 48, seed: int = 0
+) -> list[torch.Tensor]:
+    """``count`` generated LR patches (1, 3, ``size``, ``size``) in [0, 1], the same for a
+    given ``seed``: scenes rendered at ``size * scale`` (a smooth colour gradient, sharp-edged
+    discs and half-planes in random colours, a sinusoidal grating, fine noise texture) and
+    downscaled by MATLAB bicubic, the degradation the models were trained on."""
+    rng = np.random.default_rng(seed)
+    n = size * scale
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64) / n
+    out = []
+    for _ in range(count):
+        c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        a = rng.uniform(0, 2 * np.pi)
+        t = (np.cos(a) * xx + np.sin(a) * yy + 1.5) / 3.0
+        img = c0 + (c1 - c0) * t[..., None]
+        for _ in range(rng.integers(2, 7)):
+            colour = rng.uniform(0, 1, 3)
+            if rng.random() < 0.5:
+                cy, cx, r = rng.uniform(0, 1, 2).tolist() + [rng.uniform(0.05, 0.4)]
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            else:
+                b = rng.uniform(0, 2 * np.pi)
+                mask = (
+                    np.cos(b) * (xx - rng.uniform(0, 1)) + np.sin(b) * (yy - rng.uniform(0, 1)) > 0
+                )
+            img[mask] = colour
+        f = rng.uniform(4, n / 6)  # cycles per patch, up to a 6-pixel period at HR
+        b = rng.uniform(0, 2 * np.pi)
+        grating = np.sin(2 * np.pi * f * (np.cos(b) * xx + np.sin(b) * yy))
+        img = img + rng.uniform(0, 0.25) * grating[..., None]
+        img = img + rng.uniform(0, 0.05) * rng.standard_normal((n, n, 1))
+        hr = np.clip(img, 0, 1).astype(np.float32)
+        lr = np.clip(imresize(hr, 1 / scale), 0, 1)
+        out.append(image_to_tensor(lr))
+    return out
+
+
+def calibration_patches(
+    images: Iterable[np.ndarray], *, scale: int, count: int = 32, size: int = 48, seed: int = 0
+) -> list[torch.Tensor]:
+    """LR calibration patches (1, 3, ``size``, ``size``) from HR ``images`` (H x W x C arrays,
+    uint8/uint16/float): ``count`` random crops of ``size * scale`` pixels (from images at
+    least that large; drawn with ``seed``), bicubic-downscaled by ``scale``."""
+    hrs = []
+    for im in images:
+        im = np.asarray(im)
+        if im.ndim == 2:
+            im = im[..., None]
+        im = im[..., :3]
+        if im.shape[2] == 1:
+            im = np.repeat(im, 3, axis=2)
+        if min(im.shape[:2]) >= size * scale:
+            hrs.append(im)
+    if not hrs:
+        raise LightSRError(
+            f"no calibration image is at least {size * scale}x{size * scale} pixels (patches of "
+            f"{size} LR pixels at x{scale}); pass larger images or a smaller size."
+        )
+    rng = np.random.default_rng(seed)
+    s = size * scale
+    out = []
+    for _ in range(count):
+        hr = hrs[int(rng.integers(len(hrs)))]
+        y = int(rng.integers(0, hr.shape[0] - s + 1))
+        x = int(rng.integers(0, hr.shape[1] - s + 1))
+        out.append(image_to_tensor(imresize(hr[y : y + s, x : x + s], 1 / scale)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The quantized model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Int8Report:
+    """How an :class:`Int8Model` was made: the convs quantized and kept, the calibration."""
+
+    arch: str
+    engine: str
+    method: str
+    quantized: list[str] = field(default_factory=list)
+    kept_fp32: list[str] = field(default_factory=list)
+    calibration: str = ""
+    calibration_patches: int = 0
+    int8_dot: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+class Int8Model:
+    """A statically quantized model: ``model(x)`` maps float RGB (N, 3, H, W) in [0, 1] to float
+    RGB (N, 3, sH, sW), unclamped, on the CPU. ``onnx`` holds the QDQ graph (bytes: write it to
+    a file to run it elsewhere); ``report`` says what was quantized."""
+
+    def __init__(
+        self,
+        onnx_model: bytes,
+        *,
+        scale: int,
+        min_input_size: int,
+        report: Int8Report,
+        engine: str = "onnxruntime",
+        threads: int | None = None,
+    ) -> None:
+        if engine not in ENGINES:
+            raise LightSRError(f"int8 engine {engine!r} is not one of {', '.join(ENGINES)}.")
+        self.onnx = onnx_model
+        self.scale = int(scale)
+        self.min_input_size = int(min_input_size)
+        self.report = report
+        self.engine = engine
+        self.threads = int(threads or torch.get_num_threads())
+        self._run = _onnxruntime_runner(onnx_model, self.threads)
+        if engine == "openvino":
+            self._run = _openvino_runner(onnx_model, self.threads)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise LightSRError(f"the int8 model expects (N, 3, H, W), got {tuple(x.shape)}.")
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise LightSRError(
+                f"the int8 model needs an LR input of at least {self.min_input_size} pixels a "
+                f"side, got {tuple(x.shape[-2:])}."
+            )
+        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        return torch.from_numpy(self._run(arr))
+
+    def with_engine(self, engine: str) -> Int8Model:
+        """The same quantized graph run by another engine (``"openvino"``: same parameters)."""
+        return Int8Model(
+            self.onnx,
+            scale=self.scale,
+            min_input_size=self.min_input_size,
+            report=copy.deepcopy(self.report),
+            engine=engine,
+            threads=self.threads,
+        )
+
+
+def _onnxruntime_runner(model: bytes, threads: int):
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # No busy-waiting between ops: ONNX Runtime shares the process (and the cores) with
+    # PyTorch's own threads, and spinning workers slow both down.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: x})[0]
+
+    return run
+
+
+def _openvino_runner(model: bytes, threads: int):
+    try:
+        import openvino as ov
+    except ImportError:
+        raise LightSRError(
+            "the openvino int8 engine needs OpenVINO: pip install openvino (or lightsr[openvino])."
+        ) from None
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({0: x})[0], copy=True)
+
+    return run
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise LightSRError(
+            "int8 inference needs ONNX Runtime (its quantizer and its int8 kernels): "
+            "pip install onnx onnxruntime  (or lightsr[onnx])."
+        ) from None
+    return ort
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization
+# ---------------------------------------------------------------------------------------------
+
+
+def image_convs(model: nn.Module) -> list[str]:
+    """Module names of the convs that read the input image (3 input channels) and of those
+    that produce image values (:func:`lightsr.probe.output_convs`)."""
+    outputs = {id(c) for c in output_convs(model)}
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and (m.in_channels == 3 or id(m) in outputs)
+    ]
+
+
+def default_keep_fp32(model: nn.Module) -> list[str]:
+    """The convs :func:`quantize_int8` keeps in fp32 unless told otherwise: the image convs and
+    the model's entry in :data:`KEEP_FP32` (the names it has)."""
+    names = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    arch = getattr(model, "arch_name", "")
+    keep = image_convs(model) + [n for n in KEEP_FP32.get(arch, ()) if n in names]
+    return list(dict.fromkeys(keep))
+
+
+def _export(model: nn.Module, example: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python ints taken from shapes
+        torch.onnx.export(
+            copy.deepcopy(model),
+            (example,),
+            buf,  # type: ignore[arg-type]  # a file object works; the hint names paths
+            input_names=["lr"],
+            output_names=["sr"],
+            dynamic_axes={
+                "lr": {0: "batch", 2: "height", 3: "width"},
+                "sr": {0: "batch", 2: "out_height", 3: "out_width"},
+            },
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def _conv_nodes(graph: Any) -> dict[str, str]:
+    """ONNX Conv node name -> module name (from its weight initializer, ``<module>.weight``)."""
+    found = {}
+    for node in graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1].endswith(".weight"):
+            found[node.name] = node.input[1].removesuffix(".weight")
+    return found
+
+
+def quantize_int8(
+    model: SRModel,
+    *,
+    calibration: Sequence[torch.Tensor] | Sequence[np.ndarray] | None = None,
+    keep_fp32: Sequence[str] | None = None,
+    method: str = "percentile",
+    engine: str = "onnxruntime",
+    threads: int | None = None,
+) -> Int8Model:
+    """A statically quantized int8 copy of ``model`` (see the module docstring).
+
+    Args:
+        model: an :class:`SRModel` (folded here, on a copy).
+        calibration: LR tensors (1, 3, h, w) in [0, 1] of one size, or HR image arrays (cut
+            into patches by :func:`calibration_patches`); None: :func:`synthetic_calibration`.
+        keep_fp32: module names of convs to keep in fp32; None: :func:`default_keep_fp32`.
+        method: activation ranges from the ``"percentile"`` (99.999th, robust to outliers) or
+            the ``"minmax"`` of the calibration activations.
+        engine: ``"onnxruntime"`` or ``"openvino"`` runs the quantized graph.
+        threads: intra-op threads (default: ``torch.get_num_threads()``).
+    """
+    if method not in METHODS:
+        raise LightSRError(f"calibration method {method!r} is not one of {', '.join(METHODS)}.")
+    if engine not in ENGINES:
+        raise LightSRError(f"int8 engine {engine!r} is not one of {', '.join(ENGINES)}.")
+    ort = _import_onnxruntime()
+    try:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError:
+        raise LightSRError(
+            "int8 quantization needs the onnx package beside onnxruntime: pip install onnx "
+            "onnxruntime  (or lightsr[onnx])."
+        ) from None
+
+    folded = reparameterize(model).cpu().float().eval()
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    scale = int(folded.scale)
+    if calibration is None:
+        patches = synthetic_calibration(scale=scale)
+        source = "synthetic (lightsr.quantize.synthetic_calibration, seed 0)"
+    elif len(calibration) and isinstance(calibration[0], np.ndarray):
+        patches = calibration_patches(calibration, scale=scale)  # type: ignore[arg-type]
+        source = f"{len(calibration)} HR image(s), random patches"
+    else:
+        patches = [torch.as_tensor(t).float() for t in calibration]
+        source = f"{len(patches)} LR tensor(s) given"
+    if not patches:
+        raise LightSRError("quantize_int8 needs at least one calibration input.")
+    shapes = {tuple(t.shape) for t in patches}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 4:
+        raise LightSRError(
+            f"calibration tensors must all be (1, 3, h, w) of one size, got {sorted(shapes)}."
+        )
+
+    keep = list(default_keep_fp32(folded) if keep_fp32 is None else keep_fp32)
+    conv_names = {n for n, m in folded.named_modules() if isinstance(m, nn.Conv2d)}
+    unknown = [k for k in keep if k not in conv_names]
+    if unknown:
+        raise LightSRError(
+            f"keep_fp32 names {unknown} are not convs of this {folded.arch_name}; its convs "
+            f"are e.g. {sorted(conv_names)[:6]}."
+        )
+    graph_bytes = _export(folded, patches[0])
+    proto = onnx.load_from_string(graph_bytes)
+    nodes = _conv_nodes(proto.graph)
+    exclude = [node for node, module in nodes.items() if module in keep]
+    missing = sorted(set(keep) - {nodes[n] for n in exclude})
+    if missing:
+        raise LightSRError(f"convs {missing} were not found in the exported ONNX graph.")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(patches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            t = next(self._it, None)
+            return None if t is None else {"lr": np.ascontiguousarray(t.numpy())}
+
+    cal_method = (
+        CalibrationMethod.Percentile if method == "percentile" else CalibrationMethod.MinMax
+    )
+    extra: dict[str, Any] = {"CalibPercentile": _PERCENTILE} if method == "percentile" else {}
+    quiet = logging.getLogger().level
+    with tempfile.TemporaryDirectory(prefix="lightsr-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(graph_bytes)
+        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": not needed
+        try:
+            quantize_static(
+                str(src),
+                str(dst),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                reduce_range=False,
+                op_types_to_quantize=["Conv"],
+                nodes_to_exclude=exclude,
+                calibrate_method=cal_method,
+                extra_options=extra,
+            )
+        finally:
+            logging.getLogger().setLevel(quiet)
+        quantized_bytes = dst.read_bytes()
+
+    report = Int8Report(
+        arch=getattr(folded, "arch_name", type(folded).__name__),
+        engine=engine,
+        method=method if method == "minmax" else f"percentile {_PERCENTILE}",
+        quantized=sorted(m for n, m in nodes.items() if n not in exclude),
+        kept_fp32=keep,
+        calibration=source,
+        calibration_patches=len(patches),
+        int8_dot=cpu_int8_dot(),
+        versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
+    )
+    return Int8Model(
+        quantized_bytes,
+        scale=scale,
+        min_input_size=int(getattr(folded, "min_input_size", 1)),
+        report=report,
+        engine=engine,
+        threads=threads,
+    )
+
+
+def save_int8(model: Int8Model, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Write the quantized QDQ graph of ``model`` as an ``.onnx`` file (any ONNX runtime runs
+    it; inputs ``lr``, outputs ``sr`` as :mod:`lightsr.export` describes)."""
+    atomic_write_bytes(Path(path), model.onnx, overwrite=overwrite)
+
+
+__all__ = [
+    "ENGINES",
+    "KEEP_FP32",
+    "METHODS",
+    "Int8Model",
+    "Int8Report",
+    "calibration_patches",
+    "default_keep_fp32",
+    "image_convs",
+    "quantize_int8",
+    "save_int8",
+    "synthetic_calibration",
+]

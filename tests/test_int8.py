@@ -1,0 +1,154 @@
+"""int8 (lightsr.quantize): close to fp32, the chosen convs kept fp32, tiles equal to untiled."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, shared_path
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+import lightsr  # noqa: E402
+from lightsr.data.io import read_image  # noqa: E402
+from lightsr.data.resize import modcrop  # noqa: E402
+from lightsr.errors import LightSRError  # noqa: E402
+from lightsr.hub import default_model  # noqa: E402
+from lightsr.metrics import psnr  # noqa: E402
+from lightsr.quantize import (  # noqa: E402
+    default_keep_fp32,
+    quantize_int8,
+    synthetic_calibration,
+)
+from lightsr.upscale import Upscaler  # noqa: E402
+
+#: Small calibration for the tests: the quantizer's cost grows with patches x tensors.
+SMALL = {"count": 4, "size": 32}
+
+
+def _sample() -> np.ndarray:
+    return read_image(REPO / "examples" / "sample.png")[..., :3]
+
+
+def test_synthetic_calibration_is_deterministic_and_in_range():
+    a = synthetic_calibration(scale=4, count=3, size=16, seed=1)
+    b = synthetic_calibration(scale=4, count=3, size=16, seed=1)
+    assert [tuple(t.shape) for t in a] == [(1, 3, 16, 16)] * 3
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert min(float(t.min()) for t in a) >= 0 and max(float(t.max()) for t in a) <= 1
+    assert float(a[0].std()) > 0.02  # not flat: edges and textures
+
+
+def test_default_keep_fp32_is_the_image_convs_plus_the_measured_ones():
+    a2f = lightsr.reparameterize(lightsr.create_model("a2f_sd", scale=4))
+    assert default_keep_fp32(a2f) == ["head", "skip", "tail"]
+    fmen = lightsr.reparameterize(lightsr.create_model("fmen_s", scale=4))
+    assert default_keep_fp32(fmen) == ["head", "tail.0", "lr_conv", "warmup.0", "warmup.1.squeeze"]
+
+
+def test_int8_stays_close_to_fp32_on_the_sample_image():
+    # The bundled default (A2F-SD x4, lightsr's weights), default (generated) calibration.
+    # Measured: PSNR(int8 vs fp32) 47.2 dB, mean |diff| 0.7 grey levels.
+    model = default_model(4)
+    img = _sample()
+    int8 = Upscaler(model, tile=None, precision="int8")
+    fp32 = Upscaler(model, tile=None, precision="fp32")
+    a, b = int8(img), fp32(img)
+    diff = np.abs(a.astype(int) - b)
+    assert diff.max() > 0  # int8 really ran
+    assert diff.mean() <= 1.2
+    assert psnr(a, b, crop_border=0) >= 42.0
+    r = int8.int8.report
+    assert r.kept_fp32 == ["head", "skip", "tail"] and "tail" not in r.quantized
+    assert len(r.quantized) == 8 * 5  # per layer: expand, reduce, merge, squeeze, excite
+
+
+def test_kept_convs_have_float_weights_in_the_graph():
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    q = quantize_int8(model, calibration=synthetic_calibration(scale=2, **SMALL))
+    graph = onnx.load_from_string(q.onnx).graph
+    initializers = {i.name: i for i in graph.initializer}
+    made_by = {o: n for n in graph.node for o in n.output}
+    for node in (n for n in graph.node if n.op_type == "Conv"):
+        w = node.input[1]
+        if w in initializers:  # a float weight read directly: an fp32 conv
+            module = w.removesuffix(".weight")
+            assert module in q.report.kept_fp32
+        else:
+            assert made_by[w].op_type == "DequantizeLinear"
+    assert len(q.report.quantized) + len(q.report.kept_fp32) == sum(
+        n.op_type == "Conv" for n in graph.node
+    )
+
+
+def test_tiled_int8_equals_untiled_int8():
+    # FMEN-S is tile-exact (receptive field 34): with the same quantization parameters every
+    # tile computes exactly the untiled pixels of its core.
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    runner = Upscaler(
+        model,
+        tile=None,
+        precision="int8",
+        calibration=synthetic_calibration(scale=2, **SMALL),
+    )
+    img = _sample()[:70, :90]
+    x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    whole, whole_float = runner(img), runner.upscale_tensor(x)
+    runner.tile = 24  # same Int8Model, now 3 x 4 tiles with 34 pixels of context
+    assert runner._resolve_tile(*img.shape[:2]) == 24
+    assert np.array_equal(runner(img), whole)
+    assert torch.equal(runner.upscale_tensor(x), whole_float)  # bit-exact, not just rounded
+
+
+def test_keep_fp32_names_are_checked():
+    model = lightsr.create_model("a2f_sd", scale=2)
+    with pytest.raises(LightSRError, match="not convs"):
+        quantize_int8(model, keep_fp32=["nope"], calibration=synthetic_calibration(scale=2))
+
+
+def test_int8_without_onnxruntime_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(LightSRError, match=r"lightsr\[onnx\]"):
+        Upscaler(lightsr.create_model("a2f_sd", scale=2), precision="int8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,allowed_db", [("a2f_sd", 0.12), ("fmen_s", 0.2)])
+def test_int8_set5_psnr_within_stated_tolerance(name, allowed_db):
+    # Measured (generated calibration, percentile): A2F-SD -0.07 dB, FMEN-S -0.14 dB.
+    model = lightsr.load_official(shared_path("weights", "official", f"{name}_x4.pt"))
+    hr_dir = shared_path("data", "Set5", "HR")
+    lr_dir = shared_path("data", "Set5", "LR_bicubic", "X4")
+    runners = {p: Upscaler(model, tile=None, precision=p) for p in ("fp32", "int8")}
+    scores = {}
+    for p, runner in runners.items():
+        values = []
+        for hr_path in sorted(hr_dir.glob("*.png")):
+            hr = modcrop(read_image(hr_path), 4)
+            values.append(
+                psnr(
+                    runner(read_image(lr_dir / f"{hr_path.stem}x4.png")),
+                    hr,
+                    crop_border=4,
+                    y_channel=True,
+                )
+            )
+        scores[p] = float(np.mean(values))
+    assert scores["int8"] != scores["fp32"]
+    assert scores["int8"] >= scores["fp32"] - allowed_db, scores
+
+
+def test_openvino_runs_the_same_quantized_graph():
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    q = quantize_int8(model, calibration=synthetic_calibration(scale=2, **SMALL))
+    x = synthetic_calibration(scale=2, count=1, size=24, seed=5)[0]
+    a, b = q(x), q.with_engine("openvino")(x)
+    # two engines, one set of int8 parameters: rounding differs by at most a few steps
+    assert float((a - b).abs().mean()) < 2e-3
