@@ -21,6 +21,7 @@ from torch import nn
 
 import lightsr
 import lightsr.cli.upscale_cmd
+import lightsr.hub as hub
 import lightsr.upscale
 from lightsr.cli import main
 from lightsr.data.io import (
@@ -613,3 +614,36 @@ def test_library_refusals_name_the_fix(tmp_path):
     with pytest.raises(LightSRError, match="filter must be one of bicubic, lanczos"):
         resize_image(_image(4, 4), (8, 8), filter="nearest")
     assert lightsr.upscale.check_outscale(None) is None
+
+
+def test_jpeg_through_a_clean_model_prints_the_photo_hint(tmp_path, capsys, monkeypatch):
+    """A JPEG upscaled by a model trained on clean bicubic LR gets one line naming the photo
+    weights of its scale; a PNG, or a checkpoint trained on degradations, gets none."""
+    photo = hub.WeightsEntry(
+        name="test_photo_x2",
+        arch="fsrcnn",
+        scale=2,
+        source="trained here",
+        licence="MIT (lightsr)",
+        training_data="test",
+        bundled="none.safetensors",
+        degradation="photo",
+    )
+    monkeypatch.setattr(hub, "WEIGHTS", {**hub.WEIGHTS, photo.name: photo})
+    Image.fromarray(_image(12, 10)).save(tmp_path / "photo.jpg", quality=80)
+    write_image(tmp_path / "shot.png", _image(12, 10))
+    clean = tmp_path / "clean.safetensors"
+    lightsr.save(_fsrcnn(2), clean)
+    trained = tmp_path / "photo.safetensors"
+    lightsr.save(_fsrcnn(2), trained, extra={"degradation": {"preset": "photo"}})
+
+    def hint(ckpt: Path, name: str) -> list[str]:
+        out = tmp_path / f"o_{ckpt.stem}_{name}"
+        argv = ["upscale", str(tmp_path / name), "-o", str(out), "--checkpoint", str(ckpt)]
+        assert main([*argv, "--quiet", "--precision", "fp32"]) == 0
+        return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("hint:")]
+
+    lines = hint(clean, "photo.jpg")
+    assert len(lines) == 1 and "--weights test_photo_x2" in lines[0] and "1 JPEG" in lines[0]
+    assert hint(clean, "shot.png") == []
+    assert hint(trained, "photo.jpg") == []

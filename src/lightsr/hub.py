@@ -144,6 +144,9 @@ class WeightsEntry:
     format: str = "lightsr"
     default: bool = False
     notes: str = ""
+    #: The degradation preset its training LR was made with (lightsr.data.degrade), "" for
+    #: the clean MATLAB-bicubic LR of the papers. "photo": for JPEG, noisy, blurred photos.
+    degradation: str = ""
 
 
 def _sets(*values: float) -> dict[str, float]:
@@ -361,6 +364,32 @@ def default_weights(scale: int) -> WeightsEntry:
         if entry.default and entry.scale == scale:
             return entry
     raise CheckpointError(f"no default weights for x{scale}: lightsr ships x2, x3 and x4.")
+
+
+def photo_weights(scale: int) -> WeightsEntry | None:
+    """The weights for real photos (trained on the "photo" degradations) at ``scale``, if
+    lightsr has them."""
+    for entry in WEIGHTS.values():
+        if entry.degradation == "photo" and entry.scale == scale:
+            return entry
+    return None
+
+
+def trained_on_degradations(
+    *, weights: str | None = None, checkpoint: str | os.PathLike | None = None
+) -> bool:
+    """Whether the named weights or the lightsr checkpoint were trained on degraded LR (a
+    photo model) rather than the papers' clean bicubic LR. The bundled defaults are clean;
+    an authors' file (not a lightsr checkpoint) is clean: all four papers train on bicubic."""
+    if weights is not None:
+        return bool(get_weights(weights).degradation)
+    if checkpoint is not None:
+        try:
+            extra = read_metadata(checkpoint).get("extra") or {}
+        except CheckpointError:
+            return False
+        return bool(extra.get("degradation"))
+    return False
 
 
 def measured_figures() -> dict[str, dict[str, float]]:

@@ -7,10 +7,18 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..data.io import IMAGE_EXTENSIONS
+from ..data.io import IMAGE_EXTENSIONS, read_image_info
 from ..errors import LightSRError
 from ..hardware import resolve_device
-from ..hub import ResolvedModel, bundled_weights, get_weights, resolve_model, sha256_of
+from ..hub import (
+    ResolvedModel,
+    bundled_weights,
+    get_weights,
+    photo_weights,
+    resolve_model,
+    sha256_of,
+    trained_on_degradations,
+)
 from ..registry import get_spec
 from ..upscale import (
     DEFAULT_MAX_OUTPUT_PIXELS,
@@ -229,6 +237,23 @@ def _weights_label(args: argparse.Namespace, resolved: ResolvedModel) -> str:
     return resolved.source
 
 
+def photo_hint(args: argparse.Namespace, model, sources: list[Path]) -> str | None:
+    """One line naming the photo model when JPEG inputs ran through a model trained on clean
+    bicubic LR (which sharpens JPEG blocks and noise); None otherwise."""
+    if not get_spec(model.arch_name).learned:
+        return None
+    photo = photo_weights(model.scale)
+    if photo is None or trained_on_degradations(weights=args.weights, checkpoint=args.checkpoint):
+        return None
+    jpegs = [p for p in sources if read_image_info(p).format == "JPEG"]
+    if not jpegs:
+        return None
+    return (
+        f"hint: {len(jpegs)} JPEG input(s) ran through a model trained on clean images; for "
+        f"compressed, noisy or blurred photos try --weights {photo.name}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     # What can be refused without the model is refused before it is loaded.
     if args.skip_existing and args.overwrite:
@@ -302,6 +327,9 @@ def run(args: argparse.Namespace) -> int:
     for src, dst in report.written:
         print(f"{src} -> {dst}")
     print_report(report, file=sys.stderr)
+    hint = photo_hint(args, model, [Path(src) for src, _ in report.written])
+    if hint:
+        print(hint, file=sys.stderr)
     if report.failed or not (report.written or report.existing):
         return 1
     return 0
