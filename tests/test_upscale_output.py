@@ -529,13 +529,14 @@ def test_16_bit_png_and_tiff_stay_16_bit(tmp_path):
 
 def test_start_line_names_model_weights_device_and_settings(tmp_path, capsys):
     write_image(tmp_path / "in.png", _image(10, 12))
-    # fp32 as asked: what "auto" picks depends on the CPU (tests/test_precision.py)
+    # fp32 and torch as asked: what "auto" picks depends on the CPU (tests/test_precision.py)
+    # and on whether ONNX Runtime is installed (tests/test_backend.py)
     argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o"), "--quiet"]
-    argv += ["--precision", "fp32"]
+    argv += ["--precision", "fp32", "--backend", "torch"]
     assert main([*argv, "--model", "bicubic", "--scale", "2", "--tile", "none"]) == 0
     first = capsys.readouterr().err.splitlines()[0]
     assert first == (
-        "lightsr upscale: bicubic x2 (weights none) on cpu, fp32, untiled; writes "
+        "lightsr upscale: bicubic x2 (weights none) on cpu, fp32, torch, untiled; writes "
         "<stem>_x2.<the input's format (png, jpg, webp, tiff; else png)>, JPEG/WebP quality "
         "95, ICC/EXIF kept"
     )
@@ -547,7 +548,8 @@ def test_start_line_names_model_weights_device_and_settings(tmp_path, capsys):
     first = capsys.readouterr().err.splitlines()[0]
     assert first == (
         f"lightsr upscale: fsrcnn x2 (weights net.safetensors, sha256 {sha}) on cpu, fp32, "
-        "tile 8 (overlap 7), self-ensemble x8; writes <stem>_x2.webp, JPEG/WebP quality 80, "
+        "torch, tile 8 (overlap 7), self-ensemble x8; writes <stem>_x2.webp, JPEG/WebP "
+        "quality 80, "
         "ICC/EXIF kept"
     )
     assert torch.get_num_threads() == 1

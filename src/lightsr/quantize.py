@@ -33,17 +33,24 @@ shapes, gratings and noise, rendered at HR and bicubic-downscaled; no image file
 so the same model always gets the same int8 parameters. Quantization parameters are fixed once
 made: a tiled image uses the same scales in every tile, and a tile-exact model gives the same
 int8 output tiled and untiled (``tests/test_int8.py``).
+
+**fp32 through ONNX Runtime.** :func:`onnxruntime_model` runs the fp32 folded model the same
+way, with no quantization: an :class:`OrtModel` (which :class:`Int8Model` extends) of the plain
+export. It is ``Upscaler(backend="onnxruntime")``: on a CPU without native bf16, ONNX Runtime's
+fp32 kernels ran A2F-SD x4 about 1.9x faster than torch eager (AMD EPYC Zen 1, a 1-round
+smoke run of ``benchmarks/bench_backends.py`` on a loaded machine; docs/BACKENDS.md).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,10 +181,60 @@ class Int8Report:
     versions: dict[str, str] = field(default_factory=dict)
 
 
-class Int8Model:
-    """A statically quantized model: ``model(x)`` maps float RGB (N, 3, H, W) in [0, 1] to float
-    RGB (N, 3, sH, sW), unclamped, on the CPU. ``onnx`` holds the QDQ graph (bytes: write it to
-    a file to run it elsewhere); ``report`` says what was quantized."""
+class OrtModel:
+    """An ONNX graph (lightsr's I/O: input ``lr``, output ``sr``, any height and width) run on
+    the CPU: ``model(x)`` maps float RGB (N, 3, H, W) in [0, 1] to float RGB (N, 3, sH, sW),
+    unclamped. ``engine``: ``"onnxruntime"`` or ``"openvino"``. ``threads``: intra-op threads;
+    None follows ``torch.get_num_threads()`` (checked per call, so ``--threads`` and a later
+    ``torch.set_num_threads`` apply to ONNX Runtime as to torch). ``onnx`` holds the graph
+    (bytes: write it to a file to run it elsewhere)."""
+
+    def __init__(
+        self,
+        onnx_model: bytes,
+        *,
+        scale: int,
+        min_input_size: int,
+        engine: str = "onnxruntime",
+        threads: int | None = None,
+        what: str = "the ONNX model",
+    ) -> None:
+        if engine not in ENGINES:
+            raise LightSRError(f"engine {engine!r} is not one of {', '.join(ENGINES)}.")
+        self.onnx = onnx_model
+        self.scale = int(scale)
+        self.min_input_size = int(min_input_size)
+        self.engine = engine
+        self.what = what
+        self._fixed_threads = int(threads) if threads else None
+        self.threads = self._fixed_threads or torch.get_num_threads()
+        self._run = self._make_runner()
+
+    def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
+        if self.engine == "openvino":
+            return _openvino_runner(self.onnx, self.threads)
+        return _onnxruntime_runner(self.onnx, self.threads)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise LightSRError(f"{self.what} expects (N, 3, H, W), got {tuple(x.shape)}.")
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise LightSRError(
+                f"{self.what} needs an LR input of at least {self.min_input_size} pixels a "
+                f"side, got {tuple(x.shape[-2:])}."
+            )
+        wanted = self._fixed_threads or torch.get_num_threads()
+        if wanted != self.threads:  # a session's thread pool is fixed when it is made
+            self.threads = wanted
+            self._run = self._make_runner()
+        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        return torch.from_numpy(self._run(arr))
+
+
+class Int8Model(OrtModel):
+    """A statically quantized model (an :class:`OrtModel` of the QDQ graph): ``model(x)`` maps
+    float RGB (N, 3, H, W) in [0, 1] to float RGB (N, 3, sH, sW), unclamped, on the CPU;
+    ``report`` says what was quantized."""
 
     def __init__(
         self,
@@ -191,26 +248,15 @@ class Int8Model:
     ) -> None:
         if engine not in ENGINES:
             raise LightSRError(f"int8 engine {engine!r} is not one of {', '.join(ENGINES)}.")
-        self.onnx = onnx_model
-        self.scale = int(scale)
-        self.min_input_size = int(min_input_size)
         self.report = report
-        self.engine = engine
-        self.threads = int(threads or torch.get_num_threads())
-        self._run = _onnxruntime_runner(onnx_model, self.threads)
-        if engine == "openvino":
-            self._run = _openvino_runner(onnx_model, self.threads)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise LightSRError(f"the int8 model expects (N, 3, H, W), got {tuple(x.shape)}.")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise LightSRError(
-                f"the int8 model needs an LR input of at least {self.min_input_size} pixels a "
-                f"side, got {tuple(x.shape[-2:])}."
-            )
-        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        return torch.from_numpy(self._run(arr))
+        super().__init__(
+            onnx_model,
+            scale=scale,
+            min_input_size=min_input_size,
+            engine=engine,
+            threads=threads,
+            what="the int8 model",
+        )
 
     def with_engine(self, engine: str) -> Int8Model:
         """The same quantized graph run by another engine (``"openvino"``: same parameters)."""
@@ -220,12 +266,39 @@ class Int8Model:
             min_input_size=self.min_input_size,
             report=copy.deepcopy(self.report),
             engine=engine,
-            threads=self.threads,
+            threads=self._fixed_threads,
         )
 
 
-def _onnxruntime_runner(model: bytes, threads: int):
-    ort = _import_onnxruntime()
+def onnxruntime_available() -> bool:
+    """True when the ``lightsr[onnx]`` extra is installed: ONNX Runtime, and the onnx package
+    torch's exporter needs. Looked up, not imported (importing ONNX Runtime costs ~0.2 s)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def onnxruntime_model(model: SRModel, *, threads: int | None = None) -> OrtModel:
+    """The fp32 folded ``model`` exported to ONNX (opset 17, any height and width) and run by
+    ONNX Runtime: the same function as the model up to float rounding (ONNX Runtime's MLAS
+    kernels sum in another order than oneDNN's). On a CPU without native bf16 this is
+    lightsr's fastest fp32 path (docs/BACKENDS.md). ``threads`` as :class:`OrtModel`."""
+    _import_onnxruntime("the onnxruntime backend")
+    folded = reparameterize(model).cpu().float().eval()
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    # Any size works (dynamic axes); a small one keeps the trace cheap.
+    side = max(int(getattr(folded, "min_input_size", 1)), 16)
+    graph = _export(folded, torch.full((1, 3, side, side), 0.5))
+    return OrtModel(
+        graph,
+        scale=int(folded.scale),
+        min_input_size=int(getattr(folded, "min_input_size", 1)),
+        threads=threads,
+        what=f"the ONNX Runtime {getattr(folded, 'arch_name', type(folded).__name__)}",
+    )
+
+
+def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    ort = _import_onnxruntime("int8 inference")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # No busy-waiting between ops: ONNX Runtime shares the process (and the cores) with
@@ -240,7 +313,7 @@ def _onnxruntime_runner(model: bytes, threads: int):
     return run
 
 
-def _openvino_runner(model: bytes, threads: int):
+def _openvino_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     try:
         import openvino as ov
     except ImportError:
@@ -257,13 +330,12 @@ def _openvino_runner(model: bytes, threads: int):
     return run
 
 
-def _import_onnxruntime():
+def _import_onnxruntime(what: str = "int8 inference"):
     try:
         import onnxruntime as ort
     except ImportError:
         raise LightSRError(
-            "int8 inference needs ONNX Runtime (its quantizer and its int8 kernels): "
-            "pip install onnx onnxruntime  (or lightsr[onnx])."
+            f"{what} needs ONNX Runtime: pip install onnx onnxruntime  (or lightsr[onnx])."
         ) from None
     return ort
 
@@ -469,9 +541,12 @@ __all__ = [
     "METHODS",
     "Int8Model",
     "Int8Report",
+    "OrtModel",
     "calibration_patches",
     "default_keep_fp32",
     "image_convs",
+    "onnxruntime_available",
+    "onnxruntime_model",
     "quantize_int8",
     "save_int8",
     "synthetic_calibration",

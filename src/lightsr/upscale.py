@@ -35,7 +35,9 @@ float RGB (N, 3, sH, sW); this module turns any image array into that and back:
   feeding a pixel shuffle, and the one making the output; found by :func:`output_convs`, a
   forward pass on a tiny input) stay in fp32, so the last rounding step is not half a grey
   level. On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is
-  emulated and slower than fp32: ``precision="auto"`` then keeps fp32.
+  emulated and slower than fp32: ``precision="auto"`` then keeps fp32. fp32 on the CPU can run
+  in ONNX Runtime instead of torch (``backend="onnxruntime"``, or ``"auto"``): faster where
+  measured (docs/BACKENDS.md).
 
 - **self-ensemble** (``self_ensemble=True``): every tile is run 8 times, flipped and
   transposed, and the outputs mapped back and averaged (:func:`lightsr.evaluate.ensemble_x8`,
@@ -113,6 +115,7 @@ from .errors import (
     LightSRError,
     OutputExistsError,
     OutputPathError,
+    UnknownModelError,
 )
 from .evaluate import ensemble_x8
 from .hardware import (
@@ -125,9 +128,12 @@ from .hardware import (
 from .models.base import SRModel
 from .models.bicubic import Bicubic
 from .probe import ReceptiveField, bytes_per_lr_pixel, output_convs, receptive_field
-from .quantize import Int8Model, quantize_int8
+from .quantize import Int8Model, OrtModel, onnxruntime_available, onnxruntime_model, quantize_int8
+from .registry import get_spec
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+#: What runs an fp32 model (``backend=``): torch eager/compiled, or ONNX Runtime (CPU, fp32).
+BACKENDS = ("torch", "onnxruntime", "auto")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Auto tile: largest tile whose estimated working set fits this share of the available memory,
@@ -196,6 +202,66 @@ def resolve_precision(
             "cpu, or --precision auto/bf16/fp16 on a GPU."
         )
     return precision, "asked for"
+
+
+def resolve_backend(
+    backend: str,
+    device: torch.device,
+    precision: str,
+    *,
+    compile: bool = False,
+    network: bool = True,
+) -> tuple[str, str]:
+    """Validate ``backend`` for a resolved ``precision`` -> ``(backend, why)``.
+
+    ``"onnxruntime"`` runs fp32 on the CPU only (bf16/fp16 autocast is torch's; int8 runs in
+    ONNX Runtime whatever the backend). ``"auto"``: ONNX Runtime where it can run (installed,
+    CPU, fp32, no ``compile``, a ``network``: not bicubic, whose exact form is numpy), as it was
+    the faster fp32 engine where measured (docs/BACKENDS.md), else torch; ``why`` reads
+    e.g. ``"auto: fp32 on the CPU"``."""
+    if backend not in BACKENDS:
+        raise LightSRError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}.")
+    if precision == "int8":
+        return "onnxruntime", "int8 runs in ONNX Runtime"
+    if backend == "torch":
+        return "torch", "asked for"
+    if backend == "onnxruntime":
+        if device.type != "cpu":
+            raise LightSRError(
+                f"the onnxruntime backend runs on the CPU, not {device}: use --device cpu, or "
+                "--backend torch (or auto)."
+            )
+        if precision != "fp32":
+            raise LightSRError(
+                f"the onnxruntime backend runs fp32 (and int8); {precision} runs in torch: use "
+                "--precision fp32, or --backend torch (or auto)."
+            )
+        if compile:
+            raise LightSRError(
+                "compile is torch's (torch.compile); the onnxruntime backend does not use it: "
+                "drop --compile, or use --backend torch."
+            )
+        return "onnxruntime", "asked for"
+    if device.type != "cpu":
+        return "torch", f"auto: {device.type} runs torch"
+    if precision != "fp32":
+        return "torch", f"auto: {precision} runs in torch"
+    if compile:
+        return "torch", "auto: compile asked for"
+    if not network:
+        return "torch", "auto: no network to export"
+    if not onnxruntime_available():
+        return "torch", "auto: ONNX Runtime not installed, pip install lightsr[onnx]"
+    return "onnxruntime", "auto: fp32 on the CPU"
+
+
+def _is_network(model: nn.Module) -> bool:
+    """False for a registered model with no learned weights (bicubic): nothing to gain from
+    ONNX Runtime, and its exact MATLAB form runs in numpy, which no export traces."""
+    try:
+        return get_spec(getattr(model, "arch_name", "")).learned
+    except UnknownModelError:
+        return True  # a user's own module: a network
 
 
 def auto_tile_size(
@@ -372,6 +438,11 @@ class Upscaler:
             declared ``bf16_safe``, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"``, or
             ``"int8"`` (CPU: static quantization run by ONNX Runtime, :mod:`lightsr.quantize`;
             ``compile`` does not apply).
+        backend: what runs fp32 (:func:`resolve_backend`): ``"torch"`` (eager, or
+            ``compile``), ``"onnxruntime"`` (CPU, fp32: the folded model exported to ONNX and
+            run by ONNX Runtime, :func:`lightsr.quantize.onnxruntime_model`, threads following
+            ``torch.get_num_threads()``; tiling, self-ensemble, alpha and 16-bit work the same),
+            or ``"auto"`` (ONNX Runtime where installed, on the CPU at fp32, else torch).
         calibration: for int8, what :func:`lightsr.quantize.quantize_int8` calibrates on (LR
             tensors or HR arrays); None: its generated patches.
         device: ``"cpu"``, ``"cuda"``, ... or None (CUDA when available).
@@ -402,6 +473,7 @@ class Upscaler:
         tile: int | str | None = "auto",
         overlap: int | str = "auto",
         precision: str = "auto",
+        backend: str = "torch",
         device: str | torch.device | None = None,
         channels_last: bool = True,
         compile: bool = False,
@@ -441,6 +513,9 @@ class Upscaler:
         )
         if self.precision == "int8" and compile:
             raise LightSRError("compile does not apply to int8 (ONNX Runtime runs it); drop one.")
+        self.backend, self.backend_reason = resolve_backend(
+            backend, self.device, self.precision, compile=compile, network=_is_network(model)
+        )
         self.scale = int(model.scale)
         self.min_input_size = int(getattr(model, "min_input_size", 1))
         self.alpha = alpha
@@ -460,8 +535,25 @@ class Upscaler:
         )
         self.padding: PaddingReport | None = None
         self.int8: Int8Model | None = None
-        if self.precision == "int8":  # quantized before padding: ONNX Runtime needs none
-            self.int8 = quantize_int8(folded, calibration=calibration)
+        #: The ONNX Runtime model that runs instead of torch (int8, or the fp32 backend).
+        self.onnx_model: OrtModel | None = None
+        # Exported before padding: ONNX Runtime needs none.
+        if self.precision == "int8":
+            self.int8 = self.onnx_model = quantize_int8(folded, calibration=calibration)
+        elif self.backend == "onnxruntime":
+            try:
+                self.onnx_model = onnxruntime_model(folded)
+            except LightSRError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever torch's exporter cannot trace
+                if backend != "auto":
+                    raise LightSRError(
+                        f"the onnxruntime backend could not export {self.arch_name} to ONNX "
+                        f"({type(exc).__name__}: {exc}): use --backend torch."
+                    ) from exc
+                # auto promises a run, not an engine: torch runs what cannot be exported
+                self.backend = "torch"
+                self.backend_reason = f"auto: the ONNX export failed ({type(exc).__name__})"
         if pad_narrow and isinstance(folded, SRModel):
             folded, self.padding = pad_channels(folded, below=16)
         if not (overlap == "auto" or (isinstance(overlap, int) and overlap >= 0)):
@@ -488,8 +580,8 @@ class Upscaler:
             folded = folded.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = folded
         self._run: Callable[[torch.Tensor], torch.Tensor] = folded
-        if self.int8 is not None:
-            self._run = self.int8
+        if self.onnx_model is not None:
+            self._run = self.onnx_model
         elif compile:
             # freezing lets inductor constant-fold the weights and fuse conv + pointwise ops.
             self._run = torch.compile(folded, dynamic=False, options={"freezing": True})
@@ -547,6 +639,11 @@ class Upscaler:
             r = self.int8.report
             precision += f" ({r.engine}, {len(r.quantized)} convs int8, {len(r.kept_fp32)} fp32)"
         items = [f"{head} on {self.device}", precision]
+        if self.int8 is None:  # int8's engine is in its precision item
+            backend = self.backend
+            if self.backend_reason != "asked for":
+                backend += f" ({self.backend_reason})"
+            items.append(backend)
         if self.tile is None:
             items.append("untiled")
         elif self.tile == "auto":
@@ -568,8 +665,7 @@ class Upscaler:
         m = self.min_input_size
         if h < m or w < m:
             x = _pad_to(x, m)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self._input_layout)
         run = self._run_ensemble if self.self_ensemble else self._run
         with torch.inference_mode():
             if self.precision in ("fp32", "int8"):
@@ -584,14 +680,21 @@ class Upscaler:
             raise DivergedError(self._nonfinite_message())
         return y
 
+    @property
+    def _input_layout(self) -> torch.memory_format:
+        """The memory format of the model's input: ONNX Runtime reads NCHW (a channels_last
+        tensor would be copied back), torch runs channels_last when asked."""
+        if self.channels_last and self.onnx_model is None:
+            return torch.channels_last
+        return torch.contiguous_format
+
     def _run_ensemble(self, x: torch.Tensor) -> torch.Tensor:
         """The x8 self-ensemble of one window: each flipped/transposed copy is made contiguous
         again (a transposed view would run the convolutions on strided memory) and its output
         summed in fp32 (bf16 sums of 8 terms would cost a grey level)."""
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
 
         def run(t: torch.Tensor) -> torch.Tensor:
-            return self._run(t.contiguous(memory_format=layout)).float()
+            return self._run(t.contiguous(memory_format=self._input_layout)).float()
 
         return ensemble_x8(run, x)
 
@@ -1480,6 +1583,7 @@ __all__ = [
     "DEFAULT_NAME_SUFFIX",
     "DEFAULT_QUALITY",
     "OUTPUT_FORMATS",
+    "BACKENDS",
     "OUTSCALE_FILTERS",
     "PRECISIONS",
     "OutputOptions",
@@ -1494,6 +1598,7 @@ __all__ = [
     "preflight",
     "print_report",
     "resize_image",
+    "resolve_backend",
     "resolve_precision",
     "upscale_files",
     "upscale_image",

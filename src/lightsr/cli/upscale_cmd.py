@@ -21,6 +21,7 @@ from ..hub import (
 )
 from ..registry import get_spec
 from ..upscale import (
+    BACKENDS,
     DEFAULT_MAX_OUTPUT_PIXELS,
     DEFAULT_NAME_SUFFIX,
     DEFAULT_QUALITY,
@@ -140,6 +141,16 @@ def register(sub: argparse._SubParsersAction) -> None:
             "auto (default): bf16 where the CPU/GPU computes it natively and the model is "
             "measured bf16-safe, else fp32 (the choice and why are printed); fp32; bf16/fp16; "
             "int8 (CPU, ONNX Runtime: pip install lightsr[onnx]; docs/BACKENDS.md)"
+        ),
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help=(
+            "what runs fp32: auto (default): ONNX Runtime on the CPU where installed (faster "
+            "there), else torch; torch; onnxruntime (CPU, fp32; pip install lightsr[onnx]). "
+            "The choice and why are printed"
         ),
     )
     add_device_arg(p)
@@ -290,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         overlap=args.overlap,
         precision=args.precision,
+        backend=args.backend,
         device=device,
         compile=args.compile,
         alpha=args.alpha,

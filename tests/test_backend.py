@@ -1,0 +1,179 @@
+"""``Upscaler(backend=...)``: fp32 through ONNX Runtime equals torch (to float rounding) through
+every path of the inference contract (tiles, 16-bit, alpha, self-ensemble), tiles equal untiled
+exactly for a tile-exact model, and the choice (auto, errors) is said."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path, synthetic_image
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+import lightsr  # noqa: E402
+import lightsr.upscale  # noqa: E402
+from lightsr.cli import main  # noqa: E402
+from lightsr.data.io import write_image  # noqa: E402
+from lightsr.errors import LightSRError  # noqa: E402
+from lightsr.models.base import SRModel  # noqa: E402
+from lightsr.quantize import OrtModel, onnxruntime_model  # noqa: E402
+from lightsr.upscale import Upscaler, resolve_backend  # noqa: E402
+
+CPU = torch.device("cpu")
+#: ONNX Runtime's MLAS and oneDNN sum in different orders: measured max |diff| 4e-7 (A2F-SD)
+#: and 7e-7 (FMEN-S) on outputs up to 1.2; the bound leaves 100x for other CPUs' kernels.
+FLOAT_TOL = 1e-4
+
+
+def _seeded(arch: str, scale: int = 4) -> SRModel:
+    torch.manual_seed(0)
+    return lightsr.create_model(arch, scale=scale)
+
+
+def _float(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def _pair(model, **options) -> tuple[Upscaler, Upscaler]:
+    """(onnxruntime, torch) Upscalers of ``model`` with the same options."""
+    ort = Upscaler(model, precision="fp32", backend="onnxruntime", **options)
+    return ort, Upscaler(model, precision="fp32", backend="torch", **options)
+
+
+def _close_uint(a: np.ndarray, b: np.ndarray, *, levels: int = 1, share: float = 0.999) -> None:
+    """Rounded outputs of two float paths within FLOAT_TOL: a value next to a rounding
+    boundary may go either way (one level), and only a few do."""
+    assert a.shape == b.shape and a.dtype == b.dtype
+    diff = np.abs(a.astype(np.int64) - b)
+    assert diff.max() <= levels
+    assert (diff == 0).mean() >= share
+
+
+@pytest.mark.parametrize("arch", ["a2f_sd", "fmen_s"])
+def test_onnxruntime_equals_torch_on_a_fixed_image(arch: str) -> None:
+    model = _seeded(arch)
+    img = synthetic_image(40, 48)
+    ort, ref = _pair(model, tile=None)
+    assert ort.onnx_model is not None and ref.onnx_model is None
+    a, b = ort.upscale_tensor(_float(img)), ref.upscale_tensor(_float(img))
+    assert float(b.abs().max()) > 0.1  # a real output, not a zero map that would always match
+    assert float((a - b).abs().max()) <= FLOAT_TOL
+    _close_uint(ort(img), ref(img))
+
+
+def test_onnxruntime_equals_torch_with_the_authors_fmen_s() -> None:
+    model = lightsr.load_official(shared_path("weights", "official", "fmen_s_x4.pt"))
+    img = synthetic_image(48, 40, seed=3)
+    ort, ref = _pair(model, tile=None)
+    a, b = ort.upscale_tensor(_float(img)), ref.upscale_tensor(_float(img))
+    assert float((a - b).abs().max()) <= FLOAT_TOL
+    _close_uint(ort(img), ref(img))
+
+
+def test_tiled_onnxruntime_equals_untiled_exactly_for_a_tile_exact_model() -> None:
+    # FMEN-S has no global operation: with its receptive field as overlap a tile sees every
+    # input its core depends on, and ONNX Runtime's per-pixel sums do not depend on the
+    # window size, so the stitched float output is bit-identical.
+    model = _seeded("fmen_s")
+    img = synthetic_image(100, 90, seed=1)
+    untiled = Upscaler(model, tile=None, precision="fp32", backend="onnxruntime")
+    tiled = Upscaler(model, tile=12, precision="fp32", backend="onnxruntime")
+    assert len(lightsr.upscale._tile_windows(100, 12, tiled.overlap)) > 1  # really tiled
+    assert torch.equal(tiled.upscale_tensor(_float(img)), untiled.upscale_tensor(_float(img)))
+    assert np.array_equal(tiled(img), untiled(img))
+
+
+def test_sixteen_bit_alpha_and_self_ensemble_go_through_onnxruntime() -> None:
+    model = _seeded("fmen_s", scale=2)
+    rgb16 = synthetic_image(24, 20, dtype=np.uint16, seed=4)
+    alpha16 = synthetic_image(24, 20, c=1, dtype=np.uint16, seed=5)
+    rgba16 = np.concatenate([rgb16, alpha16], axis=2)
+    ort, ref = _pair(model, tile=None, alpha="model", self_ensemble=True)
+    a, b = ort(rgba16), ref(rgba16)
+    # FLOAT_TOL is 6.6 levels of 65535; measured: at most 1
+    assert a.dtype == np.uint16 and a.shape == (48, 40, 4)
+    _close_uint(a, b, levels=7, share=0.99)
+    # and in float, where no rounding hides a difference
+    ens = ort.upscale_tensor(_float(synthetic_image(24, 20, seed=6)))
+    ens_ref = ref.upscale_tensor(_float(synthetic_image(24, 20, seed=6)))
+    assert float((ens - ens_ref).abs().max()) <= FLOAT_TOL
+
+
+def test_session_threads_follow_torch() -> None:
+    model = onnxruntime_model(_seeded("fmen_s", scale=2))
+    before = torch.get_num_threads()
+    x = _float(synthetic_image(16, 16))
+    try:
+        torch.set_num_threads(1)
+        a = model(x)
+        assert model.threads == 1
+        torch.set_num_threads(2)
+        b = model(x)
+        assert model.threads == 2
+    finally:
+        torch.set_num_threads(before)
+    assert float((a - b).abs().max()) <= FLOAT_TOL
+    fixed = OrtModel(model.onnx, scale=2, min_input_size=1, threads=1)
+    fixed(x)
+    assert fixed.threads == 1
+
+
+def test_auto_picks_onnxruntime_for_cpu_fp32_only(monkeypatch) -> None:
+    assert resolve_backend("auto", CPU, "fp32") == ("onnxruntime", "auto: fp32 on the CPU")
+    assert resolve_backend("auto", CPU, "bf16") == ("torch", "auto: bf16 runs in torch")
+    assert resolve_backend("auto", torch.device("cuda"), "fp32")[0] == "torch"
+    assert resolve_backend("auto", CPU, "fp32", compile=True)[0] == "torch"
+    assert resolve_backend("torch", CPU, "int8")[0] == "onnxruntime"  # int8's only engine
+    monkeypatch.setattr(lightsr.upscale, "onnxruntime_available", lambda: False)
+    backend, why = resolve_backend("auto", CPU, "fp32")
+    assert backend == "torch" and "lightsr[onnx]" in why
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "compile", "fix"),
+    [
+        ("cuda", "fp32", False, "--device cpu"),
+        ("cpu", "bf16", False, "--precision fp32"),
+        ("cpu", "fp16", False, "--precision fp32"),
+        ("cpu", "fp32", True, "drop --compile"),
+    ],
+)
+def test_onnxruntime_refuses_what_it_cannot_run(device, precision, compile, fix) -> None:
+    with pytest.raises(LightSRError, match=fix):
+        resolve_backend("onnxruntime", torch.device(device), precision, compile=compile)
+
+
+def test_unknown_backend_and_missing_onnxruntime_are_named(monkeypatch) -> None:
+    model = _seeded("fmen_s", scale=2)
+    with pytest.raises(LightSRError, match="not one of torch, onnxruntime, auto"):
+        Upscaler(model, backend="openvino")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(LightSRError, match=r"lightsr\[onnx\]"):
+        Upscaler(model, precision="fp32", backend="onnxruntime")
+
+
+def test_start_line_says_which_backend_and_why(tmp_path, capsys) -> None:
+    model = _seeded("fmen_s", scale=2)
+    line = Upscaler(model, tile=None, precision="fp32", backend="auto").describe()
+    assert "fp32, onnxruntime (auto: fp32 on the CPU), untiled" in line
+    assert ", torch, " in Upscaler(model, tile=None, precision="fp32").describe()
+    # the CLI defaults to auto, and --backend torch is taken as asked
+    write_image(tmp_path / "in.png", synthetic_image(12, 10))
+    lightsr.save(model, tmp_path / "net.safetensors")
+    argv = ["upscale", str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "net.safetensors")]
+    assert main([*argv, "-o", str(tmp_path / "a"), "--quiet", "--precision", "fp32"]) == 0
+    assert "fp32, onnxruntime (auto: fp32 on the CPU)" in capsys.readouterr().err
+    assert main([*argv, "-o", str(tmp_path / "b"), "--quiet", "--backend", "torch"]) == 0
+    assert ", torch, " in capsys.readouterr().err
+
+
+def test_bicubic_runs_in_torch_under_auto_and_explicit_onnxruntime_says_why() -> None:
+    bicubic = lightsr.create_model("bicubic", scale=2)
+    runner = Upscaler(bicubic, tile=None, precision="fp32", backend="auto")
+    assert (runner.backend, runner.backend_reason) == ("torch", "auto: no network to export")
+    with pytest.raises(LightSRError, match="use --backend torch"):
+        Upscaler(bicubic, tile=None, precision="fp32", backend="onnxruntime")
