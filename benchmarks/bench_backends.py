@@ -53,10 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_upscale as bu  # noqa: E402  (shared helpers: peaks, input, weights, Set5)
 
 import lightsr  # noqa: E402
+from lightsr.atomic import atomic_write_text  # noqa: E402
 from lightsr.data.io import image_to_tensor, read_image, tensor_to_image  # noqa: E402
 from lightsr.data.resize import modcrop  # noqa: E402
 from lightsr.export import export_model  # noqa: E402
-from lightsr.hardware import cpu_has_native_bf16, cpu_int8_dot, cpu_model, machine_record  # noqa: E402
+from lightsr.hardware import cpu_has_native_bf16, cpu_int8_dot, cpu_kind, machine_record  # noqa: E402
 from lightsr.hub import bundled_weights  # noqa: E402
 from lightsr.metrics import psnr  # noqa: E402
 from lightsr.quantize import quantize_int8  # noqa: E402
@@ -67,6 +68,11 @@ DOC = bu.ROOT / "docs" / "BACKENDS.md"
 PAUSE_S = 0.02
 SET5_LR = bu.SHARED / "data" / "Set5" / "LR_bicubic" / f"X{bu.SCALE}"
 SET5_HR = bu.SHARED / "data" / "Set5" / "HR"
+
+
+def _label(run: dict) -> str:
+    """A results file's CPU in words: model name with family/model numbers where recorded."""
+    return run.get("cpu_kind") or run["machine"]["cpu"]
 
 
 def cpu_slug(name: str) -> str:
@@ -340,7 +346,7 @@ def write_markdown() -> str:
         for r in runs:
             m = r["machine"]
             lines.append(
-                f"| {m['cpu']} | {' '.join(m['cpu_flags'] or [])} | {m.get('int8_dot')} | "
+                f"| {_label(r)} | {' '.join(m['cpu_flags'] or [])} | {m.get('int8_dot')} | "
                 f"{m['torch_threads']} | {m['torch']} | {r['versions'].get('onnxruntime')} | "
                 f"{r['versions'].get('openvino', '-')} | {r['load_average_at_start']:.1f} -> "
                 f"{r['load_average_at_end']:.1f} | `{r.get('command', '')}` |"
@@ -352,7 +358,7 @@ def write_markdown() -> str:
                 "min ms (speed-up over the authors' way) and Set5 PSNR-Y, per machine; "
                 "`psnr vs fp32`: the path's output against lightsr's fp32 output.\n"
             )
-            head = ["path"] + [r["machine"]["cpu"] for r in runs if name in r["models"]]
+            head = ["path"] + [_label(r) for r in runs if name in r["models"]]
             lines.append("| " + " | ".join(head) + " | Set5 PSNR-Y | psnr vs fp32 |")
             lines.append("|" + "---|" * (len(head) + 2))
             names: list[str] = []
@@ -401,7 +407,7 @@ def main() -> int:
         path = RESULTS / f"sensitivity_{args.sensitivity}.json"
         if not args.no_save:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(out, indent=2) + "\n")
+            atomic_write_text(path, json.dumps(out, indent=2) + "\n", overwrite=True)
         return 0
 
     # Without native support bf16/int8 matmuls run on slow generic kernels (~1 GFLOP/s on a
@@ -422,6 +428,7 @@ def main() -> int:
 
     out: dict = {
         "machine": machine_record(args.threads),
+        "cpu_kind": cpu_kind(),
         "load_average_at_start": os.getloadavg()[0],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: ACTIVE)"),
         "versions": {"onnxruntime": onnxruntime.__version__}
@@ -442,8 +449,8 @@ def main() -> int:
     out["command"] = "python benchmarks/bench_backends.py " + " ".join(sys.argv[1:])
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{cpu_slug(cpu_model())}.json"
-        path.write_text(json.dumps(out, indent=2) + "\n")
+        path = RESULTS / f"{cpu_slug(cpu_kind())}.json"
+        atomic_write_text(path, json.dumps(out, indent=2) + "\n", overwrite=True)
         write_markdown()
     return 0
 

@@ -116,6 +116,16 @@ def cpu_model() -> str:
     return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
+def cpu_kind() -> str:
+    """The model name plus the CPU family and model numbers (``AMD EPYC (family 23, model
+    1)``): virtual machines often report one bare name for several generations (the AMD EPYC
+    seen here was Zen 1 on one day and Zen 4 on another), which differ in speed and features."""
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    if family and model:
+        return f"{cpu_model()} (family {family}, model {model})"
+    return cpu_model()
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo).
 
