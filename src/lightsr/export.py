@@ -34,7 +34,7 @@ import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -43,6 +43,7 @@ from .atomic import atomic_write_bytes
 from .deploy import reparameterize
 from .errors import LightSRError, OutputExistsError
 from .models.base import SRModel
+from .quantize import ONNX_OPSET, onnx_graph_bytes
 
 FORMATS = ("onnx", "torchscript")
 #: The TorchScript extra file holding the metadata (JSON object of strings).
@@ -53,7 +54,6 @@ OUTPUT_RANGE = "[0, 1], unclamped (clamp before converting to 8 bits)"
 OUTPUT_LAYOUT = "NCHW float32 RGB, scale x the input height and width"
 #: Largest acceptable |exported - PyTorch| on the [0, 1] output scale.
 PARITY_TOLERANCE = 1e-4
-ONNX_OPSET = 17
 
 
 @dataclass
@@ -351,25 +351,8 @@ def _export_onnx(
     # Into memory, then written from Python: onnx's C++ file writer aborts the whole process
     # on a full disk, where a Python write raises an OSError naming the file. (The TorchScript
     # exporter writes to file objects too; its type hint names paths only, hence the cast.)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        # The tracer warns about Python ints taken from shapes; the parity check at a
-        # second size is what tells whether the graph stayed dynamic.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            copy.deepcopy(folded),
-            (x,),
-            cast(Any, buf),
-            input_names=["lr"],
-            output_names=["sr"],
-            dynamic_axes={
-                "lr": {0: "batch", 2: "height", 3: "width"},
-                "sr": {0: "batch", 2: "out_height", 3: "out_width"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
-    proto = onnx.load_model_from_string(buf.getvalue())
+    graph = onnx_graph_bytes(folded, x, opset=opset)
+    proto = onnx.load_model_from_string(graph)
     for key, value in report.metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -287,7 +287,7 @@ def onnxruntime_model(model: SRModel, *, threads: int | None = None) -> OrtModel
         p.requires_grad_(False)
     # Any size works (dynamic axes); a small one keeps the trace cheap.
     side = max(int(getattr(folded, "min_input_size", 1)), 16)
-    graph = _export(folded, torch.full((1, 3, side, side), 0.5))
+    graph = onnx_graph_bytes(folded, torch.full((1, 3, side, side), 0.5))
     return OrtModel(
         graph,
         scale=int(folded.scale),
@@ -365,7 +365,9 @@ def default_keep_fp32(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(keep))
 
 
-def _export(model: nn.Module, example: torch.Tensor) -> bytes:
+def onnx_graph_bytes(model: nn.Module, example: torch.Tensor, *, opset: int = ONNX_OPSET) -> bytes:
+    """``model`` as an ONNX graph in memory: input ``lr``, output ``sr``, batch, height and
+    width dynamic (the one ONNX export of lightsr: ``lightsr export`` writes these bytes)."""
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Python ints taken from shapes
@@ -379,7 +381,7 @@ def _export(model: nn.Module, example: torch.Tensor) -> bytes:
                 "lr": {0: "batch", 2: "height", 3: "width"},
                 "sr": {0: "batch", 2: "out_height", 3: "out_width"},
             },
-            opset_version=ONNX_OPSET,
+            opset_version=opset,
             dynamo=False,
         )
     return buf.getvalue()
@@ -464,7 +466,7 @@ def quantize_int8(
             f"keep_fp32 names {unknown} are not convs of this {folded.arch_name}; its convs "
             f"are e.g. {sorted(conv_names)[:6]}."
         )
-    graph_bytes = _export(folded, patches[0])
+    graph_bytes = onnx_graph_bytes(folded, patches[0])
     proto = onnx.load_from_string(graph_bytes)
     nodes = _conv_nodes(proto.graph)
     exclude = [node for node, module in nodes.items() if module in keep]

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .data.benchmark import to_eval_format
 from .data.io import image_header, list_images, read_image
 from .data.resize import modcrop
 from .errors import DatasetError, ImageReadError, LightSRError
@@ -261,17 +262,6 @@ def choose_scale(
     )
 
 
-def _as_eval_uint8(img: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
-    """uint8 with 1 or 3 channels, as :mod:`lightsr.data.benchmark` hands HR images to eval."""
-    if img.dtype == np.uint16:
-        img = np.floor(img / 257.0 + 0.5).astype(np.uint8)
-        notes.append(f"{path.name}: 16-bit reduced to 8 bits (round(x/257)) for 8-bit metrics")
-    if img.shape[2] == 4:
-        img = img[:, :, :3]
-        notes.append(f"{path.name}: alpha channel dropped")
-    return img
-
-
 def score_folders(
     gt_dir: str | os.PathLike,
     sr_dir: str | os.PathLike,
@@ -346,11 +336,11 @@ def score_folders(
 
 def _score_pair(pair: ScorePair, s: int, crop: int, y_channel: bool) -> ImageResult:
     notes: list[str] = []
-    hr = _as_eval_uint8(read_image(pair.gt_path), pair.gt_path, notes)
+    hr = to_eval_format(read_image(pair.gt_path), pair.gt_path, notes)
     if hr.shape[2] == 1:
         notes.append(f"{pair.gt_path.name}: grey, measured as Y of the repeated channel")
     hr = modcrop(hr, s)
-    sr = _as_eval_uint8(read_image(pair.sr_path), pair.sr_path, notes)
+    sr = to_eval_format(read_image(pair.sr_path), pair.sr_path, notes)
     if sr.shape[:2] != hr.shape[:2]:  # an EXIF rotation the header did not show
         raise DatasetError(
             f"{pair.sr_path.name} decodes to {sr.shape[0]}x{sr.shape[1]}, but the modcropped "

@@ -68,7 +68,7 @@ class _Pair:
     lr_path: Path | None
 
 
-def _to_eval_format(img: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
+def to_eval_format(img: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
     """uint8 with 1 or 3 channels, recording each conversion in ``notes``."""
     if img.dtype == np.uint16:
         img = np.floor(img / 257.0 + 0.5).astype(np.uint8)
@@ -111,7 +111,7 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
         pair = self.pairs[index]
         s = self.scale
         notes: list[str] = []
-        hr = _to_eval_format(read_image(pair.hr_path), pair.hr_path, notes)
+        hr = to_eval_format(read_image(pair.hr_path), pair.hr_path, notes)
         if hr.shape[2] == 1:
             notes.append(f"{pair.hr_path.name}: grey, measured as Y of the repeated channel")
         hr = modcrop(hr, s)
@@ -132,7 +132,7 @@ class BenchmarkSet(Sequence[BenchmarkImage]):
         elif pair.lr_path is None:
             lr = imresize(hr, 1 / s, boundary=self.boundary or "replicate")
         else:
-            lr = _to_eval_format(read_image(pair.lr_path), pair.lr_path, notes)
+            lr = to_eval_format(read_image(pair.lr_path), pair.lr_path, notes)
             if lr.shape[:2] != want:
                 raise DatasetError(
                     f"LR image {str(pair.lr_path)!r} is {lr.shape[0]}x{lr.shape[1]}, but its HR "
