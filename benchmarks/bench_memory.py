@@ -1,16 +1,38 @@
-"""Peak resident memory of upscaling a large photo on the CPU.
+"""Peak resident memory and wall time of upscaling a large photo on the CPU, on every path.
 
 A synthetic 4000 x 3000 RGB photo (smooth colour fields, edges and sensor-like noise) is written
-as a PNG, then a fresh Python process runs ``lightsr.upscale.upscale_files`` on it (x4 ->
-16000 x 12000, written as a PNG) with the default automatic tile size; the parent reads the
-child's peak resident set size (``ru_maxrss`` of RUSAGE_CHILDREN). The uint8 output alone is
-576 MB and Pillow copies it into a 4-byte-per-pixel image (768 MB) to encode it, so the budget
-left for the model is what this measures.
+as a PNG, then, for each inference path, a fresh Python process runs
+``lightsr.upscale.upscale_files`` on it (x4 -> 16000 x 12000, written as a PNG) with the
+default automatic tile size, the way ``lightsr upscale`` does (``Upscaler.describe`` first,
+which fixes the tile). The paths are what :class:`lightsr.upscale.Upscaler` offers on a CPU:
 
-    python benchmarks/bench_memory.py                 # FMEN-S x4 (official weights if present)
-    python benchmarks/bench_memory.py --size 800x600  # quick check
+- ``fp32``: torch eager (``precision="fp32", backend="torch"``);
+- ``compiled``: the same under ``torch.compile`` (``compile=True``; compiling is in its time);
+- ``fp32_ort``: fp32 run by ONNX Runtime (``backend="onnxruntime"``);
+- ``bf16``: torch autocast bf16. Skipped on a CPU without native bf16 (emulated there, many
+  times slower, and never what ``auto`` picks) unless ``--force-emulated-bf16``;
+- ``int8``: ONNX Runtime static quantization (:mod:`lightsr.quantize`; calibration counts);
+- ``auto``: what ``lightsr upscale`` runs by default (``precision="auto", backend="auto"``),
+  recorded with what it resolved to and why.
 
-Writes benchmarks/results/upscale_memory.json.
+A path whose engine is not installed (ONNX Runtime) is recorded as not measured, with the
+reason. Per path: peak RSS of its process (``os.wait4``'s rusage of that one child, see
+``run_child``), the child's wall time, its model load / preparation (export, quantization) /
+upscale-and-write times, the resolved precision, backend and tile, and whether the peak is
+under 2 GiB. The uint8 output alone is 576 MB and Pillow copies it into a 4-byte-per-pixel
+image (768 MB) to encode it, so the budget left for the model is what this measures. The model
+is the bundled default x4 (what ``lightsr upscale`` loads with no ``--model``/``--weights``,
+``lightsr.hub.resolve_model``) unless ``--model``.
+
+    python benchmarks/bench_memory.py                           # every path, default model
+    python benchmarks/bench_memory.py --paths fp32 int8         # some paths
+    python benchmarks/bench_memory.py --model fmen_s            # official FMEN-S if present
+    python benchmarks/bench_memory.py --force-emulated-bf16     # bf16 even where emulated
+    python benchmarks/bench_memory.py --size 800x600 --no-save  # quick check
+
+Writes benchmarks/results/memory/<cpu-slug>.json (one file per CPU kind, named as
+benchmarks/bench_backends.py names its files; a rerun on the same kind replaces it). Exits 1
+when a measured path peaks over the limit or a path fails.
 """
 
 from __future__ import annotations
@@ -24,13 +46,52 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lightsr.atomic import atomic_write_text  # noqa: E402
+from lightsr.checkpoint import load_official  # noqa: E402
+from lightsr.data.io import write_image  # noqa: E402
+from lightsr.hardware import (  # noqa: E402
+    available_memory,
+    cpu_has_native_bf16,
+    cpu_kind,
+    machine_record,
+    proc_status_kb,
+)
+from lightsr.hub import (  # noqa: E402
+    DEFAULT_SCALE,
+    bundled_weights,
+    default_weights,
+    resolve_model,
+    sha256_of,
+)
+from lightsr.quantize import onnxruntime_available  # noqa: E402
+from lightsr.upscale import Upscaler, upscale_files  # noqa: E402
+
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", ROOT.parent / "shared"))
+RESULTS = ROOT / "benchmarks" / "results" / "memory"
 LIMIT_BYTES = 2 * 2**30
+SCALE = DEFAULT_SCALE
+#: Each path's Upscaler options; everything else is the CLI's default (tile/overlap auto).
+PATHS: dict[str, dict[str, Any]] = {
+    "fp32": {"precision": "fp32", "backend": "torch"},
+    "compiled": {"precision": "fp32", "backend": "torch", "compile": True},
+    "fp32_ort": {"precision": "fp32", "backend": "onnxruntime"},
+    "bf16": {"precision": "bf16", "backend": "torch"},
+    # backend as `lightsr upscale --precision int8` passes it; int8 runs in ONNX Runtime anyway
+    "int8": {"precision": "int8", "backend": "auto"},
+    "auto": {"precision": "auto", "backend": "auto"},
+}
+NEEDS_ONNXRUNTIME = ("fp32_ort", "int8")
+NO_NATIVE_BF16 = "no native bf16 on this CPU (emulated bf16 is not a path auto picks)"
 
 
 def synthetic_photo(width: int, height: int, *, seed: int = 0) -> np.ndarray:
@@ -58,44 +119,220 @@ def synthetic_photo(width: int, height: int, *, seed: int = 0) -> np.ndarray:
     return out
 
 
-def child(args: argparse.Namespace) -> None:
-    import torch
+def parse_size(text: str) -> tuple[int, int]:
+    """``"4000x3000"`` -> (width, height)."""
+    w, h = map(int, text.lower().split("x"))
+    return w, h
 
-    import lightsr
-    from lightsr.upscale import Upscaler, upscale_files
 
-    torch.set_num_threads(args.threads)
-    w, h = map(int, args.size.lower().split("x"))
-    args.hw = (h, w)
-    weights = SHARED / "weights" / "official" / "fmen_s_x4.pt"
-    if args.model == "fmen_s" and weights.is_file():
-        model, source = lightsr.load_official(weights), "official fmen_s_x4.pt"
-    else:
-        model, source = lightsr.create_model(args.model, scale=4), "random weights"
-    runner = Upscaler(model, tile=args.tile, precision="fp32", progress=False)
-    t = time.perf_counter()
-    report = upscale_files([args.input], args.out_dir, model=runner, progress=False)
-    elapsed = time.perf_counter() - t
-    assert report.written and not report.failed, report
-    info = {
-        "model": args.model,
-        "weights": source,
-        "tile": runner.tile if runner.tile != "auto" else runner._resolve_tile(*args.hw),
-        "overlap": runner.overlap,
-        "upscale_and_write_s": round(elapsed, 1),
-        "output": str(report.written[0][1].name),
-        "self_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+def load_model(name: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model to measure and what its weights are: with no name, the bundled default
+    (resolved by the function ``lightsr upscale`` uses); ``fmen_s``: the authors' file when
+    present (as this benchmark measured it before); another name: its bundled weights, else
+    random weights (memory and time do not depend on the values)."""
+    if name is None:
+        resolved = resolve_model(scale=SCALE)
+        entry = default_weights(SCALE)
+        path = bundled_weights("default", SCALE)
+        return resolved.model, {
+            "arch": resolved.model.arch_name,
+            "name": entry.name,
+            "source": resolved.source,
+            "file": path.name if path else None,
+            "sha256": sha256_of(path)[:12] if path else None,
+        }
+    official = SHARED / "weights" / "official" / f"{name}_x{SCALE}.pt"
+    if name == "fmen_s" and official.is_file():
+        model = load_official(official)
+        return model, {
+            "arch": model.arch_name,
+            "name": official.stem,
+            "source": f"authors' release ({official.name})",
+            "file": official.name,
+            "sha256": sha256_of(official)[:12],
+        }
+    resolved = resolve_model(model=name, scale=SCALE, allow_random=True)
+    return resolved.model, {
+        "arch": resolved.model.arch_name,
+        "name": name,
+        "source": resolved.source,
+        "file": None,
+        "sha256": None,
     }
+
+
+def child(args: argparse.Namespace) -> None:
+    """One path in this (fresh) process; prints one ``CHILD {json}`` line."""
+    torch.set_num_threads(args.threads)
+    w, h = parse_size(args.size)
+    # auto tile sizes follow MemAvailable when the tile is decided
+    memory_available = available_memory(torch.device("cpu"))
+    t = time.perf_counter()
+    model, weights = load_model(args.model)
+    load_s = time.perf_counter() - t
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = time.perf_counter()
+        runner = Upscaler(model, tile=args.tile, device="cpu", progress=False, **PATHS[args.path])
+        # the CLI prints this line before the work; it also fixes the auto tile (cached)
+        described = runner.describe(weights=weights["name"])
+        prepare_s = time.perf_counter() - t
+        hwm_kb = proc_status_kb("VmHWM")
+        t = time.perf_counter()
+        report = upscale_files([args.input], args.out_dir, model=runner, progress=False)
+        upscale_s = time.perf_counter() - t
+    if report.failed or not report.written:
+        raise SystemExit(f"upscale_files did not write the output: {report}")
+    out_file = report.written[0][1]
+    int8 = None
+    if runner.int8 is not None:
+        r = runner.int8.report
+        int8 = {"engine": r.engine, "convs_int8": len(r.quantized), "convs_fp32": len(r.kept_fp32)}
+    info = {
+        "precision": runner.precision,
+        "precision_why": runner.precision_reason,
+        "backend": runner.backend,
+        "backend_why": runner.backend_reason,
+        "int8": int8,
+        # after the run: an out-of-memory retry halves the tile, and this is the one used
+        "tile": runner._resolve_tile(h, w),
+        "overlap": runner.overlap,
+        "describe": described,
+        "weights": weights,
+        "load_s": round(load_s, 2),
+        "prepare_s": round(prepare_s, 2),
+        "upscale_and_write_s": round(upscale_s, 2),
+        "output_png_bytes": out_file.stat().st_size,
+        "memory_available_bytes_at_start": memory_available,
+        "peak_rss_after_prepare_bytes": None if hwm_kb is None else hwm_kb * 1024,
+        "self_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "warnings": sorted({str(c.message) for c in caught}),
+    }
+    out_file.unlink()  # 240 MB at full size; the next path writes its own
     print("CHILD " + json.dumps(info), flush=True)
+
+
+def skip_reason(path: str, *, force_emulated_bf16: bool) -> str | None:
+    """Why ``path`` is not measured on this machine, or None."""
+    if path in NEEDS_ONNXRUNTIME and not onnxruntime_available():
+        return "ONNX Runtime not installed (onnx, onnxruntime: pip install lightsr[onnx])"
+    if path == "bf16" and not cpu_has_native_bf16() and not force_emulated_bf16:
+        return NO_NATIVE_BF16
+    return None
+
+
+def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict[str, Any]:
+    """Run ``path`` in a fresh process and measure it.
+
+    The peak is that child's own: ``os.wait4`` returns the rusage of the one process it
+    reaps, whose ``ru_maxrss`` is the larger of its own peak and those of its reaped
+    descendants (torch.compile's worker processes), each taken alone, never summed. The
+    parent's RUSAGE_CHILDREN would be the maximum over every path run so far, so a later,
+    smaller path would report an earlier path's peak. The child's own RUSAGE_SELF reading is
+    recorded beside it as a cross-check; wait4 still answers when the child dies (killed for
+    memory), where a self-report would be lost.
+    """
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        path,
+        "--input",
+        str(src),
+        "--out-dir",
+        str(tmp / f"out_{path}"),
+        "--tile",
+        str(args.tile),
+        "--threads",
+        str(args.threads),
+        "--size",
+        args.size,
+    ]
+    if args.model is not None:
+        cmd += ["--model", args.model]
+    load_before = list(os.getloadavg())
+    # stdout/stderr go to files, not pipes: nothing reads a pipe while wait4 blocks
+    with open(tmp / f"{path}.out", "w+") as out, open(tmp / f"{path}.err", "w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    peak = usage.ru_maxrss * 1024
+    record: dict[str, Any] = {
+        "path": path,
+        "options": PATHS[path],
+        "peak_rss_bytes": peak,
+        "peak_rss_gib": round(peak / 2**30, 3),
+        "wall_s": round(wall, 1),
+        "load_average_before": load_before,
+    }
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("CHILD ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
+        print(stdout, stderr, sep="\n", file=sys.stderr)
+        return {
+            "path": path,
+            "measured": False,
+            "failed": True,
+            "why": f"failed (exit status {proc.returncode}): {tail}",
+            **record,
+        }
+    return {"measured": True, **record, "under_limit": peak < LIMIT_BYTES, **json.loads(line[6:])}
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    if not r["measured"]:
+        return f"{r['path']:9s} not measured: {r['why']}"
+    return (
+        f"{r['path']:9s} peak {r['peak_rss_gib']:.3f} GiB "
+        f"({'under' if r['under_limit'] else 'OVER'} {LIMIT_BYTES / 2**30:g} GiB), "
+        f"wall {r['wall_s']} s, "
+        f"upscale+write {r['upscale_and_write_s']} s; {r['precision']}/{r['backend']}, "
+        + (f"tile {r['tile']} overlap {r['overlap']}" if r["tile"] else "untiled")
+    )
+
+
+def save(result: dict[str, Any]) -> Path:
+    # Imported here, in the parent only: bench_backends pulls in modules `lightsr upscale`
+    # never loads, and the children (this same file) are what is measured.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_backends import cpu_slug
+
+    path = RESULTS / f"{cpu_slug(cpu_kind())}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n", overwrite=True)
+    return path
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="4000x3000", help="WxH of the LR photo")
-    ap.add_argument("--model", default="fmen_s")
+    ap.add_argument(
+        "--paths",
+        nargs="+",
+        choices=tuple(PATHS),
+        default=list(PATHS),
+        metavar="PATH",
+        help=f"inference paths to measure, each in its own process (default: all of "
+        f"{' '.join(PATHS)})",
+    )
+    ap.add_argument(
+        "--model",
+        help="architecture (default: the bundled default x4 that `lightsr upscale` runs; "
+        "fmen_s: the authors' file when present)",
+    )
     ap.add_argument("--tile", default="auto")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--force-emulated-bf16",
+        action="store_true",
+        help="measure bf16 on a CPU without native bf16 too (emulated: many times slower)",
+    )
+    ap.add_argument("--child", choices=tuple(PATHS), help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
     ap.add_argument("--no-save", action="store_true", help="do not write the results JSON")
@@ -103,69 +340,75 @@ def main() -> int:
     if args.tile != "auto":
         args.tile = int(args.tile)
     if args.child:
+        args.path = args.child
         child(args)
         return 0
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from lightsr.data.io import write_image
-
-    w, h = map(int, args.size.lower().split("x"))
-    with tempfile.TemporaryDirectory(prefix="lightsr_mem_") as tmp:
-        src = Path(tmp) / "photo.png"
+    w, h = parse_size(args.size)
+    paths = list(dict.fromkeys(args.paths))  # in the order asked, once each
+    load_start = list(os.getloadavg())
+    records = []
+    with tempfile.TemporaryDirectory(prefix="lightsr_mem_") as tmp_name:
+        tmp = Path(tmp_name)
+        src = tmp / "photo.png"
         write_image(src, synthetic_photo(w, h))
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--input",
-            str(src),
-            "--out-dir",
-            str(Path(tmp) / "out"),
-            "--model",
-            args.model,
-            "--tile",
-            str(args.tile),
-            "--threads",
-            str(args.threads),
-            "--size",
-            args.size,
-        ]
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        if proc.returncode != 0:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
-            return 1
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("CHILD "))
-        info = json.loads(line[6:])
-        out_file = Path(tmp) / "out" / info["output"]
-        out_bytes = out_file.stat().st_size
-    import torch
+        for path in paths:
+            why = skip_reason(path, force_emulated_bf16=args.force_emulated_bf16)
+            record = (
+                {"path": path, "measured": False, "why": why}
+                if why
+                else run_child(path, args, src, tmp)
+            )
+            records.append(record)
+            print(summary_line(record), flush=True)
+    measured = [r for r in records if r["measured"]]
+    try:
+        import onnxruntime
 
+        ort_version: str | None = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
     result = {
-        "what": f"upscale_files x4 of a synthetic {w}x{h} RGB PNG to {4 * w}x{4 * h} PNG on CPU",
+        "what": (
+            f"upscale_files x{SCALE} of a synthetic {w}x{h} RGB PNG to {SCALE * w}x{SCALE * h} "
+            "PNG on the CPU, each path in a fresh process"
+        ),
+        "how": (
+            "peak_rss_bytes: ru_maxrss of os.wait4 on the path's own child process; wall_s: "
+            "that child from start to exit; upscale_and_write_s: upscale_files alone"
+        ),
         "lr_size_wh": [w, h],
-        "hr_size_wh": [4 * w, 4 * h],
-        "output_array_bytes": 16 * w * h * 3,
-        "output_png_bytes": out_bytes,
-        "peak_rss_bytes": peak,
-        "peak_rss_gib": round(peak / 2**30, 3),
+        "hr_size_wh": [SCALE * w, SCALE * h],
+        "output_array_bytes": SCALE * SCALE * w * h * 3,
+        "limit_bytes": LIMIT_BYTES,
         "limit_gib": LIMIT_BYTES / 2**30,
-        "under_limit": peak < LIMIT_BYTES,
-        "wall_s": round(wall, 1),
-        **info,
+        "all_under_limit": all(r["under_limit"] for r in measured),
+        "cpu_kind": cpu_kind(),
+        "machine": machine_record(args.threads),
+        "platform": platform.platform(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": ort_version,
+        },
         "threads": args.threads,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
+        "tile_asked": args.tile,
+        "weights": next((r["weights"] for r in measured), None),
+        "load_average_at_start": load_start,
+        "load_average_at_end": list(os.getloadavg()),
         "command": "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:]),
+        "paths": records,
     }
     print(json.dumps(result, indent=2))
     if not args.no_save:
-        out = ROOT / "benchmarks" / "results" / "upscale_memory.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0 if result["under_limit"] else 1
+        print(f"wrote {save(result)}", file=sys.stderr)
+    over = [r["path"] for r in measured if not r["under_limit"]]
+    failed = [r["path"] for r in records if r.get("failed")]
+    if over:
+        print(f"over {LIMIT_BYTES / 2**30:g} GiB: {', '.join(over)}", file=sys.stderr)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if over or failed else 0
 
 
 if __name__ == "__main__":

@@ -7,12 +7,21 @@ so a fresh clone without it still passes.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Spinning OpenMP threads crawl when the 2 cores are shared (CI neighbours, parallel jobs);
 # passive waiting costs little when the machine is quiet. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# lightsr's cache (converted checkpoints, int8 graphs) goes to a folder of this test session:
+# tests never read a user's cached files nor leave theirs behind.
+_CACHE = tempfile.mkdtemp(prefix="lightsr-test-cache-")
+os.environ["LIGHTSR_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

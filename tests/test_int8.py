@@ -105,6 +105,64 @@ def test_tiled_int8_equals_untiled_int8():
     assert torch.equal(runner.upscale_tensor(x), whole_float)  # bit-exact, not just rounded
 
 
+@pytest.mark.parametrize("activations,reduce_range", [("s8", False), ("u8", True)])
+def test_activation_type_and_weight_range_are_applied_and_reported(activations, reduce_range):
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    q = quantize_int8(
+        model,
+        calibration=synthetic_calibration(scale=2, **SMALL),
+        activations=activations,
+        reduce_range=reduce_range,
+    )
+    assert (q.report.activations, q.report.reduce_range) == (activations, reduce_range)
+    graph = onnx.load_from_string(q.onnx).graph
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    weights, points = [], []
+    for node in (n for n in graph.node if n.op_type == "DequantizeLinear"):
+        data = initializers.get(node.input[0])
+        if data is not None and data.ndim == 4:  # a conv weight
+            weights.append(int(np.abs(data.astype(np.int32)).max()))
+        elif data is None:  # an activation: its zero point says the type
+            points.append(initializers[node.input[2]].dtype)
+    assert max(weights) == (64 if reduce_range else 127)  # ORT's 7-bit grid is [-64, 64]
+    assert set(points) == {np.dtype(np.int8 if activations == "s8" else np.uint8)}
+    x = synthetic_calibration(scale=2, count=1, size=24, seed=5)[0]
+    assert float((q(x) - model(x)).abs().mean()) < 0.02
+
+
+def test_the_cache_returns_the_same_graph_and_a_damaged_entry_is_remade(tmp_path):
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    cal = synthetic_calibration(scale=2, **SMALL)
+    first = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("*.onnx")
+    assert not first.report.cached and entry.read_bytes() == first.onnx
+    again = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    assert again.report.cached and again.onnx == first.onnx
+    # other options are another entry, not a stale hit
+    other = quantize_int8(model, calibration=cal, cache_dir=tmp_path, activations="s8")
+    assert not other.report.cached and len(list(tmp_path.glob("*.onnx"))) == 2
+    entry.write_bytes(first.onnx[: len(first.onnx) // 2])  # a truncated file
+    remade = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    assert not remade.report.cached and remade.onnx == first.onnx == entry.read_bytes()
+
+
+def test_isolated_calibration_gives_the_same_graph_as_in_process():
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    cal = synthetic_calibration(scale=2, **SMALL)
+    here = quantize_int8(model, calibration=cal)
+    child = quantize_int8(model, calibration=cal, isolate=True)
+    assert child.onnx == here.onnx
+
+
+def test_activations_are_checked():
+    model = lightsr.create_model("a2f_sd", scale=2)
+    with pytest.raises(LightSRError, match="activations"):
+        quantize_int8(model, activations="fp8", calibration=synthetic_calibration(scale=2))
+
+
 def test_keep_fp32_names_are_checked():
     model = lightsr.create_model("a2f_sd", scale=2)
     with pytest.raises(LightSRError, match="not convs"):

@@ -22,9 +22,19 @@ alone costs 0.44 dB: its output is a small correction added to the head's featur
 PyTorch's own int8 (``torch.ao`` FX graph mode, x86 backend, per-channel weights) is deprecated
 in favour of the separate torchao package, broke FMEN-S (7.6 dB on Set5) and ran A2F-SD 4x
 slower than fp32 eager (every scalar-weighted residual became a quantize/dequantize pair).
-ONNX Runtime's QDQ graph runs in ONNX Runtime and OpenVINO alike, the calibration and
-exclusion lists are explicit, and int8 activations with int8 weights (S8S8) kept quality best
-on this CPU (u8 activations with full-range weights saturate AVX2's 16-bit pair sums).
+ONNX Runtime's QDQ graph runs in ONNX Runtime and OpenVINO alike, and the calibration and
+exclusion lists are explicit. Activations are unsigned int8 by default (``activations="u8"``,
+full-range weights): ``benchmarks/int8_variants.py`` measured all four variants (u8/s8
+activations, 8/7-bit weights) with both engines on that CPU, and u8 ran A2F-SD about 20%
+faster than s8 in ONNX Runtime at the same Set5 loss on FMEN-S (-0.15 vs -0.14 dB; A2F-SD -0.09
+vs -0.07), while OpenVINO lost 2.1 dB on A2F-SD with s8 activations and 0.09 with u8. 7-bit
+weights (``reduce_range=True``) cost FMEN-S another 0.37 dB and bought no speed. Measured on
+AVX2 only; on VNNI and AMX, u8 x s8 is the instructions' native operand order.
+
+**Memory and the cache.** ONNX Runtime's calibrator holds every intermediate activation of
+every calibration patch at once; ``isolate=True`` runs it in a child process, and
+``cache_dir`` keeps the quantized graph so a second run with the same model skips calibration
+(``Upscaler`` does both).
 
 **Calibration.** Static quantization needs representative inputs. ``calibration`` takes LR
 tensors or HR images (:func:`calibration_patches` cuts and downscales them); by default
@@ -44,10 +54,14 @@ smoke run of ``benchmarks/bench_backends.py`` on a loaded machine; docs/BACKENDS
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import io
+import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -69,6 +83,9 @@ from .models.base import SRModel
 from .probe import output_convs
 
 ENGINES = ("onnxruntime", "openvino")
+#: Activation types :func:`quantize_int8` offers: signed (ONNX Runtime's QInt8) or unsigned
+#: (QUInt8) 8-bit activations; the weights are always signed.
+ACTIVATIONS = ("s8", "u8")
 #: Calibration methods of ONNX Runtime's quantizer that lightsr offers.
 METHODS = ("minmax", "percentile")
 ONNX_OPSET = 17
@@ -177,6 +194,10 @@ class Int8Report:
     kept_fp32: list[str] = field(default_factory=list)
     calibration: str = ""
     calibration_patches: int = 0
+    activations: str = "u8"
+    reduce_range: bool = False
+    #: True when the quantized graph came from :func:`quantize_int8`'s cache.
+    cached: bool = False
     int8_dot: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -404,6 +425,10 @@ def quantize_int8(
     method: str = "percentile",
     engine: str = "onnxruntime",
     threads: int | None = None,
+    activations: str = "u8",
+    reduce_range: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    isolate: bool = False,
 ) -> Int8Model:
     """A statically quantized int8 copy of ``model`` (see the module docstring).
 
@@ -416,26 +441,30 @@ def quantize_int8(
             the ``"minmax"`` of the calibration activations.
         engine: ``"onnxruntime"`` or ``"openvino"`` runs the quantized graph.
         threads: intra-op threads (default: ``torch.get_num_threads()``).
+        activations: ``"u8"`` (unsigned int8 activations, ONNX Runtime's QUInt8; the
+            default, see the module docstring) or ``"s8"`` (signed, QInt8).
+        reduce_range: weights on a 7-bit grid (ONNX Runtime's: [-64, 64]) instead of 8 bits:
+            u8 activations times such weights cannot saturate AVX2's 16-bit pair sums
+            (VPMADDUBSW: 2 * 255 * 64 < 32767), at the cost of one bit of weight precision.
+        cache_dir: a folder where the quantized graph is kept, named by a hash of everything
+            that determines it (the fp32 graph, calibration inputs, options, the quantizer's
+            version), so the next call with the same model skips calibration; None: no cache.
+            ``Upscaler`` uses ``<lightsr cache>/int8``.
+        isolate: run ONNX Runtime's calibration in a child process. The calibrator holds every
+            intermediate activation of every calibration patch at once (about 1.1 GiB for
+            A2F-SD's 32 patches of 48x48): in a child, that memory is gone before the image
+            is upscaled instead of adding to the process's peak.
     """
     if method not in METHODS:
         raise LightSRError(f"calibration method {method!r} is not one of {', '.join(METHODS)}.")
     if engine not in ENGINES:
         raise LightSRError(f"int8 engine {engine!r} is not one of {', '.join(ENGINES)}.")
-    ort = _import_onnxruntime()
-    try:
-        import onnx
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-    except ImportError:
+    if activations not in ACTIVATIONS:
         raise LightSRError(
-            "int8 quantization needs the onnx package beside onnxruntime: pip install onnx "
-            "onnxruntime  (or lightsr[onnx])."
-        ) from None
+            f"int8 activations {activations!r} is not one of {', '.join(ACTIVATIONS)}."
+        )
+    ort = _import_onnxruntime()
+    onnx = _import_onnx()
 
     folded = reparameterize(model).cpu().float().eval()
     for p in folded.parameters():
@@ -474,41 +503,24 @@ def quantize_int8(
     if missing:
         raise LightSRError(f"convs {missing} were not found in the exported ONNX graph.")
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(patches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            t = next(self._it, None)
-            return None if t is None else {"lr": np.ascontiguousarray(t.numpy())}
-
-    cal_method = (
-        CalibrationMethod.Percentile if method == "percentile" else CalibrationMethod.MinMax
-    )
-    extra: dict[str, Any] = {"CalibPercentile": _PERCENTILE} if method == "percentile" else {}
-    quiet = logging.getLogger().level
-    with tempfile.TemporaryDirectory(prefix="lightsr-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(graph_bytes)
-        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": not needed
-        try:
-            quantize_static(
-                str(src),
-                str(dst),
-                _Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                reduce_range=False,
-                op_types_to_quantize=["Conv"],
-                nodes_to_exclude=exclude,
-                calibrate_method=cal_method,
-                extra_options=extra,
-            )
-        finally:
-            logging.getLogger().setLevel(quiet)
-        quantized_bytes = dst.read_bytes()
+    options = {
+        "exclude": sorted(exclude),
+        "method": method,
+        "activations": activations,
+        "reduce_range": bool(reduce_range),
+    }
+    key = _cache_key(graph_bytes, patches, options, ort.__version__, onnx.__version__)
+    cached_file = Path(cache_dir) / f"{key}.onnx" if cache_dir is not None else None
+    quantized_bytes = _read_cached(cached_file)
+    from_cache = quantized_bytes is not None
+    if quantized_bytes is None:
+        arrays = [np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in patches]
+        if isolate:
+            quantized_bytes = _quantize_in_child(graph_bytes, arrays, options)
+        else:
+            quantized_bytes = _quantize_graph(graph_bytes, arrays, options)
+        if cached_file is not None:
+            _write_cached(cached_file, quantized_bytes)
 
     report = Int8Report(
         arch=getattr(folded, "arch_name", type(folded).__name__),
@@ -518,6 +530,9 @@ def quantize_int8(
         kept_fp32=keep,
         calibration=source,
         calibration_patches=len(patches),
+        activations=activations,
+        reduce_range=bool(reduce_range),
+        cached=from_cache,
         int8_dot=cpu_int8_dot(),
         versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
     )
@@ -531,6 +546,138 @@ def quantize_int8(
     )
 
 
+def _import_onnx():
+    try:
+        import onnx
+        import onnxruntime.quantization  # noqa: F401 - checked here, used by _quantize_graph
+    except ImportError:
+        raise LightSRError(
+            "int8 quantization needs the onnx package beside onnxruntime: pip install onnx "
+            "onnxruntime  (or lightsr[onnx])."
+        ) from None
+    return onnx
+
+
+def _cache_key(
+    graph: bytes, patches: Sequence[torch.Tensor], options: dict[str, Any], *versions: str
+) -> str:
+    digest = hashlib.sha256()
+    digest.update(graph)
+    for t in patches:
+        digest.update(np.ascontiguousarray(t.numpy(), dtype=np.float32).tobytes())
+    digest.update(json.dumps([options, versions, _PERCENTILE], sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def _read_cached(path: Path | None) -> bytes | None:
+    """The cached graph, or None when absent or unreadable (then it is made again)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+        import onnx
+
+        onnx.load_from_string(data)  # a truncated or foreign file is remade, not run
+    except Exception:  # noqa: BLE001 - any unreadable cache entry is simply remade
+        return None
+    return data
+
+
+def _write_cached(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, overwrite=True)  # the cache's own file
+    except OSError as exc:  # a read-only cache costs speed next time, never this run
+        warnings.warn(f"int8 cache not written ({exc}); quantizing again next run.", stacklevel=3)
+
+
+def _quantize_graph(graph: bytes, patches: Sequence[np.ndarray], options: dict[str, Any]) -> bytes:
+    """ONNX Runtime's static QDQ quantization of the fp32 ``graph`` (lightsr's I/O), calibrated
+    on ``patches``; ``options`` as :func:`quantize_int8` builds them."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(patches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            t = next(self._it, None)
+            return None if t is None else {"lr": t}
+
+    percentile = options["method"] == "percentile"
+    quiet = logging.getLogger().level
+    with tempfile.TemporaryDirectory(prefix="lightsr-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(graph)
+        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": not needed
+        try:
+            quantize_static(
+                str(src),
+                str(dst),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=(
+                    QuantType.QUInt8 if options["activations"] == "u8" else QuantType.QInt8
+                ),
+                weight_type=QuantType.QInt8,
+                reduce_range=bool(options["reduce_range"]),
+                op_types_to_quantize=["Conv"],
+                nodes_to_exclude=list(options["exclude"]),
+                calibrate_method=(
+                    CalibrationMethod.Percentile if percentile else CalibrationMethod.MinMax
+                ),
+                extra_options={"CalibPercentile": _PERCENTILE} if percentile else {},
+            )
+        finally:
+            logging.getLogger().setLevel(quiet)
+        return dst.read_bytes()
+
+
+def _quantize_in_child(
+    graph: bytes, patches: Sequence[np.ndarray], options: dict[str, Any]
+) -> bytes:
+    """:func:`_quantize_graph` in a fresh Python (``python -m lightsr.quantize``), so the
+    calibrator's memory never adds to this process's peak. A new interpreter, not
+    multiprocessing: spawning would re-run an unguarded ``__main__`` of the caller's script."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="lightsr-int8-") as tmp:
+        work = Path(tmp)
+        (work / "fp32.onnx").write_bytes(graph)
+        np.save(work / "patches.npy", np.concatenate(list(patches), axis=0))
+        (work / "options.json").write_text(json.dumps(options))
+        proc = subprocess.run(
+            [sys.executable, "-m", "lightsr.quantize", "--worker", str(work)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        out = work / "int8.onnx"
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise LightSRError(
+                f"int8 quantization failed in its child process (exit {proc.returncode}): "
+                f"{' | '.join(tail)}. Try quantize_int8(..., isolate=False) to see it here."
+            )
+        return out.read_bytes()
+
+
+def _worker(folder: Path) -> None:
+    patches = np.load(folder / "patches.npy", allow_pickle=False)
+    options = json.loads((folder / "options.json").read_text())
+    graph = (folder / "fp32.onnx").read_bytes()
+    data = _quantize_graph(graph, [p[None] for p in patches], options)
+    atomic_write_bytes(folder / "int8.onnx", data, overwrite=True)
+
+
 def save_int8(model: Int8Model, path: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Write the quantized QDQ graph of ``model`` as an ``.onnx`` file (any ONNX runtime runs
     it; inputs ``lr``, outputs ``sr`` as :mod:`lightsr.export` describes)."""
@@ -538,6 +685,7 @@ def save_int8(model: Int8Model, path: str | os.PathLike, *, overwrite: bool = Fa
 
 
 __all__ = [
+    "ACTIVATIONS",
     "ENGINES",
     "KEEP_FP32",
     "METHODS",
@@ -553,3 +701,10 @@ __all__ = [
     "save_int8",
     "synthetic_calibration",
 ]
+
+
+if __name__ == "__main__":  # the isolated calibration worker of _quantize_in_child
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        _worker(Path(sys.argv[2]))
+    else:
+        raise SystemExit("usage: python -m lightsr.quantize --worker FOLDER (internal)")
