@@ -12,7 +12,12 @@ whose file is absent are listed as such. Writes
 
     python benchmarks/zoo_table.py [--only NAME ...] [--weights-dir DIR] [--download]
 
-``--only`` re-measures those entries and keeps the others' figures from zoo.json.
+``--only`` re-measures those entries and keeps the others' figures from zoo.json (an entry
+measured neither now nor before is listed as not measured).
+
+An int8 entry (``a2f_sd_x4_int8``: its base's file, run at int8) is evaluated the same way
+(``lightsr eval --weights NAME`` runs it at int8) and its cost, int8 - base PSNR-Y per set, is
+shown beside it (``lightsr list --weights`` computes the same from zoo_measured.json).
 """
 
 from __future__ import annotations
@@ -65,6 +70,31 @@ def _evaluate(name: str, weights_dir: str) -> dict[str, dict[str, float]]:
     return {r["dataset"]: {"psnr": r["psnr"], "ssim": r["ssim"]} for r in data}
 
 
+def _costs(entries: list[dict]) -> None:
+    """Set each int8 row's ``cost``: its PSNR-Y minus its base's, per set measured for both
+    (the same difference as ``lightsr.hub.measured_cost``)."""
+    by_name = {e["name"]: e for e in entries}
+    for e in entries:
+        base = by_name.get(e.get("base") or "")
+        if base is None:
+            continue
+        mine, theirs = e["measured"], base["measured"]
+        e["cost"] = {
+            s: round(mine[s]["psnr"] - theirs[s]["psnr"], 4)
+            for s in SETS
+            if s in mine and s in theirs
+        }
+
+
+def _cost_cell(e: dict) -> str:
+    if not e.get("base"):
+        return ""
+    cost = e.get("cost") or {}
+    if not cost:
+        return f"not measured (vs `{e['base']}`)"
+    return " / ".join(f"{cost[s]:+.2f}" if s in cost else "-" for s in SETS) + f" vs `{e['base']}`"
+
+
 def _markdown(report: dict) -> str:
     lines = [
         "# The weights zoo",
@@ -75,10 +105,16 @@ def _markdown(report: dict) -> str:
         "architecture. Regenerate with `" + COMMAND + "` (the authors' files are read from",
         "`../shared/weights/official` or the cache; absent ones are listed as such).",
         "",
+        "An entry named `..._int8` is its base entry's file run at int8 (static quantization",
+        "in ONNX Runtime, `lightsr.quantize`; what `--weights NAME_int8` and `--precision int8`",
+        "run); its last column is what int8 costs: its PSNR-Y minus its base's, per set.",
+        "",
         "| weights | arch | x | source | training data | "
         + " | ".join(f"{s} ours / paper (gap)" for s in SETS)
-        + " |",
-        "|---|---|---|---|---|" + "---|" * len(SETS),
+        + " | int8 cost, "
+        + " / ".join(SETS)
+        + " (dB) |",
+        "|---|---|---|---|---|" + "---|" * (len(SETS) + 1),
     ]
     for e in report["entries"]:
         cells = []
@@ -86,11 +122,13 @@ def _markdown(report: dict) -> str:
             ours = e["measured"].get(s, {}).get("psnr")
             paper = e["paper"].get(s)
             if ours is None:
-                cells.append("absent" if e["status"] == "absent" else "-")
+                missing = e["status"] in ("absent", "not measured")
+                cells.append(e["status"] if missing else "-")
             elif paper is None:
                 cells.append(f"{ours:.2f} / -")
             else:
                 cells.append(f"{ours:.2f} / {paper:.2f} ({ours - paper:+.2f})")
+        cells.append(_cost_cell(e))
         lines.append(
             f"| `{e['name']}`{' (default)' if e['default'] else ''} | {e['arch']} | "
             f"{e['scale']} | {e['source']} | {e['training_data']} | " + " | ".join(cells) + " |"
@@ -101,6 +139,9 @@ def _markdown(report: dict) -> str:
         "Paper figures: the paper row of the architecture (for lightsr's own weights, trained on",
         "the 291 images, the paper's DIV2K-trained figure is the target, not the same file).",
         f"Measured on {m['cpu']} ({m['logical_cpus']} logical CPUs), torch {m['torch']}.",
+        "The int8 figures come from this CPU's int8 kernels (ONNX Runtime; int8 dot product: "
+        + f"{m.get('int8_dot') or 'none'}):",
+        "another instruction set may round some values differently.",
         "",
     ]
     return "\n".join(lines)
@@ -115,11 +156,10 @@ def main() -> int:
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"entries": []}
     previous = {e["name"]: e for e in old["entries"]}
     entries = []
+    unknown = sorted(set(args.only or ()) - {e.name for e in list_weights()})
+    if unknown:
+        ap.error(f"--only names no entry: {', '.join(unknown)} (see `lightsr list --weights`)")
     for entry in list_weights():
-        if args.only and entry.name not in args.only and entry.name in previous:
-            entries.append(previous[entry.name])
-            continue
-        print(f"{entry.name} ...", file=sys.stderr, flush=True)
         row = {
             "name": entry.name,
             "arch": entry.arch,
@@ -127,14 +167,22 @@ def main() -> int:
             "source": entry.source,
             "training_data": entry.training_data,
             "default": entry.default,
+            "precision": entry.precision,
+            "base": entry.base,
             "paper": {s: entry.paper[s] for s in SETS if s in entry.paper},
             "measured": {},
             "status": "absent",
         }
+        if args.only and entry.name not in args.only:
+            # kept as measured before; an entry new since then waits for its own --only run
+            entries.append({**row, **previous.get(entry.name, {"status": "not measured"})})
+            continue
+        print(f"{entry.name} ...", file=sys.stderr, flush=True)
         if _available(entry.name, args.weights_dir, args.download):
             row["measured"] = _evaluate(entry.name, args.weights_dir)
             row["status"] = "measured"
         entries.append(row)
+    _costs(entries)
     report = {"command": COMMAND, "machine": machine_record(), "entries": entries}
     atomic_write(
         RESULTS, lambda t: Path(t).write_text(json.dumps(report, indent=1) + "\n"), overwrite=True

@@ -20,6 +20,7 @@ import lightsr
 from lightsr.cli import build_parser, main
 from lightsr.data.io import write_image
 from lightsr.models import a2f
+from lightsr.upscale import PRECISIONS
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -36,7 +37,7 @@ def _options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 #: writes nothing and runs no network; convert and score run none either).
 EXPECTED = {
     "eval": {"--quiet", "--threads", "--device", "-o", "--out", "--overwrite", "--weights",
-             "--weights-dir", "--checkpoint"},
+             "--weights-dir", "--checkpoint", "--precision"},
     "score": {"--quiet", "-o", "--out", "--overwrite"},
     "profile": {"--quiet", "--threads", "--device", "--overwrite", "--weights", "--weights-dir",
                 "--checkpoint"},
@@ -45,7 +46,7 @@ EXPECTED = {
     "convert": {"-o", "--out", "--overwrite"},
     "train": {"--quiet", "--threads", "--device"},
     "upscale": {"--quiet", "--threads", "--device", "-o", "--out", "--overwrite", "--weights",
-                "--weights-dir", "--checkpoint"},
+                "--weights-dir", "--checkpoint", "--precision"},
     "compare": {"--quiet", "--threads", "--device", "--overwrite", "--weights", "--weights-dir",
                 "--checkpoint"},
     "list": set(),
@@ -90,6 +91,24 @@ def test_device_flags_share_one_help_but_their_default():
         set(texts) == {"eval", "profile", "train", "upscale", "compare"}
         and len(set(texts.values())) == 1
     ), texts
+
+
+def test_precision_flags_share_choices_and_help_but_their_default():
+    options = {
+        name: _options(p)["--precision"]
+        for name, p in _subparsers().items()
+        if "--precision" in _options(p)
+    }
+    assert set(options) == {"eval", "upscale"}
+    assert {tuple(a.choices) for a in options.values()} == {tuple(PRECISIONS)}
+    texts = {name: a.help.split(" (default")[0] for name, a in options.items()}
+    assert len(set(texts.values())) == 1, texts
+    assert "NAME_int8 means int8" in texts["eval"]
+    # parsed as None when not given: only a precision the user named can contradict an int8
+    # entry; each command applies its own default (upscale auto, eval fp32)
+    assert build_parser().parse_args(["eval", "S"]).precision is None
+    assert "(default auto)" in options["upscale"].help
+    assert "(default fp32" in options["eval"].help
 
 
 def test_old_spellings_are_accepted_but_not_shown():

@@ -4,6 +4,7 @@ verification and caching, all offline (file:// URLs and the fixtures in ../share
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ from conftest import shared_path
 
 import lightsr
 import lightsr.hub as hub
+from lightsr.cli import main
 from lightsr.errors import CheckpointError, ConfigError
 
 
@@ -37,7 +39,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def test_entries_are_complete_and_consistent() -> None:
     names = [e.name for e in hub.list_weights()]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) == 20  # 15 files, 5 of them also at int8
     for e in hub.list_weights():
         spec = lightsr.get_spec(e.arch)
         assert e.scale in spec.scales, e.name
@@ -55,6 +57,77 @@ def test_entries_are_complete_and_consistent() -> None:
         assert len(defaults) == 1 and defaults[0].bundled
         meta = lightsr.checkpoint.read_metadata(hub.fetch_weights(defaults[0].name))
         assert (meta["arch"], meta["scale"]) == (defaults[0].arch, s)
+
+
+def test_int8_entries_are_their_base_files_run_at_int8() -> None:
+    int8 = {e.name: e for e in hub.list_weights() if e.precision}
+    assert set(int8) == {
+        "a2f_sd_x2_int8",
+        "a2f_sd_x3_int8",
+        "a2f_sd_x4_int8",
+        "a2f_sd_x4_official_int8",
+        "fmen_s_x4_official_int8",
+    }
+    for name, e in int8.items():
+        base = hub.WEIGHTS[e.base]
+        assert (e.precision, name) == ("int8", f"{base.name}_int8") and not base.precision
+        # no file of its own: the base's file, hash and size, never the default
+        for field in ("bundled", "url", "sha256", "size", "arch", "scale", "format"):
+            assert getattr(e, field) == getattr(base, field), (name, field)
+        assert not e.default and hub.is_cached(name) == hub.is_cached(base.name)
+        # listed right after its base
+        names = [x.name for x in hub.list_weights()]
+        assert names.index(name) == names.index(base.name) + 1
+    for s in (2, 3, 4):
+        assert not hub.default_weights(s).precision
+
+
+def test_an_int8_entry_resolves_to_its_base_file_sha256() -> None:
+    path = hub.fetch_weights("a2f_sd_x4_int8")
+    assert path == hub.fetch_weights("a2f_sd_x4")
+    assert hub.sha256_of(path) == hub.get_weights("a2f_sd_x4_int8").sha256
+    resolved = hub.resolve_model(weights="a2f_sd_x4_int8")
+    assert resolved.precision == "int8" and "a2f_sd_x4 at int8" in resolved.source
+    assert hub.resolve_model(weights="a2f_sd_x4").precision == ""
+    assert _same_weights(resolved.model, lightsr.load("a2f_sd_x4"))
+    for agrees in (None, "auto", "int8"):
+        hub.check_precision(hub.get_weights("a2f_sd_x4_int8"), agrees)
+    with pytest.raises(ConfigError, match="--precision fp32 was asked.*--weights a2f_sd_x4 "):
+        hub.resolve_model(weights="a2f_sd_x4_int8", precision="fp32")
+
+
+def test_measured_cost_is_int8_minus_base_per_set_measured_for_both(tmp_path, monkeypatch):
+    measured = tmp_path / "zoo_measured.json"
+    figures = {
+        "a2f_sd_x4": {"Set5": 31.5794, "B100": 27.3326},
+        "a2f_sd_x4_int8": {"Set5": 31.5398, "Set14": 28.1211, "B100": 27.3168},
+    }
+    measured.write_text(json.dumps({"psnr_y": figures}))
+    monkeypatch.setattr(hub, "MEASURED_FILE", measured)
+    assert hub.measured_cost("a2f_sd_x4_int8") == {"Set5": -0.0396, "B100": -0.0158}
+    assert hub.measured_cost("a2f_sd_x4") == {}  # weights of its own: no cost
+    assert hub.measured_cost("a2f_sd_x2_int8") == {}  # not measured
+
+
+def test_list_weights_shows_int8_precision_base_and_cost(tmp_path, monkeypatch, capsys):
+    measured = tmp_path / "zoo_measured.json"
+    figures = {"fmen_s_x4_official": {"Set5": 32.1}, "fmen_s_x4_official_int8": {"Set5": 31.95}}
+    measured.write_text(json.dumps({"psnr_y": figures}))
+    monkeypatch.setattr(hub, "MEASURED_FILE", measured)
+    assert main(["list", "--weights", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    row = rows["fmen_s_x4_official_int8"]
+    assert (row["precision"], row["base"], row["cost"]) == (
+        "int8",
+        "fmen_s_x4_official",
+        {"Set5": -0.15},
+    )
+    assert row["sha256"] == rows["fmen_s_x4_official"]["sha256"]
+    assert (rows["fmen_s_x4_official"]["precision"], rows["fmen_s_x4_official"]["base"]) == ("", "")
+    assert main(["list", "--weights"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    line = next(x for x in lines if x.startswith("fmen_s_x4_official_int8 "))
+    assert line.endswith("-0.15/-/- vs fmen_s_x4_official")
 
 
 def test_readme_model_table_names_every_weights_entry() -> None:

@@ -21,6 +21,13 @@ ONNX holds them as ``metadata_props`` (``onnxruntime``:
 ``lightsr_metadata.json`` (``torch.jit.load(path, _extra_files={"lightsr_metadata.json": ""})``;
 libtorch: ``torch::jit::load(path, device, extra_files)``). The check reads them back from the
 written file and fails when they differ from what was meant to be written.
+
+**int8** (``precision="int8"``; ``lightsr export --weights NAME_int8 --onnx``): the statically
+quantized QDQ graph of :func:`lightsr.quantize.quantize_int8`, the one ``lightsr upscale
+--precision int8`` runs (made, or read from lightsr's cache, with the same settings), written
+as ONNX only (TorchScript cannot hold it) with ``precision: int8`` in its metadata. Its parity
+is checked against that quantized graph run in memory: the written file must compute the same
+values (what int8 costs against fp32 is measured on images, docs/ZOO.md, not here).
 """
 
 from __future__ import annotations
@@ -42,10 +49,13 @@ from ._version import __version__
 from .atomic import atomic_write_bytes
 from .deploy import reparameterize
 from .errors import LightSRError, OutputExistsError
+from .hub import cache_dir
 from .models.base import SRModel
-from .quantize import ONNX_OPSET, onnx_graph_bytes
+from .quantize import ONNX_OPSET, Int8Model, onnx_graph_bytes, quantize_int8
 
 FORMATS = ("onnx", "torchscript")
+#: What :func:`export_model` writes: the fp32 folded model, or its int8 quantization (ONNX).
+EXPORT_PRECISIONS = ("fp32", "int8")
 #: The TorchScript extra file holding the metadata (JSON object of strings).
 TORCHSCRIPT_METADATA_FILE = "lightsr_metadata.json"
 INPUT_RANGE = "[0, 1]"
@@ -73,6 +83,9 @@ class ExportReport:
     versions: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     metadata_status: str = "skipped"  # "ok", "failed: <what differs>", or "skipped: <reason>"
+    precision: str = "fp32"
+    #: For int8: what was quantized and how (:class:`lightsr.quantize.Int8Report`).
+    int8: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -82,7 +95,11 @@ class ExportReport:
 
 
 def export_metadata(
-    model: SRModel, *, source_sha256: str | None = None, weights: str | None = None
+    model: SRModel,
+    *,
+    source_sha256: str | None = None,
+    weights: str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, str]:
     """What an exported file says about itself (string keys and values, as ONNX's
     ``metadata_props`` hold them): ``arch``, ``options`` (JSON of the builder options),
@@ -90,7 +107,8 @@ def export_metadata(
     ``output_layout``, ``lightsr_version``, and when known ``source_sha256`` (of the weights file
     the model was read from; for named weights, the published file's) and ``weights`` (the
     name). Unknown ones default to what the model's checkpoint recorded (``lightsr.load`` of
-    named weights records both); random weights have neither."""
+    named weights records both); random weights have neither. An int8 export also says
+    ``precision`` ("int8"; fp32 files carry no such key)."""
     extra = dict(getattr(model, "checkpoint_extra", None) or {})
     sha = source_sha256 or extra.get("source_sha256")
     name = weights or extra.get("weights")
@@ -109,6 +127,8 @@ def export_metadata(
         meta["source_sha256"] = str(sha)
     if name:
         meta["weights"] = str(name)
+    if precision != "fp32":
+        meta["precision"] = precision
     return meta
 
 
@@ -197,6 +217,7 @@ def export_model(
     overwrite: bool = False,
     source_sha256: str | None = None,
     weights: str | None = None,
+    precision: str = "fp32",
 ) -> ExportReport:
     """Fold ``model`` and export it to ``path`` (format from ``format`` or the suffix:
     ``.onnx`` -> ONNX, ``.pt``/``.ts``/``.torchscript`` -> TorchScript); write the JSON sidecar
@@ -207,6 +228,9 @@ def export_model(
     written file (``metadata_status``) and the outputs compared with PyTorch's
     (``parity_status``); either failing makes ``report.ok`` False.
 
+    ``precision``: "fp32" (the folded model as it is) or "int8" (ONNX only: the quantized
+    graph ``lightsr upscale --precision int8`` runs, see the module docstring).
+
     An existing ``path`` or sidecar is replaced only with ``overwrite`` (else
     :class:`~lightsr.errors.OutputExistsError`, before anything is exported). Both files are
     serialised in memory and written from Python, so a full disk is an ``OSError`` naming the
@@ -216,6 +240,17 @@ def export_model(
     fmt = format or _format_from_suffix(path)
     if fmt not in FORMATS:
         raise LightSRError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    if precision not in EXPORT_PRECISIONS:
+        raise LightSRError(
+            f"export precision {precision!r} is not one of {', '.join(EXPORT_PRECISIONS)}."
+        )
+    if precision == "int8" and fmt != "onnx":
+        raise LightSRError(
+            "int8 exports to ONNX only (the quantized QDQ graph ONNX Runtime runs): use --onnx, "
+            "or export the fp32 weights to TorchScript."
+        )
+    if precision == "int8" and opset != ONNX_OPSET:
+        raise LightSRError(f"the int8 graph is made at opset {ONNX_OPSET}: drop --opset {opset}.")
     sidecar = path.with_name(path.name + ".json")
     taken = [str(p) for p in (path, sidecar) if os.path.lexists(p)]
     if taken and not overwrite:
@@ -231,6 +266,11 @@ def export_model(
     xs = _inputs(sizes)
     with torch.no_grad():
         refs = [folded(x) for x in xs]
+    quantized: Int8Model | None = None
+    if precision == "int8":
+        # the settings and cache of Upscaler(precision="int8"): the graph `upscale` runs
+        quantized = quantize_int8(folded, cache_dir=cache_dir() / "int8", isolate=True)
+        refs = [quantized(x) for x in xs]
 
     s = folded.scale
     report = ExportReport(
@@ -253,11 +293,18 @@ def export_model(
             "range": "RGB in [0, 1], unclamped",
         },
         versions={"lightsr": __version__, "torch": torch.__version__},
-        metadata=export_metadata(model, source_sha256=source_sha256, weights=weights),
+        metadata=export_metadata(
+            model, source_sha256=source_sha256, weights=weights, precision=precision
+        ),
+        precision=precision,
     )
+    if quantized is not None:
+        report.int8 = asdict(quantized.report)
+        report.int8.pop("cached", None)  # how this run got it, not what the file holds
 
     if fmt == "onnx":
-        run = _export_onnx(folded, xs[0], path, opset, report, overwrite)
+        graph = quantized.onnx if quantized is not None else None
+        run = _export_onnx(folded, xs[0], path, opset, report, overwrite, graph=graph)
     else:
         run = _export_torchscript(folded, xs[0], path, overwrite, report.metadata)
 
@@ -337,7 +384,12 @@ def _export_onnx(
     opset: int,
     report: ExportReport,
     overwrite: bool,
+    *,
+    graph: bytes | None = None,
 ):
+    """Write ``folded`` exported to ONNX (or ``graph``, an ONNX graph of it already made: the
+    int8 one) with the report's metadata; return a runner of the written file for the check,
+    or None where ONNX Runtime is not installed."""
     try:
         import onnx
     except ImportError:
@@ -351,8 +403,10 @@ def _export_onnx(
     # Into memory, then written from Python: onnx's C++ file writer aborts the whole process
     # on a full disk, where a Python write raises an OSError naming the file. (The TorchScript
     # exporter writes to file objects too; its type hint names paths only, hence the cast.)
-    graph = onnx_graph_bytes(folded, x, opset=opset)
+    if graph is None:
+        graph = onnx_graph_bytes(folded, x, opset=opset)
     proto = onnx.load_model_from_string(graph)
+    del proto.metadata_props[:]  # the quantizer's own ("onnx.infer"): the file says lightsr's
     for key, value in report.metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -398,6 +452,7 @@ def _export_torchscript(
 
 
 __all__ = [
+    "EXPORT_PRECISIONS",
     "FORMATS",
     "PARITY_TOLERANCE",
     "TORCHSCRIPT_METADATA_FILE",

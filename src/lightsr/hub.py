@@ -18,9 +18,16 @@ paper's figures. :func:`fetch_weights` resolves a name to a lightsr checkpoint o
 The cache is the platform's user cache folder (``~/.cache/lightsr`` on Linux), or
 ``$LIGHTSR_CACHE``.
 
+**int8 entries** (``a2f_sd_x4_int8``, ...): the int8 quantization of another entry (its
+``base``), made at run time by :mod:`lightsr.quantize` and cached. They have no file of their
+own (they resolve to the base's file and sha256); naming one means running at int8, and a
+command that cannot run int8 says so and names the base. Their measured cost is
+:func:`measured_cost` (int8 - base PSNR-Y per set, ``benchmarks/zoo_table.py``).
+
 The rule (:func:`resolve_model`), the same for ``upscale``, ``eval``, ``profile`` and ``export``:
 
-0. ``--weights NAME``: the named weights (never together with ``--checkpoint``).
+0. ``--weights NAME``: the named weights (never together with ``--checkpoint``); an int8
+   entry gives its base's model and ``precision="int8"``.
 1. ``--checkpoint FILE``: a lightsr checkpoint, or an authors' released file; ``--model`` and
    ``--scale``, when given, must agree with what the file holds.
 2. ``--model NAME`` of a model with nothing to learn (``bicubic``): built as is.
@@ -40,8 +47,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +69,13 @@ DEFAULT_SCALE = 4
 
 @dataclass
 class ResolvedModel:
-    """A model and where its weights came from, in words (printed by the commands)."""
+    """A model and where its weights came from, in words (printed by the commands).
+    ``precision``: the precision the name means ("int8" for an int8 entry, whose ``model`` is
+    its base's fp32 model), "" where the command chooses."""
 
     model: SRModel
     source: str
+    precision: str = ""
 
 
 def bundled_weights(name: str, scale: int) -> Path | None:
@@ -147,6 +158,15 @@ class WeightsEntry:
     #: The degradation preset its training LR was made with (lightsr.data.degrade), "" for
     #: the clean MATLAB-bicubic LR of the papers. "photo": for JPEG, noisy, blurred photos.
     degradation: str = ""
+    #: "" (as trained: fp32 weights, the command picks the precision) or "int8": this entry
+    #: is the int8 quantization of the entry ``base`` (static QDQ, :mod:`lightsr.quantize`, made
+    #: at run time and cached). It has no file of its own: file fields, sha256 and size are the
+    #: base's, and selecting it means running at int8. Its measured cost (int8 - base PSNR-Y
+    #: per set) is the difference of the two entries' rows in :data:`MEASURED_FILE`
+    #: (:func:`measured_cost`).
+    precision: str = ""
+    #: The entry an int8 entry quantizes ("" for an entry with weights of its own).
+    base: str = ""
 
 
 def _sets(*values: float) -> dict[str, float]:
@@ -157,8 +177,9 @@ _291 = "T91 + BSD200 (the classic 291 images), bicubic LR"
 _DIV2K = "DIV2K (800 images), bicubic LR"
 _OURS = "MIT (lightsr)"
 
-#: Every named weights file, in the order ``lightsr list --weights`` prints them.
-_ENTRIES: tuple[WeightsEntry, ...] = (
+#: Every weights file, in the order ``lightsr list --weights`` prints them (with the int8
+#: entries of :data:`_INT8_OF` after their bases).
+_FILES: tuple[WeightsEntry, ...] = (
     *(
         WeightsEntry(
             name=f"a2f_sd_x{s}",
@@ -335,6 +356,35 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
     ),
 )
 
+#: The entries that also have an int8 entry, ``<name>_int8``: the bundled defaults and the
+#: authors' files whose int8 loss lightsr measured (docs/ZOO.md).
+_INT8_OF = (
+    "a2f_sd_x2",
+    "a2f_sd_x3",
+    "a2f_sd_x4",
+    "a2f_sd_x4_official",
+    "fmen_s_x4_official",
+)
+
+
+def int8_entry(base: WeightsEntry) -> WeightsEntry:
+    """The int8 entry of ``base``: the same file, run at int8 (never the default)."""
+    return replace(
+        base,
+        name=f"{base.name}_int8",
+        precision="int8",
+        base=base.name,
+        default=False,
+        notes=f"{base.name} quantized to int8 at run time (lightsr.quantize; cached): no file "
+        "of its own",
+    )
+
+
+#: Every named entry: each file, followed by its int8 entry when it has one.
+_ENTRIES = tuple(
+    entry for e in _FILES for entry in ((e, int8_entry(e)) if e.name in _INT8_OF else (e,))
+)
+
 #: Named weights by name.
 WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in _ENTRIES}
 #: Set5/Set14/B100 PSNR-Y measured here per entry (written by benchmarks/zoo_table.py).
@@ -356,6 +406,22 @@ def get_weights(name: str) -> WeightsEntry:
             f"no weights called {name!r}.{hint} `lightsr list --weights` lists all {len(WEIGHTS)}."
         )
     return WEIGHTS[key]
+
+
+def file_entry(entry: WeightsEntry) -> WeightsEntry:
+    """The entry whose file ``entry`` runs: its base for an int8 entry, else itself."""
+    return get_weights(entry.base) if entry.base else entry
+
+
+def check_precision(entry: WeightsEntry, precision: str | None) -> None:
+    """Refuse a ``precision`` that contradicts the entry's: an int8 entry runs at int8 only
+    (``None``, "auto" and "int8" agree with it). Cheap: commands call it before any loading."""
+    if entry.precision == "int8" and precision not in (None, "auto", "int8"):
+        raise ConfigError(
+            f"--weights {entry.name} is {entry.base} run at int8, but --precision {precision} "
+            f"was asked: drop --precision (or pass --precision int8), or name --weights "
+            f"{entry.base} to run it at {precision}."
+        )
 
 
 def default_weights(scale: int) -> WeightsEntry:
@@ -400,6 +466,20 @@ def measured_figures() -> dict[str, dict[str, float]]:
     except (OSError, ValueError):
         return {}
     return {k: dict(v) for k, v in data.get("psnr_y", {}).items()}
+
+
+def measured_cost(
+    name: str, measured: Mapping[str, Mapping[str, float]] | None = None
+) -> dict[str, float]:
+    """For an int8 entry, the PSNR-Y it costs per set: its measured figure minus its base's
+    (both from ``measured``, default :func:`measured_figures`; sets measured for both only).
+    {} for an entry that quantizes nothing, or where either was not measured."""
+    entry = get_weights(name)
+    if not entry.base:
+        return {}
+    figures = measured_figures() if measured is None else measured
+    mine, base = figures.get(entry.name, {}), figures.get(entry.base, {})
+    return {s: round(mine[s] - base[s], 4) for s in mine if s in base}
 
 
 def cache_dir() -> Path:
@@ -507,7 +587,7 @@ def fetch_weights(
     """The path of a lightsr checkpoint holding the named weights (see the module docstring
     for where it looks). ``weights_dir`` (default ``$LIGHTSR_WEIGHTS_DIR``): a folder of
     already-downloaded files, matched by sha256."""
-    entry = get_weights(name)
+    entry = file_entry(get_weights(name))  # an int8 entry runs its base's file
     if entry.bundled:
         path = WEIGHTS_DIR / entry.bundled
         if not path.is_file():
@@ -559,7 +639,7 @@ def fetch_weights(
 def is_cached(name: str) -> bool:
     """True when the named weights can be used without a download (bundled, or converted in
     the cache)."""
-    entry = get_weights(name)
+    entry = file_entry(get_weights(name))
     if entry.bundled:
         return (WEIGHTS_DIR / entry.bundled).is_file()
     converted = cache_dir() / "converted" / f"{entry.name}-{entry.sha256[:12]}.safetensors"
@@ -569,9 +649,10 @@ def is_cached(name: str) -> bool:
 def load_weights(
     name: str, *, weights_dir: str | os.PathLike | None = None, progress: bool = False
 ) -> SRModel:
-    """The model of the named weights (eval mode), fetched and converted as needed."""
-    entry = get_weights(name)
-    model = load(fetch_weights(name, weights_dir=weights_dir, progress=progress))
+    """The model of the named weights (eval mode), fetched and converted as needed. For an
+    int8 entry: its base's fp32 model (int8 is made from it when it runs)."""
+    entry = file_entry(get_weights(name))
+    model = load(fetch_weights(entry.name, weights_dir=weights_dir, progress=progress))
     model.checkpoint_extra = {**getattr(model, "checkpoint_extra", {}), "weights": entry.name}
     return model
 
@@ -584,12 +665,25 @@ def load_by_name_or_path(
 ) -> SRModel:
     """``lightsr.load``: a lightsr checkpoint file (``kwargs`` go to
     :func:`lightsr.checkpoint.load`), or the name of registered weights
-    (``lightsr.load("imdn_x2_official")``; see ``lightsr list --weights``)."""
+    (``lightsr.load("imdn_x2_official")``; see ``lightsr list --weights``).
+
+    An int8 entry's name (``"a2f_sd_x4_int8"``) gives its base's fp32 model, with a warning:
+    a torch model cannot hold the int8 graph; run it at int8 with
+    ``Upscaler(model, precision="int8")`` (what ``lightsr upscale --weights NAME`` does)."""
     text = os.fspath(name_or_path)
     path = Path(text)
     if path.exists() or os.sep in text or "/" in text or path.suffix:
         return load(path, **kwargs)
-    return load_weights(text, weights_dir=weights_dir)
+    entry = get_weights(text)
+    if entry.precision == "int8":
+        warnings.warn(
+            f"{entry.name} is {entry.base} run at int8: this is {entry.base}'s fp32 model. "
+            'Run it at int8 with lightsr.upscale.Upscaler(model, precision="int8") (as '
+            f"`lightsr upscale --weights {entry.name}` does), or load {entry.base!r} to say "
+            "fp32.",
+            stacklevel=2,
+        )
+    return load_weights(entry.name, weights_dir=weights_dir)
 
 
 def resolve_model(
@@ -601,12 +695,15 @@ def resolve_model(
     exact: bool = False,
     weights: str | None = None,
     weights_dir: str | os.PathLike | None = None,
+    precision: str | None = None,
 ) -> ResolvedModel:
     """The model a command means (the rule is in the module docstring).
 
     ``allow_random``: a learned model without weights is built with random weights (with a
     note on stderr) instead of refused. ``exact``: models with an exact reference path
-    (bicubic's float64 MATLAB arithmetic) use it; evaluation asks for it.
+    (bicubic's float64 MATLAB arithmetic) use it; evaluation asks for it. ``precision``: the
+    one the user asked for (None: none), checked against an int8 entry's
+    (:func:`check_precision`) before anything is loaded.
     """
     scale = check_scale(scale)
     if weights is not None:
@@ -616,6 +713,7 @@ def resolve_model(
                 "name with --weights, or a file with --checkpoint)."
             )
         entry = get_weights(weights)
+        check_precision(entry, precision)
         if model is not None and get_spec(model).name != entry.arch:
             raise ConfigError(
                 f"--weights {entry.name} is a {entry.arch} model, not {model}: drop --model."
@@ -626,6 +724,9 @@ def resolve_model(
                 f"x{scale} weights (`lightsr list --weights`)."
             )
         loaded = load_weights(entry.name, weights_dir=weights_dir, progress=sys.stderr.isatty())
+        if entry.precision:
+            source = f"{entry.name} ({entry.source}, {entry.base} at {entry.precision})"
+            return ResolvedModel(loaded, source, precision=entry.precision)
         return ResolvedModel(loaded, f"{entry.name} ({entry.source})")
     if checkpoint is not None:
         if model is not None and not get_spec(model).learned:

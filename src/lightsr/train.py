@@ -554,6 +554,11 @@ def resolve_init_source(value: str | os.PathLike) -> dict[str, Any]:
     names = [entry.name for entry in hub.list_weights()]
     if str(value) in names:
         entry = hub.get_weights(str(value))
+        if entry.precision:
+            raise ConfigError(
+                f"`init_from` = {entry.name!r} is {entry.base} run at {entry.precision}; "
+                f"training starts from fp32 weights: init_from = {entry.base!r}."
+            )
         return {
             "path": hub.fetch_weights(entry.name),
             "weights": entry.name,

@@ -8,7 +8,9 @@ import sys
 
 import torch
 
+from ..hub import ResolvedModel
 from ..registry import get_spec, list_models
+from ..upscale import PRECISIONS
 
 
 def _int(value: str, what: str) -> int:
@@ -127,6 +129,28 @@ def add_device_arg(
         metavar="DEVICE",
         help=f"where the network runs: auto, cpu, cuda or cuda:N (default {shown})",
     )
+
+
+def add_precision_arg(p: argparse.ArgumentParser, *, shown: str) -> None:
+    """``--precision``: one vocabulary (:data:`lightsr.upscale.PRECISIONS`) and one help on
+    every command that runs a network; ``shown``: the command's default in words. Parsed as
+    None when not given (:func:`precision_of` applies the default), so that an int8 entry of
+    ``--weights`` is refused only against a precision the user named."""
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="how the network computes: auto (bf16 where the CPU/GPU computes it natively and "
+        "the model is measured bf16-safe, else fp32; the choice and why are printed), fp32, "
+        "bf16, fp16, or int8 (CPU, ONNX Runtime: pip install lightsr[onnx]; docs/BACKENDS.md); "
+        f"--weights NAME_int8 means int8 (default {shown})",
+    )
+
+
+def precision_of(args: argparse.Namespace, resolved: ResolvedModel, default: str) -> str:
+    """The precision to run: an int8 entry's int8 (a contradicting ``--precision`` was refused
+    by :func:`lightsr.hub.resolve_model`), else ``--precision``, else the command's default."""
+    return resolved.precision or args.precision or default
 
 
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:

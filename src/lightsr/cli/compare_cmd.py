@@ -10,7 +10,7 @@ from pathlib import Path
 from ..data.benchmark import LR_SOURCES, BenchmarkSet
 from ..errors import LightSRError
 from ..hardware import resolve_device
-from ..hub import DEFAULT_SCALE, ResolvedModel, resolve_model
+from ..hub import DEFAULT_SCALE, ResolvedModel, get_weights, resolve_model
 from ..registry import get_spec
 from ..visual_report import (
     INDEX,
@@ -106,6 +106,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _resolve_models(args: argparse.Namespace) -> list[ResolvedModel]:
     """The models named, in the order --weights, --checkpoint, --model; the bundled default
     when none is named. Files and names carry a scale; --model names take theirs (or --scale)."""
+    for name in args.weights:
+        entry = get_weights(name)
+        if entry.precision == "int8":
+            raise LightSRError(
+                f"--weights {entry.name} is {entry.base} run at int8; compare runs the models "
+                f"in torch at fp32: compare --weights {entry.base}, and measure int8 with "
+                f"`lightsr eval --weights {entry.name}` (its cost: `lightsr list --weights`)."
+            )
     common = dict(weights_dir=args.weights_dir, scale=args.scale)
     resolved = [resolve_model(weights=name, **common) for name in args.weights]
     resolved += [resolve_model(checkpoint=path, **common) for path in args.checkpoint]

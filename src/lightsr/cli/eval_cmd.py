@@ -10,24 +10,31 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from ..atomic import atomic_write_text, check_outputs
 from ..data.benchmark import LR_SOURCES, BenchmarkSet
 from ..data.degrade import PRESETS
 from ..errors import LightSRError
 from ..evaluate import check_save_sr, check_save_sr_folders, evaluate
 from ..hardware import resolve_device
-from ..hub import resolve_model
+from ..hub import get_weights, resolve_model
+from ..models.base import SRModel
+from ..upscale import Upscaler
 from ..visual_report import INDEX, benchmark_inputs, check_report_dir, write_report
 from ._args import (
     add_checkpoint_arg,
     add_device_arg,
     add_out_arg,
     add_overwrite_arg,
+    add_precision_arg,
     add_quiet_arg,
     add_threads_arg,
     add_weights_args,
     apply_threads,
     non_negative_int,
+    precision_of,
     scale_arg,
     show_progress,
 )
@@ -74,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="seed of --degrade's random draws (default 0)",
     )
+    add_precision_arg(p, shown="fp32: the model as trained, in torch, the papers' arithmetic")
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
     p.add_argument("--per-image", action="store_true", help="also print every image's metrics")
     add_out_arg(p, what="write the results to this .csv or .json file")
@@ -101,9 +109,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _build_model(args: argparse.Namespace):
-    """The model and its label, by the one rule of :func:`lightsr.hub.resolve_model`; eval
-    accepts random weights (a floor, said on stderr) and uses bicubic's exact path."""
+class _AtPrecision(nn.Module):
+    """An :class:`Upscaler` as :func:`lightsr.evaluate.evaluate` runs a model: (1, 3, h, w)
+    float RGB in, float32 out (unclamped), at the Upscaler's precision and engine, untiled;
+    the network ``lightsr upscale`` runs at that precision (int8: the same cached graph)."""
+
+    def __init__(self, runner: Upscaler) -> None:
+        super().__init__()
+        self.runner = runner
+        self.scale = runner.scale
+        self.arch_name = runner.arch_name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runner.upscale_tensor(x)
+
+
+def _build_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, SRModel, str]:
+    """(what evaluate runs, the model on ``device``, its label), by the one rule of
+    :func:`lightsr.hub.resolve_model`; eval accepts random weights (a floor, said on stderr)
+    and uses bicubic's exact path. At fp32 (the default) the model runs as it is, in torch; at
+    another precision (``--precision``, or an int8 entry of ``--weights``) through an
+    :class:`Upscaler`, as ``upscale`` runs it."""
     resolved = resolve_model(
         model=args.model,
         checkpoint=args.checkpoint,
@@ -112,8 +138,24 @@ def _build_model(args: argparse.Namespace):
         exact=True,
         weights=args.weights,
         weights_dir=args.weights_dir,
+        precision=args.precision,
     )
-    return resolved.model, resolved.source
+    precision = precision_of(args, resolved, "fp32")
+    model = resolved.model.to(device)
+    if precision == "fp32":
+        return model, model, resolved.source
+    runner = Upscaler(
+        model,
+        tile=None,
+        precision=precision,
+        backend="torch",  # what runs fp32 after "auto"; int8 runs in ONNX Runtime anyway
+        device=device,
+        max_output_pixels=None,  # a benchmark image is measured whole, whatever its size
+    )
+    print(f"lightsr eval: {runner.describe()}", file=sys.stderr)
+    # an int8 entry's label says int8 already
+    label = resolved.source if resolved.precision else f"{resolved.source}, {runner.precision}"
+    return _AtPrecision(runner), model, label
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,9 +181,16 @@ def run(args: argparse.Namespace) -> int:
         check_report_dir(
             args.report, overwrite=args.overwrite, inputs=[*args.datasets, args.lr_dir]
         )
+    entry = get_weights(args.weights) if args.weights else None
+    precision = args.precision or (entry.precision if entry else "")
+    if args.report and precision not in ("", "fp32"):
+        fp32 = f"--weights {entry.base or entry.name}" if entry else "--precision fp32"
+        raise LightSRError(
+            f"--report draws its images with the model at fp32, but this evaluation runs at "
+            f"{precision}: drop --report, or make the report in a run at fp32 ({fp32})."
+        )
     device = resolve_device(args.device)  # a missing GPU is a clear error, not an assert
-    model, label = _build_model(args)
-    model = model.to(device)
+    net, model, label = _build_model(args, device)
     scale = model.scale
     # Open every set first: a bad folder fails before any time is spent on the others.
     sets = [
@@ -161,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     for ds in sets:
         results.append(
             evaluate(
-                model,
+                net,
                 ds,
                 self_ensemble=args.self_ensemble,
                 crop_border=args.crop_border,

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "input/output range and layout, lightsr version and the source weights' sha256 "
             "(ONNX metadata_props; TorchScript extra file lightsr_metadata.json), read back "
             "by the check. A JSON sidecar <file>.json records the max abs difference from "
-            "PyTorch at two input sizes."
+            "PyTorch at two input sizes. --weights NAME_int8 (an int8 entry) writes the "
+            "quantized graph `upscale` runs at int8, ONNX only, checked against that graph."
         ),
     )
     p.add_argument(
@@ -74,15 +75,23 @@ def run(args: argparse.Namespace) -> int:
     args.checkpoint = args.checkpoint or args.checkpoint_file
     apply_threads(args)
     sha: str | None = None
+    precision = "fp32"
     if args.weights:
-        model = resolve_model(
+        entry = get_weights(args.weights)
+        if entry.precision == "int8" and args.torchscript:
+            raise LightSRError(
+                f"--weights {entry.name} is {entry.base} run at int8, which exports to ONNX only "
+                f"(the quantized graph ONNX Runtime runs): drop --torchscript, or export "
+                f"--weights {entry.base} (fp32) to TorchScript."
+            )
+        resolved = resolve_model(
             model=args.model,
             checkpoint=args.checkpoint,
             scale=args.scale,
             weights=args.weights,
             weights_dir=args.weights_dir,
-        ).model
-        entry = get_weights(args.weights)
+        )
+        model, precision = resolved.model, resolved.precision or "fp32"
         stem = entry.name
         # the published file's sha256; bundled weights are that file itself
         sha = entry.sha256 or sha256_of(fetch_weights(entry.name))
@@ -131,11 +140,13 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             source_sha256=sha,
             weights=get_weights(args.weights).name if args.weights else None,
+            precision=precision,
         )
         diffs = ", ".join(
             f"{p['input_hw'][0]}x{p['input_hw'][1]}: {p['max_abs_diff']:.2e}" for p in report.parity
         )
-        print(f"{path} ({fmt}): parity {report.parity_status}" + (f" ({diffs})" if diffs else ""))
+        what = f"{fmt}, int8" if precision == "int8" else fmt
+        print(f"{path} ({what}): parity {report.parity_status}" + (f" ({diffs})" if diffs else ""))
         print(f"  metadata {report.metadata_status}")
         print(f"  details: {path}.json")
         failed |= not report.ok

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from ..hub import WEIGHTS_DIR, is_cached, list_weights, measured_figures
+from ..hub import WEIGHTS_DIR, is_cached, list_weights, measured_cost, measured_figures
 from ..registry import create_model, get_spec, list_models
 
 _SETS = ("Set5", "Set14", "B100")
@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights",
         action="store_true",
-        help="list the named weights (use with --weights NAME in upscale, eval, profile, ...)",
+        help="list the named weights (use with --weights NAME in upscale, eval, profile, ...), "
+        "int8 entries with their base and measured cost",
     )
     p.add_argument("--json", action="store_true", help="with --weights: machine-readable JSON")
     p.set_defaults(func=run)
@@ -38,6 +39,8 @@ def _weights_rows() -> list[dict]:
         if e.bundled and row["cached"]:
             row["size"] = (WEIGHTS_DIR / e.bundled).stat().st_size
         row["measured"] = measured.get(e.name, {})
+        # an int8 entry: its PSNR-Y minus its base's, per set measured for both
+        row["cost"] = measured_cost(e.name, measured)
         rows.append(row)
     return rows
 
@@ -48,6 +51,16 @@ def _cell(paper: dict, measured: dict, name: str) -> str:
     return f"{m}/{p}"
 
 
+def _cost(row: dict) -> str:
+    """The int8 cost column: ``-0.04/-0.03/-0.02 vs a2f_sd_x4``; "" for an entry with weights
+    of its own."""
+    if not row["base"]:
+        return ""
+    cost = row["cost"]
+    figures = "/".join(f"{cost[s]:+.2f}" if s in cost else "-" for s in _SETS)
+    return f"  {figures} vs {row['base']}"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.weights:
         rows = _weights_rows()
@@ -55,19 +68,28 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=1))
             return 0
         print(
-            f"{'name':<22} {'arch':<8} {'x':>2} {'source':<17} {'licence':<16} {'size':>9} "
-            f"{'cached':<6} " + " ".join(f"{s + ' ours/paper':>17}" for s in _SETS)
+            f"{'name':<25} {'arch':<8} {'x':>2} {'source':<17} {'licence':<16} {'size':>9} "
+            f"{'cached':<6} "
+            + " ".join(f"{s + ' ours/paper':>17}" for s in _SETS)
+            + "  int8 cost ("
+            + "/".join(_SETS)
+            + ")"
         )
         for r in rows:
             size = f"{r['size'] / 1e6:.2f} MB" if r["size"] else "-"
             cached = "bundled" if r["bundled"] else ("yes" if r["cached"] else "no")
             print(
-                f"{r['name'] + (' *' if r['default'] else ''):<22} {r['arch']:<8} "
+                f"{r['name'] + (' *' if r['default'] else ''):<25} {r['arch']:<8} "
                 f"{r['scale']:>2} {r['source']:<17} {r['licence'][:16]:<16} {size:>9} "
                 f"{cached:<7}"
                 + " ".join(f"{_cell(r['paper'], r['measured'], s):>17}" for s in _SETS)
+                + _cost(r)
             )
         print("* the default at its scale; PSNR-Y: measured here (benchmarks/zoo_table.py) / paper")
+        print(
+            "NAME_int8: NAME's file run at int8 (upscale/eval --weights NAME_int8); its cost: "
+            "its PSNR-Y minus NAME's"
+        )
         return 0
     for name in list_models():
         spec = get_spec(name)

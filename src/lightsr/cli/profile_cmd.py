@@ -11,7 +11,7 @@ from ..checkpoint import load_any
 from ..deploy import reparameterize
 from ..errors import ConfigError
 from ..hardware import resolve_device
-from ..hub import resolve_model
+from ..hub import get_weights, resolve_model
 from ..profile import (
     count_ops,
     load_psnr_results,
@@ -156,6 +156,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace):
     if args.weights:
+        entry = get_weights(args.weights)
+        if entry.precision == "int8":
+            raise ConfigError(
+                f"--weights {entry.name} is {entry.base} run at int8 in ONNX Runtime; profile "
+                f"counts and times the torch model: profile --weights {entry.base} (int8 "
+                "changes neither parameters nor Multi-Adds). int8 speed: docs/BACKENDS.md "
+                "(benchmarks/bench_backends.py)."
+            )
         return resolve_model(
             model=args.model,
             checkpoint=args.checkpoint,

@@ -27,7 +27,6 @@ from ..upscale import (
     DEFAULT_QUALITY,
     OUTPUT_FORMATS,
     OUTSCALE_FILTERS,
-    PRECISIONS,
     OutputOptions,
     Upscaler,
     check_output_target,
@@ -38,11 +37,13 @@ from ..upscale import (
 from ._args import (
     add_checkpoint_arg,
     add_device_arg,
+    add_precision_arg,
     add_quiet_arg,
     add_threads_arg,
     add_weights_args,
     apply_threads,
     pixel_count,
+    precision_of,
     scale_arg,
     show_progress,
 )
@@ -133,16 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N|auto",
         help="context pixels around each tile (default: the model's receptive field)",
     )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help=(
-            "auto (default): bf16 where the CPU/GPU computes it natively and the model is "
-            "measured bf16-safe, else fp32 (the choice and why are printed); fp32; bf16/fp16; "
-            "int8 (CPU, ONNX Runtime: pip install lightsr[onnx]; docs/BACKENDS.md)"
-        ),
-    )
+    add_precision_arg(p, shown="auto")
     p.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -238,7 +230,8 @@ def _weights_label(args: argparse.Namespace, resolved: ResolvedModel) -> str:
         return f"{Path(args.checkpoint).name}, sha256 {sha256_of(args.checkpoint)[:12]}"
     if args.weights is not None:
         entry = get_weights(args.weights)
-        return f"{entry.name}, {entry.source}, sha256 {entry.sha256[:12]} as published"
+        name = f"{entry.name}: {entry.base} at {entry.precision}" if entry.base else entry.name
+        return f"{name}, {entry.source}, sha256 {entry.sha256[:12]} as published"
     if not get_spec(model.arch_name).learned:
         return "none"
     for name in (model.arch_name, "default"):
@@ -294,13 +287,14 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
         weights=args.weights,
         weights_dir=args.weights_dir,
+        precision=args.precision,
     )
     model = resolved.model
     runner = Upscaler(
         model,
         tile=args.tile,
         overlap=args.overlap,
-        precision=args.precision,
+        precision=precision_of(args, resolved, "auto"),
         backend=args.backend,
         device=device,
         compile=args.compile,

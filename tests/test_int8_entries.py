@@ -1,0 +1,146 @@
+"""Named int8 weights (``a2f_sd_x2_int8``, ...): an int8 entry is its base's file run at int8,
+in every command that takes ``--weights``: upscale and eval run int8 (the same graph as
+``--precision int8``), export writes the quantized ONNX, the others refuse naming the base."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+
+import lightsr
+import lightsr.quantize as quantize
+from lightsr.cli import main
+from lightsr.data.io import read_image, write_image
+from lightsr.export import read_export_metadata
+from lightsr.train import resolve_init_source
+from lightsr.upscale import Upscaler
+
+INT8, BASE = "a2f_sd_x2_int8", "a2f_sd_x2"
+
+
+@pytest.fixture
+def small_calibration(monkeypatch):
+    """int8 calibrated on 4 patches of 24x24 instead of 32 of 48x48 (a few seconds instead of
+    ~15): the same for every path of a test, so they share one cached graph (the session's
+    cache, tests/conftest.py)."""
+    pytest.importorskip("onnxruntime")
+    full = quantize.synthetic_calibration
+    monkeypatch.setattr(
+        quantize, "synthetic_calibration", lambda *, scale: full(scale=scale, count=4, size=24)
+    )
+
+
+def _sample(tmp_path, h: int = 24, w: int = 32):
+    path = tmp_path / "in" / "sample.png"
+    path.parent.mkdir(exist_ok=True)
+    write_image(path, read_image(REPO / "examples" / "sample.png")[:h, :w])
+    return path
+
+
+def _upscale(src, out, *flags: str) -> int:
+    # untiled: no tile or receptive-field probe, only the network
+    return main(["upscale", str(src), "-o", str(out), "--quiet", "--tile", "none", *flags])
+
+
+def test_upscale_int8_name_equals_its_base_at_precision_int8(tmp_path, small_calibration, capsys):
+    src = _sample(tmp_path)
+    out = {k: tmp_path / f"{k}.png" for k in ("name", "flag", "fp32")}
+    assert _upscale(src, out["name"], "--weights", INT8) == 0
+    start = capsys.readouterr().err
+    assert f"weights {INT8}: {BASE} at int8" in start and ", int8 (onnxruntime" in start
+    assert _upscale(src, out["flag"], "--weights", BASE, "--precision", "int8") == 0
+    assert out["name"].read_bytes() == out["flag"].read_bytes()  # byte for byte
+    fp32 = ("--weights", BASE, "--precision", "fp32", "--backend", "torch")
+    assert _upscale(src, out["fp32"], *fp32) == 0
+    assert not np.array_equal(read_image(out["name"]), read_image(out["fp32"]))  # int8 ran
+
+
+@pytest.mark.parametrize("command", ["upscale", "eval"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_precision_contradicting_an_int8_name_is_refused(tmp_path, capsys, command, precision):
+    src = _sample(tmp_path)
+    target = ["-o", str(tmp_path / "out.png")] if command == "upscale" else []
+    argv = [command, str(src if command == "upscale" else src.parent), *target]
+    assert main([*argv, "--weights", INT8, "--precision", precision]) == 2
+    err = capsys.readouterr().err
+    assert f"--weights {INT8} is {BASE} run at int8" in err
+    assert f"--precision {precision} was asked" in err and f"--weights {BASE}" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_eval_of_an_int8_name_is_eval_at_precision_int8(tmp_path, small_calibration, capsys):
+    folder = _sample(tmp_path, 64, 96).parent  # one HR image; LR by MATLAB imresize
+    results = {}
+    for key, extra in (
+        ("name", ["--weights", INT8]),
+        ("flag", ["--weights", BASE, "--precision", "int8"]),
+        ("fp32", ["--weights", BASE]),
+    ):
+        out = tmp_path / f"{key}.json"
+        assert main(["eval", str(folder), *extra, "--quiet", "-o", str(out)]) == 0
+        results[key] = json.loads(out.read_text())[0]
+    assert results["name"]["psnr"] == results["flag"]["psnr"]
+    assert results["name"]["psnr"] != results["fp32"]["psnr"]
+    assert abs(results["name"]["psnr"] - results["fp32"]["psnr"]) < 1.0  # int8, not garbage
+    assert results["name"]["model"] == f"{INT8} (trained here, {BASE} at int8)"
+    assert results["flag"]["model"] == f"{BASE} (trained here), int8"
+    assert main(["eval", str(folder), "--weights", INT8, "--report", str(tmp_path / "r")]) == 2
+    assert "--report draws its images with the model at fp32" in capsys.readouterr().err
+
+
+def test_export_of_an_int8_name_writes_the_graph_upscale_runs(tmp_path, small_calibration):
+    path = tmp_path / "q.onnx"
+    assert main(["export", "--weights", INT8, "--onnx", "-o", str(path)]) == 0
+    meta = read_export_metadata(path)
+    entry = lightsr.hub.get_weights(BASE)
+    assert (meta["precision"], meta["weights"], meta["source_sha256"]) == (
+        "int8",
+        INT8,
+        entry.sha256,
+    )
+    sidecar = json.loads((tmp_path / "q.onnx.json").read_text())
+    assert sidecar["precision"] == "int8" and sidecar["parity_status"] == "ok"
+    ort = pytest.importorskip("onnxruntime")
+    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"lr": x.numpy()})[0]
+    runner = Upscaler(lightsr.load(BASE), tile=None, precision="int8")
+    assert runner.int8 is not None
+    assert np.array_equal(got, runner.int8(x).numpy())
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["export", "--weights", INT8, "--torchscript"], "exports to ONNX only"),
+        (["profile", "--weights", INT8, "--no-runtime"], f"profile --weights {BASE}"),
+        (["compare", "x.png", "--weights", INT8, "--report", "r"], f"compare --weights {BASE}"),
+    ],
+)
+def test_commands_that_cannot_run_int8_refuse_naming_the_base(tmp_path, capsys, argv, says):
+    argv = [a if a not in ("x.png", "r") else str(tmp_path / a) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and f"{INT8} is {BASE} run at int8" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_load_of_an_int8_name_is_its_base_fp32_model_with_a_warning():
+    with pytest.warns(UserWarning, match=f'{INT8} is {BASE} run at int8.*precision="int8"'):
+        model = lightsr.load(INT8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the base itself loads without one
+        base = lightsr.load(BASE)
+    assert model.checkpoint_extra["weights"] == BASE
+    sa, sb = model.state_dict(), base.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_training_cannot_start_from_an_int8_name():
+    with pytest.raises(lightsr.ConfigError, match=f"init_from = '{BASE}'"):
+        resolve_init_source(INT8)
