@@ -86,9 +86,17 @@ def training_lineage(checkpoint: Path) -> list[dict]:
         parent = record["config"].get("init_from", "")
         if not parent:
             return runs[::-1]
-        # the file, not its recorded out_dir: a run folder may have moved since (stage 1 did)
-        run_dir = (REPO / parent).parent
-        record = read_metadata(REPO / parent)["extra"]
+        if (REPO / parent).is_file():
+            # the file, not its recorded out_dir: a run folder may have moved (stage 1 did)
+            run_dir = (REPO / parent).parent
+            record = read_metadata(REPO / parent)["extra"]
+        else:  # a weights name (init_from = "a2f_sd_x4"): the file it names, and its run
+            from lightsr.hub import fetch_weights
+
+            record = read_metadata(fetch_weights(parent))["extra"]
+            if "config" not in record:
+                return runs[::-1]  # an authors' file: the lineage starts outside this project
+            run_dir = REPO / record["config"]["out_dir"]
 
 
 def main() -> int:

@@ -206,6 +206,21 @@ def markdown(report: dict) -> str:
             "",
         ]
         lines += [f"![{c}](photo/{c})" for c in report["crops"]]
+    if report.get("lineage"):
+        runs = report["lineage"]
+        lines += [
+            "",
+            "## Lineage of the photo model",
+            "",
+            "The runs behind the photo weights, oldest first (each started from the previous "
+            "one's EMA weights; `init_from` in its `training/<run>/config.json`); hours = steps "
+            "/ logged it/s on the session's 2 CPU cores:",
+            "",
+            "| run | steps | training hours |",
+            "|---|---|---|",
+            *(f"| `{r['run']}` | {r['steps']:,} | {r['hours']:.2f} |" for r in runs),
+            f"| all | {sum(r['steps'] for r in runs):,} | {sum(r['hours'] for r in runs):.2f} |",
+        ]
     m = report["machine"]
     lines += [
         "",
@@ -233,6 +248,10 @@ def main() -> int:
         report["evaluation"] = evaluate_all(models, args.scale)
     if not args.skip_crops:
         report["crops"] = crops(models, args.scale)
+    if Path(args.photo).is_file():
+        from bundled_report import training_lineage  # benchmarks/ is this script's sys.path[0]
+
+        report["lineage"] = training_lineage(Path(args.photo).resolve())
     report["machine"] = machine_record()
     atomic_write_text(result, json.dumps(report, indent=2) + "\n", overwrite=True)
     atomic_write_text(DOC, markdown(report), overwrite=True)
