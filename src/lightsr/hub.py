@@ -217,6 +217,21 @@ _FILES: tuple[WeightsEntry, ...] = (
             ),
         )
     ),
+    WeightsEntry(
+        name="a2f_sd_photo_x4",
+        arch="a2f_sd",
+        scale=4,
+        source="trained here",
+        licence=_OURS,
+        training_data="T91 + BSD200 (the classic 291 images), LR by the 'photo' degradation "
+        "mixture (lightsr.data.degrade: blur, MATLAB bicubic, noise, JPEG q30-95)",
+        bundled="photo_x4.safetensors",
+        sha256="1e27e0c5e2ddc50a5320d158b058c6b541816bf52d4054a4a12df57aec89d0c5",
+        size=1292336,
+        degradation="photo",
+        notes="for JPEG, noisy or slightly blurred photos (PSNR-oriented, L1, no GAN); "
+        "fine-tuned from a2f_sd_x4; measured and lineage in docs/PHOTO.md",
+    ),
     *(
         WeightsEntry(
             name=f"{arch}_x{s}_official",
