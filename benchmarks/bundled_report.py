@@ -1,13 +1,14 @@
-"""Evaluate the bundled default models and set them against their paper's numbers.
+"""Evaluate the bundled models trained here and set them against their paper's numbers.
 
-For every ``src/lightsr/weights/default_x{s}.safetensors`` present: ``lightsr eval`` on Set5,
-Set14 and B100 (LR from ``LR_bicubic_clamp``: MATLAB imresize, replicate boundary; PSNR-Y/SSIM-Y,
-crop = scale), the MATLAB-bicubic baseline on the same LR, and the paper's Table 6 row for the
-architecture. Writes
+For every ``src/lightsr/weights/<family>_x{s}.safetensors`` present (``--family default``: the
+bundled A2F-SD defaults; ``--family maffsrn``: MAFFSRN): ``lightsr eval`` on Set5, Set14 and
+B100 (LR from ``LR_bicubic_clamp``: MATLAB imresize, replicate boundary; PSNR-Y/SSIM-Y,
+crop = scale), the MATLAB-bicubic baseline on the same LR, and the paper's row for the
+architecture (A2F Table 6; MAFFSRN Table 2). Writes
 
-    benchmarks/results/bundled_x{s}.json      lightsr eval's JSON (per image), one per scale
-    benchmarks/results/bundled_summary.json   means, paper numbers, gaps, within-0.5-dB flags,
-                                              and each file's training lineage
+    benchmarks/results/bundled[_maffsrn]_x{s}.json      lightsr eval's JSON (per image)
+    benchmarks/results/bundled[_maffsrn]_summary.json   means, paper numbers, gaps, within-0.5-dB
+                                                        flags, and each file's training lineage
     and prints the Markdown tables that docs/BUNDLED.md and the README quote.
 
 The lineage follows the ``init_from`` chain recorded in each checkpoint's own config back to a
@@ -15,7 +16,7 @@ run started from scratch; per run it gives the steps that reached the shipped we
 training time they took, summed from the run's JSONL log (steps between records / logged it/s,
 validation and checkpoint writes not counted).
 
-    python benchmarks/bundled_report.py [--scales 2 3 4] [--skip-eval]
+    python benchmarks/bundled_report.py [--family default|maffsrn] [--scales 2 3 4] [--skip-eval]
 
 Scales left out of ``--scales`` keep their entries in the summary already written.
 
@@ -40,14 +41,27 @@ SETS = ("Set5", "Set14", "B100")
 MARGIN_DB = 0.5
 
 # A2F paper ("Lightweight Single-Image Super-Resolution Network with Attentive Auxiliary
-# Feature Learning", Table 6, A2F-SD rows): PSNR / SSIM per set.
+# Feature Learning", Table 6, A2F-SD rows) and MAFFSRN paper ("Multi-Attentive Feature Fusion
+# Super-Resolution Network", Table 2, MAFFSRN rows): PSNR / SSIM per set.
 PAPER = {
     "a2f_sd": {
         2: {"Set5": (37.91, 0.9602), "Set14": (33.45, 0.9164), "B100": (32.08, 0.8986)},
         3: {"Set5": (34.23, 0.9259), "Set14": (30.22, 0.8395), "B100": (29.01, 0.8028)},
         4: {"Set5": (32.06, 0.8928), "Set14": (28.47, 0.7790), "B100": (27.48, 0.7373)},
     },
+    "maffsrn": {
+        2: {"Set5": (37.97, 0.9603), "Set14": (33.49, 0.9170), "B100": (32.14, 0.8994)},
+        3: {"Set5": (34.32, 0.9269), "Set14": (30.35, 0.8429), "B100": (29.09, 0.8052)},
+        4: {"Set5": (32.18, 0.8948), "Set14": (28.58, 0.7812), "B100": (27.57, 0.7361)},
+    },
 }
+#: The weights families this report covers: file prefix in src/lightsr/weights/ -> the prefix
+#: of its result files in benchmarks/results/.
+FAMILIES = {"default": "bundled", "maffsrn": "bundled_maffsrn"}
+
+
+def summary_path(family: str) -> Path:
+    return RESULTS / f"{FAMILIES[family]}_summary.json"
 
 
 def run_eval(args: list[str], out: Path) -> list[dict]:
@@ -101,6 +115,7 @@ def training_lineage(checkpoint: Path) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="default")
     ap.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     ap.add_argument("--skip-eval", action="store_true")
     args = ap.parse_args()
@@ -108,16 +123,16 @@ def main() -> int:
         print(f"the benchmark sets are not at {SHARED / 'data'}; nothing to do", file=sys.stderr)
         return 1
 
-    out = RESULTS / "bundled_summary.json"
+    out = summary_path(args.family)
     # scales not named keep the entries already written (re-measure one retrained file alone)
     kept = json.loads(out.read_text())["scales"] if out.is_file() else {}
     summary: dict = {"margin_db": MARGIN_DB, "sets": list(SETS), "scales": kept}
     for s in args.scales:
-        ckpt = WEIGHTS / f"default_x{s}.safetensors"
+        ckpt = WEIGHTS / f"{args.family}_x{s}.safetensors"
         if not ckpt.is_file():
             print(f"x{s}: no bundled weights ({ckpt.name}); skipped", file=sys.stderr)
             continue
-        ours_json = RESULTS / f"bundled_x{s}.json"
+        ours_json = RESULTS / f"{FAMILIES[args.family]}_x{s}.json"
         bic_json = RESULTS / f"bicubic_x{s}.json"
         if args.skip_eval:
             ours, bic = json.loads(ours_json.read_text()), json.loads(bic_json.read_text())

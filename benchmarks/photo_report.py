@@ -34,6 +34,7 @@ import lightsr
 from lightsr.atomic import atomic_write_bytes, atomic_write_text
 from lightsr.data.io import read_image
 from lightsr.hardware import machine_record
+from lightsr.hub import fetch_weights, list_weights
 from lightsr.upscale import Upscaler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,7 +233,7 @@ def markdown(report: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photo", default="training/a2f_sd_photo_x4/last_ema.safetensors")
+    ap.add_argument("--photo", default="a2f_sd_photo_x4")
     ap.add_argument("--clean", default="a2f_sd_x4")
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--skip-eval", action="store_true", help="reuse the evaluation in the JSON")
@@ -248,10 +249,13 @@ def main() -> int:
         report["evaluation"] = evaluate_all(models, args.scale)
     if not args.skip_crops:
         report["crops"] = crops(models, args.scale)
-    if Path(args.photo).is_file():
+    photo_file = Path(args.photo) if Path(args.photo).is_file() else None
+    if photo_file is None and args.photo in {e.name for e in list_weights()}:
+        photo_file = fetch_weights(args.photo)  # a weights name: the file it names
+    if photo_file is not None:
         from bundled_report import training_lineage  # benchmarks/ is this script's sys.path[0]
 
-        report["lineage"] = training_lineage(Path(args.photo).resolve())
+        report["lineage"] = training_lineage(photo_file.resolve())
     report["machine"] = machine_record()
     atomic_write_text(result, json.dumps(report, indent=2) + "\n", overwrite=True)
     atomic_write_text(DOC, markdown(report), overwrite=True)

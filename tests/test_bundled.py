@@ -1,6 +1,6 @@
-"""The bundled default weights are the ones the committed table (docs/BUNDLED.md, from
-benchmarks/results/bundled_summary.json) measured, and that table's verdict is arithmetic on
-its own figures."""
+"""The bundled weights trained here (the A2F-SD defaults, MAFFSRN) are the ones the committed
+tables (docs/BUNDLED.md, from benchmarks/results/bundled[_maffsrn]_summary.json) measured, and
+those tables' verdicts are arithmetic on their own figures."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from lightsr.data.benchmark import open_benchmark
 from lightsr.evaluate import evaluate
 from lightsr.hub import bundled_weights
 
-SUMMARY = REPO / "benchmarks" / "results" / "bundled_summary.json"
+RESULTS = REPO / "benchmarks" / "results"
+#: weights family (file prefix in src/lightsr/weights/) -> (summary file, the run from scratch
+#: every file of the family descends from)
+FAMILIES = {
+    "default": (RESULTS / "bundled_summary.json", "training/bundled_a2f_sd_x4"),
+    "maffsrn": (RESULTS / "bundled_maffsrn_summary.json", "training/maffsrn_x4"),
+}
 
 
 def _report_module():
@@ -27,12 +33,14 @@ def _report_module():
     return module
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_bundled_weights_measure_what_the_committed_table_says(scale: int) -> None:
-    path = bundled_weights("default", scale)
+def test_bundled_weights_measure_what_the_committed_table_says(family: str, scale: int) -> None:
+    path = bundled_weights(family, scale)
     if path is None:
-        pytest.skip(f"no bundled x{scale} weights in this checkout")
-    committed = json.loads(SUMMARY.read_text())["scales"][str(scale)]["sets"]["Set5"]
+        pytest.skip(f"no bundled {family} x{scale} weights in this checkout")
+    summary = json.loads(FAMILIES[family][0].read_text())
+    committed = summary["scales"][str(scale)]["sets"]["Set5"]
     model = lightsr.load(path, expect_scale=scale)
     dataset = open_benchmark(shared_path("data", "Set5"), scale=scale)
     assert dataset.lr_source == "folder-clamp"  # the LR the table was measured on
@@ -42,15 +50,21 @@ def test_bundled_weights_measure_what_the_committed_table_says(scale: int) -> No
     assert measured.ssim == pytest.approx(committed["ssim"], abs=6e-5)
 
 
-def test_the_committed_verdict_and_compute_follow_from_the_files() -> None:
-    summary = json.loads(SUMMARY.read_text())
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_committed_verdict_and_compute_follow_from_the_files(family: str) -> None:
+    path, root_run = FAMILIES[family]
     report = _report_module()
+    assert report.summary_path(family) == path
+    if not path.is_file():
+        assert not any(bundled_weights(family, s) for s in (2, 3, 4)), "shipped, never measured"
+        pytest.skip(f"no {family} weights bundled yet, so no {path.name}")
+    summary = json.loads(path.read_text())
     for scale, entry in summary["scales"].items():
         # the lineage (runs, steps, hours) is read off the shipped file and the committed logs
         checkpoint = REPO / entry["checkpoint"]
         if checkpoint.is_file():
             assert entry["lineage"] == report.training_lineage(checkpoint), scale
-            assert entry["lineage"][0]["run"] == "training/bundled_a2f_sd_x4"  # from scratch
+            assert entry["lineage"][0]["run"] == root_run  # from scratch
         for name, row in entry["sets"].items():
             gap = round(row["psnr"] - row["paper_psnr"], 3)
             assert row["gap_db"] == pytest.approx(gap, abs=1.5e-3), (scale, name)
