@@ -46,7 +46,17 @@ def test_default_keep_fp32_is_the_image_convs_plus_the_measured_ones():
     a2f = lightsr.reparameterize(lightsr.create_model("a2f_sd", scale=4))
     assert default_keep_fp32(a2f) == ["head", "skip", "tail"]
     fmen = lightsr.reparameterize(lightsr.create_model("fmen_s", scale=4))
-    assert default_keep_fp32(fmen) == ["head", "tail.0", "lr_conv", "warmup.0", "warmup.1.squeeze"]
+    assert default_keep_fp32(fmen) == [
+        "head",
+        "tail.0",
+        "lr_conv",
+        "warmup.0",
+        "warmup.1.squeeze",
+        "HFABs.3.excitate",
+        "ERBs.3.conv2",
+        "ERBs.0.conv1",
+        "ERBs.3.conv1",
+    ]
 
 
 def test_int8_stays_close_to_fp32_on_the_sample_image():
@@ -176,9 +186,11 @@ def test_int8_without_onnxruntime_names_the_extra(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,allowed_db", [("a2f_sd", 0.12), ("fmen_s", 0.2)])
-def test_int8_set5_psnr_within_stated_tolerance(name, allowed_db):
-    # Measured (generated calibration, percentile): A2F-SD -0.07 dB, FMEN-S -0.14 dB.
+@pytest.mark.parametrize("name", ["a2f_sd", "fmen_s"])
+def test_int8_set5_psnr_within_stated_tolerance(name):
+    # The fast-path issue's bar: int8 loses <= 0.1 dB. Measured (generated calibration,
+    # percentile, u8): A2F-SD -0.09 dB, FMEN-S -0.06 dB (with its seven sensitive convs fp32).
+    allowed_db = 0.1
     model = lightsr.load_official(shared_path("weights", "official", f"{name}_x4.pt"))
     hr_dir = shared_path("data", "Set5", "HR")
     lr_dir = shared_path("data", "Set5", "LR_bicubic", "X4")

@@ -15,8 +15,10 @@ A2F's ``skip``) and those that produce image values (:func:`lightsr.probe.output
 tail before the pixel shuffle), plus each model's most sensitive layers in
 :data:`KEEP_FP32`, found by quantizing one conv at a time and measuring Set5 x4 PSNR-Y with
 the authors' weights (``benchmarks/bench_backends.py --sensitivity``). FMEN-S's ``lr_conv``
-alone costs 0.44 dB: its output is a small correction added to the head's features, so an
-8-bit grid over its range is coarse where it matters.
+alone costs 0.32 dB: its output is a small correction added to the head's features, so an
+8-bit grid over its range is coarse where it matters. Calibrating on natural images instead of
+the generated patches helped less than that list (FMEN-S, Set5: -0.110 dB on T91 patches
+against -0.146 generated, both with the three-conv list) and would need image files shipped.
 
 **Why this engine** (measured on an AMD EPYC Zen 1, AVX2 without VNNI; see docs/BACKENDS.md):
 PyTorch's own int8 (``torch.ao`` FX graph mode, x86 backend, per-channel weights) is deprecated
@@ -94,9 +96,23 @@ ONNX_OPSET = 17
 #: image convs, chosen by measured sensitivity (module docstring). Names absent from a
 #: model (another variant's layout) are ignored.
 KEEP_FP32: dict[str, tuple[str, ...]] = {
-    # one-layer-at-a-time Set5 x4 losses: lr_conv -0.44, warmup.0 -0.11, tail -0.06,
-    # head -0.06, warmup.1.squeeze -0.05 dB; every other conv -0.03 dB or less
-    "fmen_s": ("lr_conv", "warmup.0", "warmup.1.squeeze"),
+    # FMEN-S, one conv at a time int8 (u8 activations), Set5 x4 PSNR-Y change with the authors'
+    # weights (benchmarks/results/int8_sensitivity/fmen_s.json): head -4.73 (kept as an
+    # image conv), lr_conv -0.32, warmup.0 -0.18, warmup.1.squeeze -0.10, tail.0 -0.07, then
+    # HFABs.3.excitate -0.028, ERBs.3.conv2 -0.027, ERBs.0.conv1 -0.020, ERBs.3.conv1 -0.019;
+    # every other conv -0.017 or less. With the first three only, the whole graph lost 0.146 dB
+    # on Set5; keeping the next four too, 0.056 (4 of FMEN-S's 33 convs more in fp32).
+    "fmen_s": (
+        "lr_conv",
+        "warmup.0",
+        "warmup.1.squeeze",
+        "HFABs.3.excitate",
+        "ERBs.3.conv2",
+        "ERBs.0.conv1",
+        "ERBs.3.conv1",
+    ),
+    # FMEN (no released weights, not measured): FMEN-S's first three, which sit at the same
+    # places in the larger network (the ERB/HFAB indices do not carry over)
     "fmen": ("lr_conv", "warmup.0", "warmup.1.squeeze"),
 }
 
