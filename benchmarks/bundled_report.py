@@ -66,9 +66,35 @@ def summary_path(family: str) -> Path:
 
 def run_eval(args: list[str], out: Path) -> list[dict]:
     cmd = [sys.executable, "-m", "lightsr", "eval", *args, "--out", str(out), "--no-progress"]
+    cmd += ["--overwrite"]  # the result file this report regenerates
     cmd += [str(SHARED / "data" / s) for s in SETS]
     subprocess.run(cmd, check=True, cwd=REPO)
     return json.loads(out.read_text())
+
+
+def named_start(name: str, log: Path) -> Path:
+    """The file a run started from by weights name: the one whose sha256 the run's log
+    recorded. A name can later name a newer release (the released file a run improved on is
+    replaced by the run's own), so the name alone is not enough: the file with that hash is
+    looked for among the shipped weights and the runs' tracked weights."""
+    from lightsr.hub import fetch_weights, sha256_of
+
+    starts = [
+        json.loads(line)
+        for line in log.read_text().splitlines()
+        if '"init_from"' in line and json.loads(line).get("event") == "init_from"
+    ]
+    sha = starts[0].get("sha256") if starts else None
+    current = fetch_weights(name)
+    if sha is None or sha256_of(current) == sha:
+        return current
+    for path in sorted([*WEIGHTS.glob("*.safetensors"), *REPO.glob("training/*/*.safetensors")]):
+        if sha256_of(path) == sha:
+            return path
+    raise SystemExit(
+        f"{log.parent} started from {name} with sha256 {sha}, which no longer names that file, "
+        "and no tracked weights file has that hash: restore it (git log) to trace the lineage"
+    )
 
 
 def training_lineage(checkpoint: Path) -> list[dict]:
@@ -104,10 +130,9 @@ def training_lineage(checkpoint: Path) -> list[dict]:
             # the file, not its recorded out_dir: a run folder may have moved (stage 1 did)
             run_dir = (REPO / parent).parent
             record = read_metadata(REPO / parent)["extra"]
-        else:  # a weights name (init_from = "a2f_sd_x4"): the file it names, and its run
-            from lightsr.hub import fetch_weights
-
-            record = read_metadata(fetch_weights(parent))["extra"]
+        else:  # a weights name (init_from = "a2f_sd_x4"): the file it named then, and its run
+            path = named_start(parent, log)
+            record = read_metadata(path)["extra"]
             if "config" not in record:
                 return runs[::-1]  # an authors' file: the lineage starts outside this project
             run_dir = REPO / record["config"]["out_dir"]

@@ -121,6 +121,7 @@ _IMDN_REPO = "Zheng222/IMDN"
 _IMDN_COMMIT = "8f158e6a5ac9db6e5857d9159fd4a6c4214da574"
 _A2F_PAPER = "A2F (Wang et al., ACCV 2020), Table 6"
 _IMDN_PAPER = "IMDN (Hui et al., ACM MM 2019), Table 3"
+_MAFFSRN_PAPER = "MAFFSRN (Muqeet et al., ECCVW 2020), Table 2"
 
 
 def _raw(repo: str, commit: str, path: str) -> str:
@@ -200,8 +201,8 @@ _FILES: tuple[WeightsEntry, ...] = (
             (
                 2,
                 _sets(37.91, 33.45, 32.08, 31.79, 38.52),
-                "465447c50470012256ce1f8713a5a0715a75a0a4cb41bda4dd71d0685dbfff40",
-                1265824,
+                "4e3152b0b2d9eaad1dee85bfb898cca6e28438a5651407afba565200609f3e1a",
+                1265792,
             ),
             (
                 3,
@@ -216,6 +217,21 @@ _FILES: tuple[WeightsEntry, ...] = (
                 1291000,
             ),
         )
+    ),
+    WeightsEntry(
+        name="maffsrn_x4",
+        arch="maffsrn",
+        scale=4,
+        source="trained here",
+        licence=_OURS,
+        training_data=_291,
+        paper_ref=_MAFFSRN_PAPER + " (trained on DIV2K)",
+        paper=_sets(32.18, 28.58, 27.57),
+        bundled="maffsrn_x4.safetensors",
+        sha256="88fc85cdb0e38d9727c6dd3aaf45e4babc9bd7e13ca6dc4f2d58103bf899a622",
+        size=1801320,
+        notes="the first public MAFFSRN weights (the authors released none); Set5 is 0.74 dB "
+        "short of the paper, Set14/B100 within 0.5; lineage in docs/MAFFSRN.md",
     ),
     WeightsEntry(
         name="a2f_sd_photo_x4",
@@ -371,12 +387,13 @@ _FILES: tuple[WeightsEntry, ...] = (
     ),
 )
 
-#: The entries that also have an int8 entry, ``<name>_int8``: the bundled defaults and the
-#: authors' files whose int8 loss lightsr measured (docs/ZOO.md).
+#: The entries that also have an int8 entry, ``<name>_int8``: the bundled defaults, MAFFSRN, and
+#: the authors' files whose int8 loss lightsr measured (docs/ZOO.md).
 _INT8_OF = (
     "a2f_sd_x2",
     "a2f_sd_x3",
     "a2f_sd_x4",
+    "maffsrn_x4",
     "a2f_sd_x4_official",
     "fmen_s_x4_official",
 )
