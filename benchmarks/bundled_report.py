@@ -78,12 +78,9 @@ def named_start(name: str, log: Path) -> Path:
     replaced by the run's own), so the name alone is not enough: the file with that hash is
     looked for among the shipped weights and the runs' tracked weights."""
     from lightsr.hub import fetch_weights, sha256_of
+    from lightsr.train import read_log
 
-    starts = [
-        json.loads(line)
-        for line in log.read_text().splitlines()
-        if '"init_from"' in line and json.loads(line).get("event") == "init_from"
-    ]
+    starts = [e for e in read_log(log) if e.get("event") == "init_from"]
     sha = starts[0].get("sha256") if starts else None
     current = fetch_weights(name)
     if sha is None or sha256_of(current) == sha:

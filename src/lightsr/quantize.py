@@ -16,9 +16,7 @@ tail before the pixel shuffle), plus each model's most sensitive layers in
 :data:`KEEP_FP32`, found by quantizing one conv at a time and measuring Set5 x4 PSNR-Y with
 the authors' weights (``benchmarks/bench_backends.py --sensitivity``). FMEN-S's ``lr_conv``
 alone costs 0.32 dB: its output is a small correction added to the head's features, so an
-8-bit grid over its range is coarse where it matters. Calibrating on natural images instead of
-the generated patches helped less than that list (FMEN-S, Set5: -0.110 dB on T91 patches
-against -0.146 generated, both with the three-conv list) and would need image files shipped.
+8-bit grid over its range is coarse where it matters.
 
 **Why this engine** (measured on an AMD EPYC Zen 1, AVX2 without VNNI; see docs/BACKENDS.md):
 PyTorch's own int8 (``torch.ao`` FX graph mode, x86 backend, per-channel weights) is deprecated
