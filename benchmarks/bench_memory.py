@@ -9,13 +9,17 @@ which fixes the tile). The paths are what :class:`lightsr.upscale.Upscaler` offe
 - ``fp32``: torch eager (``precision="fp32", backend="torch"``);
 - ``compiled``: the same under ``torch.compile`` (``compile=True``; compiling is in its time);
 - ``fp32_ort``: fp32 run by ONNX Runtime (``backend="onnxruntime"``);
+- ``fp32_ov``, ``bf16_ov`` (native bf16 only), ``int8_ov``: run by OpenVINO
+  (``backend="openvino"``; ``int8_ov`` is what ``--precision int8`` runs where it is
+  installed);
 - ``bf16``: torch autocast bf16. Skipped on a CPU without native bf16 (emulated there, many
   times slower, and never what ``auto`` picks) unless ``--force-emulated-bf16``;
-- ``int8``: ONNX Runtime static quantization (:mod:`lightsr.quantize`; calibration counts);
+- ``int8``: ONNX Runtime static quantization (:mod:`lightsr.quantize`; calibration counts),
+  run by ONNX Runtime;
 - ``auto``: what ``lightsr upscale`` runs by default (``precision="auto", backend="auto"``),
   recorded with what it resolved to and why.
 
-A path whose engine is not installed (ONNX Runtime) is recorded as not measured, with the
+A path whose engine is not installed (ONNX Runtime, OpenVINO) is recorded as not measured, with the
 reason. Per path: peak RSS of its process (``os.wait4``'s rusage of that one child, see
 ``run_child``), the child's wall time, its model load / preparation (export, quantization) /
 upscale-and-write times, the resolved precision, backend and tile, and whether the peak is
@@ -74,7 +78,7 @@ from lightsr.hub import (  # noqa: E402
     resolve_model,
     sha256_of,
 )
-from lightsr.quantize import onnxruntime_available  # noqa: E402
+from lightsr.quantize import onnxruntime_available, openvino_available  # noqa: E402
 from lightsr.upscale import Upscaler, upscale_files  # noqa: E402
 
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", ROOT.parent / "shared"))
@@ -86,12 +90,16 @@ PATHS: dict[str, dict[str, Any]] = {
     "fp32": {"precision": "fp32", "backend": "torch"},
     "compiled": {"precision": "fp32", "backend": "torch", "compile": True},
     "fp32_ort": {"precision": "fp32", "backend": "onnxruntime"},
+    "fp32_ov": {"precision": "fp32", "backend": "openvino"},
     "bf16": {"precision": "bf16", "backend": "torch"},
-    # backend as `lightsr upscale --precision int8` passes it; int8 runs in ONNX Runtime anyway
-    "int8": {"precision": "int8", "backend": "auto"},
+    "bf16_ov": {"precision": "bf16", "backend": "openvino"},
+    "int8": {"precision": "int8", "backend": "onnxruntime"},
+    # what `lightsr upscale --precision int8` runs where OpenVINO is installed
+    "int8_ov": {"precision": "int8", "backend": "openvino"},
     "auto": {"precision": "auto", "backend": "auto"},
 }
-NEEDS_ONNXRUNTIME = ("fp32_ort", "int8")
+NEEDS_ONNXRUNTIME = ("fp32_ort", "int8", "int8_ov")  # int8_ov: ONNX Runtime quantizes
+NEEDS_OPENVINO = ("fp32_ov", "bf16_ov", "int8_ov")
 NO_NATIVE_BF16 = "no native bf16 on this CPU (emulated bf16 is not a path auto picks)"
 
 
@@ -217,8 +225,12 @@ def skip_reason(path: str, *, force_emulated_bf16: bool) -> str | None:
     """Why ``path`` is not measured on this machine, or None."""
     if path in NEEDS_ONNXRUNTIME and not onnxruntime_available():
         return "ONNX Runtime not installed (onnx, onnxruntime: pip install lightsr[onnx])"
+    if path in NEEDS_OPENVINO and not openvino_available():
+        return "OpenVINO not installed (pip install lightsr[openvino])"
     if path == "bf16" and not cpu_has_native_bf16() and not force_emulated_bf16:
         return NO_NATIVE_BF16
+    if path == "bf16_ov" and not cpu_has_native_bf16():
+        return "no native bf16 on this CPU (OpenVINO's bf16 runs only where native)"
     return None
 
 

@@ -30,11 +30,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from lightsr import hub
 from lightsr.atomic import atomic_write
 from lightsr.errors import CheckpointError
 from lightsr.hardware import machine_record
 from lightsr.hub import MEASURED_FILE, fetch_weights, list_weights
+from lightsr.upscale import resolve_backend
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
@@ -105,9 +108,10 @@ def _markdown(report: dict) -> str:
         "architecture. Regenerate with `" + COMMAND + "` (the authors' files are read from",
         "`../shared/weights/official` or the cache; absent ones are listed as such).",
         "",
-        "An entry named `..._int8` is its base entry's file run at int8 (static quantization",
-        "in ONNX Runtime, `lightsr.quantize`; what `--weights NAME_int8` and `--precision int8`",
-        "run); its last column is what int8 costs: its PSNR-Y minus its base's, per set.",
+        "An entry named `..._int8` is its base entry's file run at int8 (static quantization,",
+        "`lightsr.quantize`, run by the engine `--backend auto` picks; what `--weights",
+        "NAME_int8` and `--precision int8` run); its last column is what int8 costs: its",
+        "PSNR-Y minus its base's, per set.",
         "",
         "| weights | arch | x | source | training data | "
         + " | ".join(f"{s} ours / paper (gap)" for s in SETS)
@@ -139,8 +143,9 @@ def _markdown(report: dict) -> str:
         "Paper figures: the paper row of the architecture (for lightsr's own weights, trained on",
         "the 291 images, the paper's DIV2K-trained figure is the target, not the same file).",
         f"Measured on {m['cpu']} ({m['logical_cpus']} logical CPUs), torch {m['torch']}.",
-        "The int8 figures come from this CPU's int8 kernels (ONNX Runtime; int8 dot product: "
-        + f"{m.get('int8_dot') or 'none'}):",
+        "The int8 figures come from this CPU's int8 kernels ("
+        + ", ".join(sorted({e["int8_engine"] for e in report["entries"] if "int8_engine" in e}))
+        + f"; int8 dot product: {m.get('int8_dot') or 'none'}):",
         "another instruction set may round some values differently.",
         "",
     ]
@@ -181,6 +186,8 @@ def main() -> int:
         if _available(entry.name, args.weights_dir, args.download):
             row["measured"] = _evaluate(entry.name, args.weights_dir)
             row["status"] = "measured"
+            if entry.precision == "int8":  # the engine `lightsr eval` ran it in
+                row["int8_engine"] = resolve_backend("auto", torch.device("cpu"), "int8")[0]
         entries.append(row)
     _costs(entries)
     report = {"command": COMMAND, "machine": machine_record(), "entries": entries}

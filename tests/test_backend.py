@@ -1,6 +1,7 @@
-"""``Upscaler(backend=...)``: fp32 through ONNX Runtime equals torch (to float rounding) through
-every path of the inference contract (tiles, 16-bit, alpha, self-ensemble), tiles equal untiled
-exactly for a tile-exact model, and the choice (auto, errors) is said."""
+"""``Upscaler(backend=...)``: fp32 through ONNX Runtime or OpenVINO equals torch (to float
+rounding) through every path of the inference contract (tiles, 16-bit, alpha, self-ensemble),
+tiles equal untiled exactly for a tile-exact model (fp32 and OpenVINO's int8), and the choice
+(auto, errors) is said."""
 
 from __future__ import annotations
 
@@ -20,13 +21,24 @@ from lightsr.cli import main  # noqa: E402
 from lightsr.data.io import write_image  # noqa: E402
 from lightsr.errors import LightSRError  # noqa: E402
 from lightsr.models.base import SRModel  # noqa: E402
-from lightsr.quantize import OrtModel, onnxruntime_model  # noqa: E402
+from lightsr.quantize import OrtModel, onnxruntime_model, openvino_available  # noqa: E402
 from lightsr.upscale import Upscaler, resolve_backend  # noqa: E402
 
 CPU = torch.device("cpu")
-#: ONNX Runtime's MLAS and oneDNN sum in different orders: measured max |diff| 4e-7 (A2F-SD)
-#: and 7e-7 (FMEN-S) on outputs up to 1.2; the bound leaves 100x for other CPUs' kernels.
+#: ONNX Runtime's MLAS, OpenVINO's kernels and oneDNN sum in different orders: measured max
+#: |diff| 4e-7 (A2F-SD) and 7e-7 (FMEN-S) with ONNX Runtime, 5e-7 and 4e-7 with OpenVINO, on
+#: outputs up to 1.2; the bound leaves 100x for other CPUs' kernels.
 FLOAT_TOL = 1e-4
+#: The engines other than torch; OpenVINO's tests skip where it is not installed.
+ENGINES = [
+    "onnxruntime",
+    pytest.param(
+        "openvino",
+        marks=pytest.mark.skipif(
+            not openvino_available(), reason="OpenVINO not installed: pip install lightsr[openvino]"
+        ),
+    ),
+]
 
 
 def _seeded(arch: str, scale: int = 4) -> SRModel:
@@ -38,10 +50,10 @@ def _float(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
 
 
-def _pair(model, **options) -> tuple[Upscaler, Upscaler]:
-    """(onnxruntime, torch) Upscalers of ``model`` with the same options."""
-    ort = Upscaler(model, precision="fp32", backend="onnxruntime", **options)
-    return ort, Upscaler(model, precision="fp32", backend="torch", **options)
+def _pair(model, engine: str = "onnxruntime", **options) -> tuple[Upscaler, Upscaler]:
+    """(``engine``, torch) fp32 Upscalers of ``model`` with the same options."""
+    other = Upscaler(model, precision="fp32", backend=engine, **options)
+    return other, Upscaler(model, precision="fp32", backend="torch", **options)
 
 
 def _close_uint(a: np.ndarray, b: np.ndarray, *, levels: int = 1, share: float = 0.999) -> None:
@@ -53,11 +65,12 @@ def _close_uint(a: np.ndarray, b: np.ndarray, *, levels: int = 1, share: float =
     assert (diff == 0).mean() >= share
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("arch", ["a2f_sd", "fmen_s"])
-def test_onnxruntime_equals_torch_on_a_fixed_image(arch: str) -> None:
+def test_engine_equals_torch_on_a_fixed_image(arch: str, engine: str) -> None:
     model = _seeded(arch)
     img = synthetic_image(40, 48)
-    ort, ref = _pair(model, tile=None)
+    ort, ref = _pair(model, engine, tile=None)
     assert ort.onnx_model is not None and ref.onnx_model is None
     a, b = ort.upscale_tensor(_float(img)), ref.upscale_tensor(_float(img))
     assert float(b.abs().max()) > 0.1  # a real output, not a zero map that would always match
@@ -74,25 +87,28 @@ def test_onnxruntime_equals_torch_with_the_authors_fmen_s() -> None:
     _close_uint(ort(img), ref(img))
 
 
-def test_tiled_onnxruntime_equals_untiled_exactly_for_a_tile_exact_model() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tiled_engine_equals_untiled_exactly_for_a_tile_exact_model(engine: str) -> None:
     # FMEN-S has no global operation: with its receptive field as overlap a tile sees every
-    # input its core depends on, and ONNX Runtime's per-pixel sums do not depend on the
+    # input its core depends on, and the engines' per-pixel sums do not depend on the
     # window size, so the stitched float output is bit-identical.
     model = _seeded("fmen_s")
-    # Few, large tiles: every new window shape costs ONNX Runtime a fresh plan.
+    # Few, large tiles: every new window shape costs the engine a fresh plan.
     img = synthetic_image(100, 90, seed=1)
-    untiled = Upscaler(model, tile=None, precision="fp32", backend="onnxruntime")
-    tiled = Upscaler(model, tile=24, precision="fp32", backend="onnxruntime")
+    untiled = Upscaler(model, tile=None, precision="fp32", backend=engine)
+    tiled = Upscaler(model, tile=24, precision="fp32", backend=engine)
     assert len(lightsr.upscale._tile_windows(100, 24, tiled.overlap)) > 1  # really tiled
     assert torch.equal(tiled.upscale_tensor(_float(img)), untiled.upscale_tensor(_float(img)))
 
 
-def test_sixteen_bit_alpha_and_self_ensemble_go_through_onnxruntime() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sixteen_bit_alpha_and_self_ensemble_go_through_the_engine(engine: str) -> None:
     model = _seeded("fmen_s", scale=2)
     rgb16 = synthetic_image(24, 20, dtype=np.uint16, seed=4)
     alpha16 = synthetic_image(24, 20, c=1, dtype=np.uint16, seed=5)
     rgba16 = np.concatenate([rgb16, alpha16], axis=2)
-    ort, ref = _pair(model, tile=None, alpha="model", self_ensemble=True)
+    ort, ref = _pair(model, engine, tile=None, alpha="model", self_ensemble=True)
+    assert ort.onnx_model is not None and ort.onnx_model.engine == engine
     a, b = ort(rgba16), ref(rgba16)
     # FLOAT_TOL is 6.6 levels of 65535; measured: at most 1
     assert a.dtype == np.uint16 and a.shape == (48, 40, 4)
@@ -122,12 +138,30 @@ def test_session_threads_follow_torch() -> None:
     assert fixed.threads == 1
 
 
-def test_auto_picks_onnxruntime_for_cpu_fp32_only(monkeypatch) -> None:
+def test_auto_picks_the_engine_per_precision(monkeypatch) -> None:
+    monkeypatch.setattr(lightsr.upscale, "openvino_available", lambda: True)
+    monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
     assert resolve_backend("auto", CPU, "fp32") == ("onnxruntime", "auto: fp32 on the CPU")
-    assert resolve_backend("auto", CPU, "bf16") == ("torch", "auto: bf16 runs in torch")
+    assert resolve_backend("auto", CPU, "int8") == ("openvino", "auto: int8 on the CPU")
+    assert resolve_backend("auto", CPU, "bf16") == ("openvino", "auto: native bf16 on the CPU")
+    assert resolve_backend("auto", CPU, "fp16") == ("torch", "auto: fp16 runs in torch")
     assert resolve_backend("auto", torch.device("cuda"), "fp32")[0] == "torch"
+    assert resolve_backend("auto", torch.device("cuda"), "bf16")[0] == "torch"
     assert resolve_backend("auto", CPU, "fp32", compile=True)[0] == "torch"
-    assert resolve_backend("torch", CPU, "int8")[0] == "onnxruntime"  # int8's only engine
+    assert resolve_backend("auto", CPU, "bf16", network=False)[0] == "torch"
+    # torch has no int8: the library default keeps int8's first engine
+    assert resolve_backend("torch", CPU, "int8")[0] == "onnxruntime"
+    # emulated bf16 stays torch's (OpenVINO would run f32 and call it bf16)
+    monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: False)
+    backend, why = resolve_backend("auto", CPU, "bf16")
+    assert backend == "torch" and "no native bf16" in why
+    # each engine missing: the next one, and the reason names the extra
+    monkeypatch.setattr(lightsr.upscale, "openvino_available", lambda: False)
+    backend, why = resolve_backend("auto", CPU, "int8")
+    assert backend == "onnxruntime" and "lightsr[openvino]" in why
+    monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
+    backend, why = resolve_backend("auto", CPU, "bf16")
+    assert backend == "torch" and "lightsr[openvino]" in why
     monkeypatch.setattr(lightsr.upscale, "onnxruntime_available", lambda: False)
     backend, why = resolve_backend("auto", CPU, "fp32")
     assert backend == "torch" and "lightsr[onnx]" in why
@@ -147,10 +181,33 @@ def test_onnxruntime_refuses_what_it_cannot_run(device, precision, compile, fix)
         resolve_backend("onnxruntime", torch.device(device), precision, compile=compile)
 
 
-def test_unknown_backend_and_missing_onnxruntime_are_named(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("device", "precision", "native_bf16", "compile", "fix"),
+    [
+        ("cuda", "fp32", True, False, "--device cpu"),
+        ("cpu", "fp16", True, False, "--precision fp32"),
+        ("cpu", "bf16", False, False, "lacks"),
+        ("cpu", "int8", True, True, "drop --compile"),
+    ],
+)
+def test_openvino_refuses_what_it_cannot_run(
+    monkeypatch, device, precision, native_bf16, compile, fix
+) -> None:
+    monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: native_bf16)
+    with pytest.raises(LightSRError, match=fix):
+        resolve_backend("openvino", torch.device(device), precision, compile=compile)
+    if precision == "bf16":  # the same CPU with native bf16 may
+        monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
+        assert resolve_backend("openvino", CPU, "bf16") == ("openvino", "asked for")
+
+
+def test_unknown_backend_and_missing_engines_are_named(monkeypatch) -> None:
     model = _seeded("fmen_s", scale=2)
-    with pytest.raises(LightSRError, match="not one of torch, onnxruntime, auto"):
-        Upscaler(model, backend="openvino")
+    with pytest.raises(LightSRError, match="not one of torch, onnxruntime, openvino, auto"):
+        Upscaler(model, backend="tensorrt")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(LightSRError, match=r"lightsr\[openvino\]"):
+        Upscaler(model, precision="fp32", backend="openvino")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
     with pytest.raises(LightSRError, match=r"lightsr\[onnx\]"):
         Upscaler(model, precision="fp32", backend="onnxruntime")
@@ -171,9 +228,11 @@ def test_start_line_says_which_backend_and_why(tmp_path, capsys) -> None:
     assert ", torch, " in capsys.readouterr().err
 
 
-def test_bicubic_runs_in_torch_under_auto_and_explicit_onnxruntime_says_why() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bicubic_runs_in_torch_under_auto_and_an_explicit_engine_says_why(engine: str) -> None:
     bicubic = lightsr.create_model("bicubic", scale=2)
     runner = Upscaler(bicubic, tile=None, precision="fp32", backend="auto")
     assert (runner.backend, runner.backend_reason) == ("torch", "auto: no network to export")
-    with pytest.raises(LightSRError, match="use --backend torch"):
-        Upscaler(bicubic, tile=None, precision="fp32", backend="onnxruntime")
+    fix = f"the {engine} backend could not export.*--backend torch"
+    with pytest.raises(LightSRError, match=fix):
+        Upscaler(bicubic, tile=None, precision="fp32", backend=engine)

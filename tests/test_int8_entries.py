@@ -18,7 +18,7 @@ from lightsr.cli import main
 from lightsr.data.io import read_image, write_image
 from lightsr.export import read_export_metadata
 from lightsr.train import resolve_init_source
-from lightsr.upscale import Upscaler
+from lightsr.upscale import Upscaler, resolve_backend
 
 INT8, BASE = "a2f_sd_x2_int8", "a2f_sd_x2"
 
@@ -52,7 +52,8 @@ def test_upscale_int8_name_equals_its_base_at_precision_int8(tmp_path, small_cal
     out = {k: tmp_path / f"{k}.png" for k in ("name", "flag", "fp32")}
     assert _upscale(src, out["name"], "--weights", INT8) == 0
     start = capsys.readouterr().err
-    assert f"weights {INT8}: {BASE} at int8" in start and ", int8 (onnxruntime" in start
+    engine = resolve_backend("auto", torch.device("cpu"), "int8")[0]  # the CLI's default
+    assert f"weights {INT8}: {BASE} at int8" in start and f", int8 ({engine}, " in start
     assert _upscale(src, out["flag"], "--weights", BASE, "--precision", "int8") == 0
     assert out["name"].read_bytes() == out["flag"].read_bytes()  # byte for byte
     fp32 = ("--weights", BASE, "--precision", "fp32", "--backend", "torch")

@@ -49,6 +49,8 @@ way, with no quantization: an :class:`OrtModel` (which :class:`Int8Model` extend
 export. It is ``Upscaler(backend="onnxruntime")``: on a CPU without native bf16, ONNX Runtime's
 fp32 kernels ran A2F-SD x4 about 1.9x faster than torch eager (AMD EPYC Zen 1, a 1-round
 smoke run of ``benchmarks/bench_backends.py`` on a loaded machine; docs/BACKENDS.md).
+:func:`openvino_model` is the same export run by OpenVINO (``Upscaler(backend="openvino")``),
+in fp32 or, where the CPU computes it natively, bf16.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ from .models.base import SRModel
 from .probe import output_convs
 
 ENGINES = ("onnxruntime", "openvino")
+#: OpenVINO's INFERENCE_PRECISION_HINT per lightsr precision. int8 graphs say f32 too: the
+#: convs kept in fp32 must stay fp32, and OpenVINO's default on a CPU with native bf16 is bf16.
+_OPENVINO_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
 #: Activation types :func:`quantize_int8` offers: signed (ONNX Runtime's QInt8) or unsigned
 #: (QUInt8) 8-bit activations; the weights are always signed.
 ACTIVATIONS = ("s8", "u8")
@@ -219,9 +224,11 @@ class Int8Report:
 class OrtModel:
     """An ONNX graph (lightsr's I/O: input ``lr``, output ``sr``, any height and width) run on
     the CPU: ``model(x)`` maps float RGB (N, 3, H, W) in [0, 1] to float RGB (N, 3, sH, sW),
-    unclamped. ``engine``: ``"onnxruntime"`` or ``"openvino"``. ``threads``: intra-op threads;
-    None follows ``torch.get_num_threads()`` (checked per call, so ``--threads`` and a later
-    ``torch.set_num_threads`` apply to ONNX Runtime as to torch). ``onnx`` holds the graph
+    unclamped. ``engine``: ``"onnxruntime"`` or ``"openvino"``. ``precision``: what OpenVINO
+    computes the float parts in, ``"fp32"`` or ``"bf16"`` (ONNX Runtime: fp32 only); an int8
+    graph's float parts are fp32. ``threads``: intra-op threads; None follows
+    ``torch.get_num_threads()`` (checked per call, so ``--threads`` and a later
+    ``torch.set_num_threads`` apply to the engine as to torch). ``onnx`` holds the graph
     (bytes: write it to a file to run it elsewhere)."""
 
     def __init__(
@@ -231,12 +238,19 @@ class OrtModel:
         scale: int,
         min_input_size: int,
         engine: str = "onnxruntime",
+        precision: str = "fp32",
         threads: int | None = None,
         what: str = "the ONNX model",
     ) -> None:
         if engine not in ENGINES:
             raise LightSRError(f"engine {engine!r} is not one of {', '.join(ENGINES)}.")
+        if precision not in _OPENVINO_HINT or (engine == "onnxruntime" and precision == "bf16"):
+            raise LightSRError(
+                f"{engine} does not run an ONNX graph in {precision!r}: use fp32"
+                + (" (or bf16 with OpenVINO)." if engine == "onnxruntime" else " or bf16.")
+            )
         self.onnx = onnx_model
+        self.precision = precision
         self.scale = int(scale)
         self.min_input_size = int(min_input_size)
         self.engine = engine
@@ -247,7 +261,7 @@ class OrtModel:
 
     def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
-            return _openvino_runner(self.onnx, self.threads)
+            return _openvino_runner(self.onnx, self.threads, _OPENVINO_HINT[self.precision])
         return _onnxruntime_runner(self.onnx, self.threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -289,6 +303,7 @@ class Int8Model(OrtModel):
             scale=scale,
             min_input_size=min_input_size,
             engine=engine,
+            precision="int8",
             threads=threads,
             what="the int8 model",
         )
@@ -311,24 +326,49 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
+def openvino_available() -> bool:
+    """True when the ``lightsr[openvino]`` extra is installed: OpenVINO, and the onnx package
+    torch's exporter needs (lightsr hands OpenVINO its ONNX export). Looked up, not imported."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "openvino"))
+
+
 def onnxruntime_model(model: SRModel, *, threads: int | None = None) -> OrtModel:
     """The fp32 folded ``model`` exported to ONNX (opset 17, any height and width) and run by
     ONNX Runtime: the same function as the model up to float rounding (ONNX Runtime's MLAS
     kernels sum in another order than oneDNN's). On a CPU without native bf16 this is
     lightsr's fastest fp32 path (docs/BACKENDS.md). ``threads`` as :class:`OrtModel`."""
     _import_onnxruntime("the onnxruntime backend")
+    return _exported(model, engine="onnxruntime", precision="fp32", threads=threads)
+
+
+def openvino_model(
+    model: SRModel, *, precision: str = "fp32", threads: int | None = None
+) -> OrtModel:
+    """The folded ``model``'s ONNX export (as :func:`onnxruntime_model`) run by OpenVINO's CPU
+    plugin, in ``precision`` ``"fp32"`` or ``"bf16"`` (OpenVINO's own bf16 inference, every
+    layer included; only where the CPU has native bf16, else OpenVINO quietly computes f32, so
+    callers check :func:`lightsr.hardware.cpu_has_native_bf16` first). ``threads`` as
+    :class:`OrtModel`."""
+    _import_openvino("the openvino backend")
+    return _exported(model, engine="openvino", precision=precision, threads=threads)
+
+
+def _exported(model: SRModel, *, engine: str, precision: str, threads: int | None) -> OrtModel:
     folded = reparameterize(model).cpu().float().eval()
     for p in folded.parameters():
         p.requires_grad_(False)
     # Any size works (dynamic axes); a small one keeps the trace cheap.
     side = max(int(getattr(folded, "min_input_size", 1)), 16)
     graph = onnx_graph_bytes(folded, torch.full((1, 3, side, side), 0.5))
+    runtime = "ONNX Runtime" if engine == "onnxruntime" else "OpenVINO"
     return OrtModel(
         graph,
         scale=int(folded.scale),
         min_input_size=int(getattr(folded, "min_input_size", 1)),
+        engine=engine,
+        precision=precision,
         threads=threads,
-        what=f"the ONNX Runtime {getattr(folded, 'arch_name', type(folded).__name__)}",
+        what=f"the {runtime} {getattr(folded, 'arch_name', type(folded).__name__)}",
     )
 
 
@@ -357,21 +397,27 @@ def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np
     return run
 
 
-def _openvino_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise LightSRError(
-            "the openvino int8 engine needs OpenVINO: pip install openvino (or lightsr[openvino])."
-        ) from None
+def _openvino_runner(model: bytes, threads: int, hint: str) -> Callable[[np.ndarray], np.ndarray]:
+    ov = _import_openvino("the openvino int8 engine")
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(model), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint}
+    compiled = core.compile_model(core.read_model(model), "CPU", config)
     request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.array(request.infer({0: x})[0], copy=True)
 
     return run
+
+
+def _import_openvino(what: str):
+    try:
+        import openvino as ov
+    except ImportError:
+        raise LightSRError(
+            f"{what} needs OpenVINO: pip install openvino  (or lightsr[openvino])."
+        ) from None
+    return ov
 
 
 def _import_onnxruntime(what: str = "int8 inference"):
@@ -720,6 +766,8 @@ __all__ = [
     "image_convs",
     "onnxruntime_available",
     "onnxruntime_model",
+    "openvino_available",
+    "openvino_model",
     "quantize_int8",
     "save_int8",
     "synthetic_calibration",

@@ -129,12 +129,23 @@ from .hub import cache_dir
 from .models.base import SRModel
 from .models.bicubic import Bicubic
 from .probe import ReceptiveField, bytes_per_lr_pixel, output_convs, receptive_field
-from .quantize import Int8Model, OrtModel, onnxruntime_available, onnxruntime_model, quantize_int8
+from .quantize import (
+    Int8Model,
+    OrtModel,
+    onnxruntime_available,
+    onnxruntime_model,
+    openvino_available,
+    openvino_model,
+    quantize_int8,
+)
 from .registry import get_spec
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-#: What runs an fp32 model (``backend=``): torch eager/compiled, or ONNX Runtime (CPU, fp32).
-BACKENDS = ("torch", "onnxruntime", "auto")
+#: What runs the model (``backend=``): torch eager/compiled (fp32, bf16, fp16), ONNX Runtime
+#: (CPU: fp32, int8), OpenVINO (CPU: fp32, int8, and bf16 where native), or auto.
+BACKENDS = ("torch", "onnxruntime", "openvino", "auto")
+#: The precisions each runtime other than torch runs (on the CPU).
+ENGINE_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Auto tile: largest tile whose estimated working set fits this share of the available memory,
@@ -215,45 +226,70 @@ def resolve_backend(
 ) -> tuple[str, str]:
     """Validate ``backend`` for a resolved ``precision`` -> ``(backend, why)``.
 
-    ``"onnxruntime"`` runs fp32 on the CPU only (bf16/fp16 autocast is torch's; int8 runs in
-    ONNX Runtime whatever the backend). ``"auto"``: ONNX Runtime where it can run (installed,
-    CPU, fp32, no ``compile``, a ``network``: not bicubic, whose exact form is numpy), as it was
-    the faster fp32 engine where measured (docs/BACKENDS.md), else torch; ``why`` reads
-    e.g. ``"auto: fp32 on the CPU"``."""
+    ``"onnxruntime"`` runs fp32 and int8, ``"openvino"`` fp32, int8 and bf16 (where the CPU
+    computes bf16 natively), both on the CPU only and without ``compile``. ``"torch"`` runs
+    fp32/bf16/fp16; it has no int8 path, so int8 with ``"torch"`` (the library default) runs
+    in ONNX Runtime, its engine before OpenVINO was offered. ``"auto"`` picks per precision
+    what ran fastest where measured (docs/BACKENDS.md): fp32 on the CPU in ONNX Runtime, int8
+    and native bf16 in OpenVINO, each where installed, else the next engine; torch on a GPU,
+    for fp16, with ``compile``, and for a model with no network to export (bicubic, whose exact
+    form is numpy). ``why`` reads e.g. ``"auto: fp32 on the CPU"``."""
     if backend not in BACKENDS:
         raise LightSRError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}.")
+    if backend in ENGINE_PRECISIONS:
+        _check_engine(backend, device, precision, compile=compile)
+        return backend, "asked for"
     if precision == "int8":
-        return "onnxruntime", "int8 runs in ONNX Runtime"
+        if backend == "torch":
+            return "onnxruntime", "int8 does not run in torch"
+        if openvino_available():
+            return "openvino", "auto: int8 on the CPU"
+        return "onnxruntime", "auto: OpenVINO not installed, pip install lightsr[openvino]"
     if backend == "torch":
         return "torch", "asked for"
-    if backend == "onnxruntime":
-        if device.type != "cpu":
-            raise LightSRError(
-                f"the onnxruntime backend runs on the CPU, not {device}: use --device cpu, or "
-                "--backend torch (or auto)."
-            )
-        if precision != "fp32":
-            raise LightSRError(
-                f"the onnxruntime backend runs fp32 (and int8); {precision} runs in torch: use "
-                "--precision fp32, or --backend torch (or auto)."
-            )
-        if compile:
-            raise LightSRError(
-                "compile is torch's (torch.compile); the onnxruntime backend does not use it: "
-                "drop --compile, or use --backend torch."
-            )
-        return "onnxruntime", "asked for"
     if device.type != "cpu":
         return "torch", f"auto: {device.type} runs torch"
-    if precision != "fp32":
-        return "torch", f"auto: {precision} runs in torch"
     if compile:
         return "torch", "auto: compile asked for"
     if not network:
         return "torch", "auto: no network to export"
+    if precision == "bf16":
+        if not cpu_has_native_bf16():
+            return "torch", "auto: no native bf16 on this CPU, torch emulates it"
+        if not openvino_available():
+            return "torch", "auto: OpenVINO not installed, pip install lightsr[openvino]"
+        return "openvino", "auto: native bf16 on the CPU"
+    if precision != "fp32":
+        return "torch", f"auto: {precision} runs in torch"
     if not onnxruntime_available():
         return "torch", "auto: ONNX Runtime not installed, pip install lightsr[onnx]"
     return "onnxruntime", "auto: fp32 on the CPU"
+
+
+def _check_engine(engine: str, device: torch.device, precision: str, *, compile: bool) -> None:
+    """Raise a LightSRError naming the fix when ``engine`` cannot run ``precision`` here."""
+    if device.type != "cpu":
+        raise LightSRError(
+            f"the {engine} backend runs on the CPU, not {device}: use --device cpu, or "
+            "--backend torch (or auto)."
+        )
+    runs = ENGINE_PRECISIONS[engine]
+    if precision not in runs:
+        raise LightSRError(
+            f"the {engine} backend runs {' and '.join(runs)}; {precision} runs in torch: use "
+            f"--precision fp32, or --backend torch (or auto)."
+        )
+    if precision == "bf16" and not cpu_has_native_bf16():
+        # OpenVINO would quietly compute f32 and call it bf16
+        raise LightSRError(
+            f"the {engine} backend runs bf16 only on a CPU with native bf16 (AVX512-BF16 or "
+            "AMX in /proc/cpuinfo), which this one lacks: use --precision fp32 (or auto)."
+        )
+    if compile:
+        raise LightSRError(
+            f"compile is torch's (torch.compile); the {engine} backend does not use it: "
+            "drop --compile, or use --backend torch."
+        )
 
 
 def _is_network(model: nn.Module) -> bool:
@@ -439,11 +475,15 @@ class Upscaler:
             declared ``bf16_safe``, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"``, or
             ``"int8"`` (CPU: static quantization run by ONNX Runtime, :mod:`lightsr.quantize`;
             ``compile`` does not apply).
-        backend: what runs fp32 (:func:`resolve_backend`): ``"torch"`` (eager, or
-            ``compile``), ``"onnxruntime"`` (CPU, fp32: the folded model exported to ONNX and
-            run by ONNX Runtime, :func:`lightsr.quantize.onnxruntime_model`, threads following
+        backend: what runs the model (:func:`resolve_backend`): ``"torch"`` (eager, or
+            ``compile``; int8 then runs in ONNX Runtime), ``"onnxruntime"`` (CPU, fp32 or
+            int8: the folded model exported to ONNX and run by ONNX Runtime,
+            :func:`lightsr.quantize.onnxruntime_model`, threads following
             ``torch.get_num_threads()``; tiling, self-ensemble, alpha and 16-bit work the same),
-            or ``"auto"`` (ONNX Runtime where installed, on the CPU at fp32, else torch).
+            ``"openvino"`` (the same export run by OpenVINO: fp32, int8, or bf16 on a CPU with
+            native bf16, :func:`lightsr.quantize.openvino_model`), or ``"auto"`` (per
+            precision the engine that ran fastest where measured, where installed: fp32 in
+            ONNX Runtime, int8 and native bf16 in OpenVINO; else torch).
         calibration: for int8, what :func:`lightsr.quantize.quantize_int8` calibrates on (LR
             tensors or HR arrays); None: its generated patches.
         device: ``"cpu"``, ``"cuda"``, ... or None (CUDA when available).
@@ -513,7 +553,9 @@ class Upscaler:
             precision, self.device, bf16_safe=getattr(model, "bf16_safe", None)
         )
         if self.precision == "int8" and compile:
-            raise LightSRError("compile does not apply to int8 (ONNX Runtime runs it); drop one.")
+            raise LightSRError(
+                "compile does not apply to int8 (ONNX Runtime or OpenVINO runs it); drop one."
+            )
         self.backend, self.backend_reason = resolve_backend(
             backend, self.device, self.precision, compile=compile, network=_is_network(model)
         )
@@ -536,24 +578,32 @@ class Upscaler:
         )
         self.padding: PaddingReport | None = None
         self.int8: Int8Model | None = None
-        #: The ONNX Runtime model that runs instead of torch (int8, or the fp32 backend).
+        #: The ONNX Runtime or OpenVINO model that runs instead of torch (int8, or the
+        #: onnxruntime/openvino backend).
         self.onnx_model: OrtModel | None = None
         # Exported before padding: ONNX Runtime needs none.
         if self.precision == "int8":
             # Isolated: calibration's ~1 GiB stays out of this process's peak; cached: the
             # next run with these weights starts in a second instead of ~15 s.
             self.int8 = self.onnx_model = quantize_int8(
-                folded, calibration=calibration, cache_dir=cache_dir() / "int8", isolate=True
+                folded,
+                calibration=calibration,
+                engine=self.backend,
+                cache_dir=cache_dir() / "int8",
+                isolate=True,
             )
-        elif self.backend == "onnxruntime":
+        elif self.backend in ENGINE_PRECISIONS:
             try:
-                self.onnx_model = onnxruntime_model(folded)
+                if self.backend == "openvino":
+                    self.onnx_model = openvino_model(folded, precision=self.precision)
+                else:
+                    self.onnx_model = onnxruntime_model(folded)
             except LightSRError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever torch's exporter cannot trace
                 if backend != "auto":
                     raise LightSRError(
-                        f"the onnxruntime backend could not export {self.arch_name} to ONNX "
+                        f"the {self.backend} backend could not export {self.arch_name} to ONNX "
                         f"({type(exc).__name__}: {exc}): use --backend torch."
                     ) from exc
                 # auto promises a run, not an engine: torch runs what cannot be exported
@@ -674,8 +724,8 @@ class Upscaler:
         x = x.contiguous(memory_format=self._input_layout)
         run = self._run_ensemble if self.self_ensemble else self._run
         with torch.inference_mode():
-            if self.precision in ("fp32", "int8"):
-                y = run(x)
+            if self.precision in ("fp32", "int8") or self.onnx_model is not None:
+                y = run(x)  # an engine's precision is in its compiled graph, not autocast
             else:
                 with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
                     y = run(x)

@@ -148,7 +148,9 @@ def _build_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Mod
         model,
         tile=None,
         precision=precision,
-        backend="torch",  # what runs fp32 after "auto"; int8 runs in ONNX Runtime anyway
+        # as upscale picks it: int8 in OpenVINO where installed (else ONNX Runtime), native
+        # bf16 in OpenVINO; fp32 returned above, in torch, the reference path
+        backend="auto",
         device=device,
         max_output_pixels=None,  # a benchmark image is measured whole, whatever its size
     )

@@ -140,9 +140,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=BACKENDS,
         default="auto",
         help=(
-            "what runs fp32: auto (default): ONNX Runtime on the CPU where installed (faster "
-            "there), else torch; torch; onnxruntime (CPU, fp32; pip install lightsr[onnx]). "
-            "The choice and why are printed"
+            "what runs the model: auto (default): on the CPU the engine measured fastest per "
+            "precision where installed (fp32: ONNX Runtime; int8 and native bf16: OpenVINO), "
+            "else torch; torch; onnxruntime (CPU: fp32, int8; pip install lightsr[onnx]); "
+            "openvino (CPU: fp32, int8, native bf16; pip install lightsr[openvino]). The "
+            "choice and why are printed"
         ),
     )
     add_device_arg(p)
