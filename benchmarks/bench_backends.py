@@ -366,17 +366,18 @@ default `auto`) choose what runs the model:
   or bf16 where the CPU has native bf16 (refused elsewhere: OpenVINO would quietly compute
   f32); `pip install lightsr[openvino]`. Its precision hint is f32 for fp32 and int8 graphs,
   so the convs int8 keeps in fp32 stay fp32 on a bf16 CPU.
-- `auto`, on the CPU, where installed: fp32 in ONNX Runtime, int8 and native bf16 in
-  OpenVINO (the engines that ran each precision fastest in the tables below: `fp32_ort`,
-  `int8_ov`, and on the AVX512-BF16 machine the issue measured, OpenVINO's bf16 at 1.2-1.3x
-  torch's); torch on a GPU, for fp16, with `--compile`, for emulated bf16, and for a model
-  with no network to export (bicubic), or when the engine is not installed or cannot trace
-  the model.
+- `auto`, on the CPU: OpenVINO where installed, else ONNX Runtime, else torch, for fp32, int8
+  and native bf16. Why: on a quiet machine (AMD EPYC Zen 1, the tables below) OpenVINO ran
+  fp32 fastest of every path for all three models (`fp32_ov`), and int8 faster than ONNX
+  Runtime for FMEN-S and MAFFSRN (5% slower for A2F-SD); on the AVX512-BF16 machine the
+  issue measured, OpenVINO's bf16 ran 1.2-1.3x torch's. torch on a GPU, for fp16, with
+  `--compile`, for emulated bf16, and for a model with no network to export (bicubic), or
+  when no engine is installed or the exporter cannot trace the model.
 
 With both engines, intra-op threads follow `--threads` / `torch.get_num_threads()`; tiles,
 alpha, 16-bit and self-ensemble work as with torch, fp32 outputs equal torch's to 1e-4
 (`tests/test_backend.py`). The start line says which and why, e.g.
-`fp32 (auto: no native bf16 on this CPU), onnxruntime (auto: fp32 on the CPU)` or
+`fp32 (auto: no native bf16 on this CPU), openvino (auto: fp32 on the CPU)` or
 `int8 (openvino, 25 convs int8, 9 fp32)`. In the tables the paths are `fp32_ort`, `fp32_ov`,
 `bf16_ov`, `int8` (ONNX Runtime) and `int8_ov`; `ort_fp32` and `ov_*` are the engines run
 directly, without lightsr.

@@ -21,7 +21,12 @@ from lightsr.cli import main  # noqa: E402
 from lightsr.data.io import write_image  # noqa: E402
 from lightsr.errors import LightSRError  # noqa: E402
 from lightsr.models.base import SRModel  # noqa: E402
-from lightsr.quantize import OrtModel, onnxruntime_model, openvino_available  # noqa: E402
+from lightsr.quantize import (  # noqa: E402
+    OrtModel,
+    onnxruntime_model,
+    openvino_available,
+    openvino_model,
+)
 from lightsr.upscale import Upscaler, resolve_backend  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -119,6 +124,25 @@ def test_sixteen_bit_alpha_and_self_ensemble_go_through_the_engine(engine: str) 
     assert float((ens - ens_ref).abs().max()) <= FLOAT_TOL
 
 
+@pytest.mark.skipif(
+    not openvino_available(), reason="OpenVINO not installed: pip install lightsr[openvino]"
+)
+def test_openvino_recompiles_an_evicted_shape_to_the_same_output() -> None:
+    # The OpenVINO runner compiles per input shape and keeps the last two (memory: a fixed
+    # shape lets OpenVINO reuse buffers); a shape seen again after eviction is compiled anew
+    # and must give the same output bit for bit.
+    model = openvino_model(_seeded("fmen_s", scale=2))
+    ref = _seeded("fmen_s", scale=2).eval()
+    xs = [_float(synthetic_image(h, w, seed=h)) for h, w in ((20, 24), (16, 28), (24, 18))]
+    first = model(xs[0])
+    for x in xs[1:]:
+        model(x)  # evicts xs[0]'s compiled model
+    again = model(xs[0])
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        assert float((first - ref(xs[0])).abs().max()) <= FLOAT_TOL
+
+
 def test_session_threads_follow_torch() -> None:
     model = onnxruntime_model(_seeded("fmen_s", scale=2))
     before = torch.get_num_threads()
@@ -141,7 +165,7 @@ def test_session_threads_follow_torch() -> None:
 def test_auto_picks_the_engine_per_precision(monkeypatch) -> None:
     monkeypatch.setattr(lightsr.upscale, "openvino_available", lambda: True)
     monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
-    assert resolve_backend("auto", CPU, "fp32") == ("onnxruntime", "auto: fp32 on the CPU")
+    assert resolve_backend("auto", CPU, "fp32") == ("openvino", "auto: fp32 on the CPU")
     assert resolve_backend("auto", CPU, "int8") == ("openvino", "auto: int8 on the CPU")
     assert resolve_backend("auto", CPU, "bf16") == ("openvino", "auto: native bf16 on the CPU")
     assert resolve_backend("auto", CPU, "fp16") == ("torch", "auto: fp16 runs in torch")
@@ -162,9 +186,13 @@ def test_auto_picks_the_engine_per_precision(monkeypatch) -> None:
     monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
     backend, why = resolve_backend("auto", CPU, "bf16")
     assert backend == "torch" and "lightsr[openvino]" in why
+    assert resolve_backend("auto", CPU, "fp32") == (
+        "onnxruntime",
+        "auto: fp32 on the CPU, OpenVINO not installed",
+    )
     monkeypatch.setattr(lightsr.upscale, "onnxruntime_available", lambda: False)
     backend, why = resolve_backend("auto", CPU, "fp32")
-    assert backend == "torch" and "lightsr[onnx]" in why
+    assert backend == "torch" and "lightsr[openvino]" in why
 
 
 @pytest.mark.parametrize(
@@ -213,19 +241,25 @@ def test_unknown_backend_and_missing_engines_are_named(monkeypatch) -> None:
         Upscaler(model, precision="fp32", backend="onnxruntime")
 
 
-def test_start_line_says_which_backend_and_why(tmp_path, capsys) -> None:
+def test_start_line_says_which_backend_and_why(tmp_path, capsys, monkeypatch) -> None:
     model = _seeded("fmen_s", scale=2)
+    # where OpenVINO is absent auto falls back to ONNX Runtime and says why
+    monkeypatch.setattr(lightsr.upscale, "openvino_available", lambda: False)
     line = Upscaler(model, tile=None, precision="fp32", backend="auto").describe()
-    assert "fp32, onnxruntime (auto: fp32 on the CPU), untiled" in line
+    assert "fp32, onnxruntime (auto: fp32 on the CPU, OpenVINO not installed), untiled" in line
     assert ", torch, " in Upscaler(model, tile=None, precision="fp32").describe()
     # the CLI defaults to auto, and --backend torch is taken as asked
     write_image(tmp_path / "in.png", synthetic_image(12, 10))
     lightsr.save(model, tmp_path / "net.safetensors")
     argv = ["upscale", str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "net.safetensors")]
     assert main([*argv, "-o", str(tmp_path / "a"), "--quiet", "--precision", "fp32"]) == 0
-    assert "fp32, onnxruntime (auto: fp32 on the CPU)" in capsys.readouterr().err
+    assert "fp32, onnxruntime (auto: fp32 on the CPU, OpenVINO" in capsys.readouterr().err
     assert main([*argv, "-o", str(tmp_path / "b"), "--quiet", "--backend", "torch"]) == 0
     assert ", torch, " in capsys.readouterr().err
+    if openvino_available():
+        monkeypatch.undo()
+        assert main([*argv, "-o", str(tmp_path / "c"), "--quiet", "--precision", "fp32"]) == 0
+        assert "fp32, openvino (auto: fp32 on the CPU)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("engine", ENGINES)

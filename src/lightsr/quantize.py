@@ -66,6 +66,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,14 +398,32 @@ def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np
     return run
 
 
+#: Compiled OpenVINO models kept, one per input shape (see _openvino_runner).
+_OPENVINO_SHAPES_KEPT = 2
+
+
 def _openvino_runner(model: bytes, threads: int, hint: str) -> Callable[[np.ndarray], np.ndarray]:
-    ov = _import_openvino("the openvino int8 engine")
+    ov = _import_openvino("the openvino backend")
     core = ov.Core()
+    source = core.read_model(model)
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint}
-    compiled = core.compile_model(core.read_model(model), "CPU", config)
-    request = compiled.create_infer_request()
+    # Compiled per input shape, the last two kept. With the export's fully dynamic height and
+    # width OpenVINO's CPU plugin cannot plan buffer reuse: one 468x468 A2F-SD x4 window
+    # peaked at 1.66 GiB against 0.93 with the shape fixed, and a 4000x3000 x4 photo at 2.69
+    # GiB (benchmarks/bench_memory.py). A compile costs a few tenths of a second; tiles come
+    # in rows of one full-window shape and one right-edge shape, so two cover a row.
+    requests: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     def run(x: np.ndarray) -> np.ndarray:
+        key = tuple(x.shape)
+        request = requests.pop(key, None)
+        if request is None:
+            while len(requests) >= _OPENVINO_SHAPES_KEPT:  # freed before the next compile
+                requests.popitem(last=False)
+            shaped = source.clone()
+            shaped.reshape({0: ov.PartialShape(list(key))})
+            request = core.compile_model(shaped, "CPU", config).create_infer_request()
+        requests[key] = request
         return np.array(request.infer({0: x})[0], copy=True)
 
     return run

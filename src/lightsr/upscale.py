@@ -229,11 +229,12 @@ def resolve_backend(
     ``"onnxruntime"`` runs fp32 and int8, ``"openvino"`` fp32, int8 and bf16 (where the CPU
     computes bf16 natively), both on the CPU only and without ``compile``. ``"torch"`` runs
     fp32/bf16/fp16; it has no int8 path, so int8 with ``"torch"`` (the library default) runs
-    in ONNX Runtime, its engine before OpenVINO was offered. ``"auto"`` picks per precision
-    what ran fastest where measured (docs/BACKENDS.md): fp32 on the CPU in ONNX Runtime, int8
-    and native bf16 in OpenVINO, each where installed, else the next engine; torch on a GPU,
-    for fp16, with ``compile``, and for a model with no network to export (bicubic, whose exact
-    form is numpy). ``why`` reads e.g. ``"auto: fp32 on the CPU"``."""
+    in ONNX Runtime, its engine before OpenVINO was offered. ``"auto"``, on the CPU: OpenVINO
+    where installed, else ONNX Runtime, else torch (OpenVINO ran fp32 fastest of every path
+    on a quiet machine, and bf16 where native; docs/BACKENDS.md); bf16 only where native
+    (emulated bf16 stays torch's). torch on a GPU, for fp16, with ``compile``, and for a model
+    with no network to export (bicubic, whose exact form is numpy). ``why`` reads e.g.
+    ``"auto: fp32 on the CPU"``."""
     if backend not in BACKENDS:
         raise LightSRError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}.")
     if backend in ENGINE_PRECISIONS:
@@ -261,9 +262,11 @@ def resolve_backend(
         return "openvino", "auto: native bf16 on the CPU"
     if precision != "fp32":
         return "torch", f"auto: {precision} runs in torch"
-    if not onnxruntime_available():
-        return "torch", "auto: ONNX Runtime not installed, pip install lightsr[onnx]"
-    return "onnxruntime", "auto: fp32 on the CPU"
+    if openvino_available():
+        return "openvino", "auto: fp32 on the CPU"
+    if onnxruntime_available():
+        return "onnxruntime", "auto: fp32 on the CPU, OpenVINO not installed"
+    return "torch", "auto: no CPU engine installed, pip install lightsr[openvino]"
 
 
 def _check_engine(engine: str, device: torch.device, precision: str, *, compile: bool) -> None:
@@ -481,9 +484,8 @@ class Upscaler:
             :func:`lightsr.quantize.onnxruntime_model`, threads following
             ``torch.get_num_threads()``; tiling, self-ensemble, alpha and 16-bit work the same),
             ``"openvino"`` (the same export run by OpenVINO: fp32, int8, or bf16 on a CPU with
-            native bf16, :func:`lightsr.quantize.openvino_model`), or ``"auto"`` (per
-            precision the engine that ran fastest where measured, where installed: fp32 in
-            ONNX Runtime, int8 and native bf16 in OpenVINO; else torch).
+            native bf16, :func:`lightsr.quantize.openvino_model`), or ``"auto"`` (on the CPU
+            OpenVINO where installed, else ONNX Runtime, else torch).
         calibration: for int8, what :func:`lightsr.quantize.quantize_int8` calibrates on (LR
             tensors or HR arrays); None: its generated patches.
         device: ``"cpu"``, ``"cuda"``, ... or None (CUDA when available).
