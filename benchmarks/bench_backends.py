@@ -369,8 +369,9 @@ default `auto`) choose what runs the model:
 - `auto`, on the CPU: OpenVINO where installed, else ONNX Runtime, else torch, for fp32, int8
   and native bf16. Why: on a quiet machine (AMD EPYC Zen 1, the tables below) OpenVINO ran
   fp32 fastest of every path for all three models (`fp32_ov`), and int8 faster than ONNX
-  Runtime for FMEN-S and MAFFSRN (5% slower for A2F-SD); on the AVX512-BF16 machine the
-  issue measured, OpenVINO's bf16 ran 1.2-1.3x torch's. torch on a GPU, for fp16, with
+  Runtime for FMEN-S and MAFFSRN (5% slower for A2F-SD). bf16 in OpenVINO rests on the
+  issue's table (an AVX512-BF16 machine, OpenVINO's bf16 1.2-1.3x torch's), not yet measured
+  here: no such CPU has run this benchmark. torch on a GPU, for fp16, with
   `--compile`, for emulated bf16, and for a model with no network to export (bicubic), or
   when no engine is installed or the exporter cannot trace the model.
 

@@ -60,3 +60,17 @@ def synthetic_image(h: int, w: int, c: int = 3, dtype=None, seed: int = 0):
     base = 0.5 + 0.4 * np.sin(yy / 5.0)[..., None] * np.cos(xx[..., None] / 7.0 + np.arange(c))
     img = np.clip(base + 0.05 * rng.standard_normal((h, w, c)), 0, 1)
     return np.round(img * peak).astype(dtype)
+
+
+def _openvino_installed() -> bool:
+    from lightsr.quantize import openvino_available
+
+    return openvino_available()
+
+
+#: Skips a test where OpenVINO (the lightsr[openvino] extra) is not installed.
+requires_openvino = pytest.mark.skipif(
+    not _openvino_installed(), reason="OpenVINO not installed: pip install lightsr[openvino]"
+)
+#: The runtimes other than torch, for ``@pytest.mark.parametrize("engine", ENGINES)``.
+ENGINES = ["onnxruntime", pytest.param("openvino", marks=requires_openvino)]

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path, synthetic_image
+from conftest import ENGINES, requires_openvino, shared_path, synthetic_image
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -34,16 +34,6 @@ CPU = torch.device("cpu")
 #: |diff| 4e-7 (A2F-SD) and 7e-7 (FMEN-S) with ONNX Runtime, 5e-7 and 4e-7 with OpenVINO, on
 #: outputs up to 1.2; the bound leaves 100x for other CPUs' kernels.
 FLOAT_TOL = 1e-4
-#: The engines other than torch; OpenVINO's tests skip where it is not installed.
-ENGINES = [
-    "onnxruntime",
-    pytest.param(
-        "openvino",
-        marks=pytest.mark.skipif(
-            not openvino_available(), reason="OpenVINO not installed: pip install lightsr[openvino]"
-        ),
-    ),
-]
 
 
 def _seeded(arch: str, scale: int = 4) -> SRModel:
@@ -124,9 +114,7 @@ def test_sixteen_bit_alpha_and_self_ensemble_go_through_the_engine(engine: str) 
     assert float((ens - ens_ref).abs().max()) <= FLOAT_TOL
 
 
-@pytest.mark.skipif(
-    not openvino_available(), reason="OpenVINO not installed: pip install lightsr[openvino]"
-)
+@requires_openvino
 def test_openvino_recompiles_an_evicted_shape_to_the_same_output() -> None:
     # The OpenVINO runner compiles per input shape and keeps the last two (memory: a fixed
     # shape lets OpenVINO reuse buffers); a shape seen again after eviction is compiled anew

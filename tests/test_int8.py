@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, shared_path
+from conftest import ENGINES, REPO, shared_path
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -21,7 +21,6 @@ from lightsr.metrics import psnr  # noqa: E402
 from lightsr.quantize import (  # noqa: E402
     KEEP_FP32,
     default_keep_fp32,
-    openvino_available,
     quantize_int8,
     synthetic_calibration,
 )
@@ -29,16 +28,6 @@ from lightsr.upscale import Upscaler  # noqa: E402
 
 #: Small calibration for the tests: the quantizer's cost grows with patches x tensors.
 SMALL = {"count": 4, "size": 32}
-#: The int8 engines (``Upscaler(backend=...)``); OpenVINO's tests skip where it is absent.
-ENGINES = [
-    "onnxruntime",
-    pytest.param(
-        "openvino",
-        marks=pytest.mark.skipif(
-            not openvino_available(), reason="OpenVINO not installed: pip install lightsr[openvino]"
-        ),
-    ),
-]
 
 
 def _sample() -> np.ndarray:

@@ -408,10 +408,10 @@ def _openvino_runner(model: bytes, threads: int, hint: str) -> Callable[[np.ndar
     source = core.read_model(model)
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint}
     # Compiled per input shape, the last two kept. With the export's fully dynamic height and
-    # width OpenVINO's CPU plugin cannot plan buffer reuse: one 468x468 A2F-SD x4 window
-    # peaked at 1.66 GiB against 0.93 with the shape fixed, and a 4000x3000 x4 photo at 2.69
-    # GiB (benchmarks/bench_memory.py). A compile costs a few tenths of a second; tiles come
-    # in rows of one full-window shape and one right-edge shape, so two cover a row.
+    # width OpenVINO's CPU plugin cannot plan buffer reuse: a 4000x3000 x4 photo peaked at
+    # 2.69 GiB that way, 1.96 with fixed shapes (benchmarks/bench_memory.py, path fp32_ov;
+    # results/memory/). Tiles come in rows of one full-window shape and one right-edge shape,
+    # so two compiled shapes cover a row.
     requests: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     def run(x: np.ndarray) -> np.ndarray:
