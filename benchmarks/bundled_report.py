@@ -81,9 +81,10 @@ def named_start(name: str, log: Path) -> Path:
     from lightsr.train import read_log
 
     starts = [e for e in read_log(log) if e.get("event") == "init_from"]
+    # "" in logs from before bundled entries carried their hash: recorded as unknown, like None
     sha = starts[0].get("sha256") if starts else None
     current = fetch_weights(name)
-    if sha is None or sha256_of(current) == sha:
+    if not sha or sha256_of(current) == sha:
         return current
     for path in sorted([*WEIGHTS.glob("*.safetensors"), *REPO.glob("training/*/*.safetensors")]):
         if sha256_of(path) == sha:

@@ -10,9 +10,11 @@
 3. Crops on real photos without ground truth (RealSRSet): per image one PNG with four panels
    of the same region, LR (nearest), bicubic, clean model, photo model, in docs/photo/.
 
-Writes benchmarks/results/photo_x{s}.json and docs/PHOTO.md (tables + crops).
+Writes benchmarks/results/photo_x{s}.json, then docs/PHOTO.md from every photo_x*.json there
+(one section per scale, so reporting x2 keeps the x4 section). The models default to the
+scale's named weights: ``a2f_sd_photo_x{s}`` and ``a2f_sd_x{s}``.
 
-    python benchmarks/photo_report.py [--photo NAME|CKPT] [--clean NAME|CKPT] [--scale 4]
+    python benchmarks/photo_report.py [--scale 4] [--photo NAME|CKPT] [--clean NAME|CKPT]
                                       [--skip-eval] [--skip-crops]
 """
 
@@ -34,7 +36,7 @@ import lightsr
 from lightsr.atomic import atomic_write_bytes, atomic_write_text
 from lightsr.data.io import read_image
 from lightsr.hardware import machine_record
-from lightsr.hub import fetch_weights, list_weights
+from lightsr.hub import fetch_weights, list_weights, sha256_of
 from lightsr.upscale import Upscaler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,16 +160,18 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 
 def markdown(report: dict) -> str:
+    """One scale's section of docs/PHOTO.md."""
     scale = report["scale"]
     keys = list(report["models"])
     lines = [
-        f"# The photo model, x{scale}",
+        f"## x{scale}",
         "",
         f"Regenerate with `{report['command']}`. Models: "
         + ", ".join(f"{k} = `{v}`" for k, v in report["models"].items())
+        + (f" (photo file sha256 {report['photo_sha256']})" if "photo_sha256" in report else "")
         + ".",
         "",
-        "## Degraded benchmarks (PSNR-Y, dB; LR made from the HR by `lightsr eval --degrade "
+        "### Degraded benchmarks (PSNR-Y, dB; LR made from the HR by `lightsr eval --degrade "
         "PRESET --degrade-seed 0`)",
         "",
         "| preset | set | " + " | ".join(keys) + " | photo - clean | photo - bicubic |",
@@ -187,7 +191,7 @@ def markdown(report: dict) -> str:
     clean = report["evaluation"]["clean"]
     lines += [
         "",
-        "## Clean benchmarks (PSNR-Y, dB; the papers' LR, `--lr-source folder-clamp`)",
+        "### Clean benchmarks (PSNR-Y, dB; the papers' LR, `--lr-source folder-clamp`)",
         "",
         "| set | " + " | ".join(keys) + " | photo - clean |",
         "|---|" + "---|" * (len(keys) + 1),
@@ -200,7 +204,7 @@ def markdown(report: dict) -> str:
     if report.get("crops"):
         lines += [
             "",
-            "## Real photos (RealSRSet, no ground truth)",
+            "### Real photos (RealSRSet, no ground truth)",
             "",
             "Each image: the region of the LR with the most edge energy; panels left to right: "
             "LR (nearest), " + ", ".join(keys) + ".",
@@ -211,7 +215,7 @@ def markdown(report: dict) -> str:
         runs = report["lineage"]
         lines += [
             "",
-            "## Lineage of the photo model",
+            "### Lineage of the photo model",
             "",
             "The runs behind the photo weights, oldest first (each started from the previous "
             "one's EMA weights; `init_from` in its `training/<run>/config.json`); hours = steps "
@@ -231,34 +235,50 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def document(reports: list[dict]) -> str:
+    """docs/PHOTO.md: a section per scale, the larger scale (the first model made) first."""
+    sections = [markdown(r) for r in sorted(reports, key=lambda r: -r["scale"])]
+    return "\n".join(["# The photo models", "", *sections])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photo", default="a2f_sd_photo_x4")
-    ap.add_argument("--clean", default="a2f_sd_x4")
     ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--photo", help="photo model (default: the weights a2f_sd_photo_x<scale>)")
+    ap.add_argument("--clean", help="clean model (default: the weights a2f_sd_x<scale>)")
     ap.add_argument("--skip-eval", action="store_true", help="reuse the evaluation in the JSON")
-    ap.add_argument("--skip-crops", action="store_true")
+    ap.add_argument("--skip-crops", action="store_true", help="keep the crops the JSON names")
     args = ap.parse_args()
+    args.photo = args.photo or f"a2f_sd_photo_x{args.scale}"
+    args.clean = args.clean or f"a2f_sd_x{args.scale}"
     models = {"bicubic": "bicubic", "clean": args.clean, "photo": args.photo}
     result = RESULTS / f"photo_x{args.scale}.json"
-    command = "python benchmarks/photo_report.py " + " ".join(sys.argv[1:])
-    report: dict = {"command": command.strip(), "scale": args.scale, "models": models}
-    if args.skip_eval:
-        report["evaluation"] = json.loads(result.read_text())["evaluation"]
+    command = ("python benchmarks/photo_report.py " + " ".join(sys.argv[1:])).strip()
+    report: dict = {"command": command, "scale": args.scale, "models": models}
+    if args.skip_eval:  # the figures, and the command that measured them, from the last run
+        previous = json.loads(result.read_text())
+        for key in ("evaluation", "command", "machine"):
+            report[key] = previous[key]
     else:
         report["evaluation"] = evaluate_all(models, args.scale)
-    if not args.skip_crops:
+    if args.skip_crops:  # keep the PNGs the last run made, and their names in the JSON
+        report["crops"] = (
+            json.loads(result.read_text()).get("crops", []) if result.is_file() else []
+        )
+    else:
         report["crops"] = crops(models, args.scale)
     photo_file = Path(args.photo) if Path(args.photo).is_file() else None
     if photo_file is None and args.photo in {e.name for e in list_weights()}:
         photo_file = fetch_weights(args.photo)  # a weights name: the file it names
     if photo_file is not None:
+        report["photo_sha256"] = sha256_of(photo_file)
         from bundled_report import training_lineage  # benchmarks/ is this script's sys.path[0]
 
         report["lineage"] = training_lineage(photo_file.resolve())
-    report["machine"] = machine_record()
+    report.setdefault("machine", machine_record())
     atomic_write_text(result, json.dumps(report, indent=2) + "\n", overwrite=True)
-    atomic_write_text(DOC, markdown(report), overwrite=True)
+    reports = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("photo_x*.json"))]
+    atomic_write_text(DOC, document(reports), overwrite=True)
     print(markdown(report))
     return 0
 
