@@ -48,6 +48,25 @@ def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+def perturb_parameters_(model: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
+    """Scale every parameter of ``model`` in place by a factor in [0.5, 1.5) per element, so
+    weight-norm gains no longer equal ||v|| and learned scalars are no longer their init: folds
+    and converters then have work to do. Returns ``model``."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5 + torch.rand(p.shape, generator=generator))
+    return model
+
+
+def random_model(name: str, scale: int, seed: int = 0, **options) -> torch.nn.Module:
+    """A registered model with its parameters perturbed (:func:`perturb_parameters_`)."""
+    import lightsr  # after LIGHTSR_CACHE is set above
+
+    torch.manual_seed(seed)
+    model = lightsr.create_model(name, scale=scale, **options)
+    return perturb_parameters_(model, torch.Generator().manual_seed(seed))
+
+
 def synthetic_image(h: int, w: int, c: int = 3, dtype=None, seed: int = 0):
     """A smooth image plus noise (realistic content that uses the full range of ``dtype``,
     uint8 by default), H x W x C."""

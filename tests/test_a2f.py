@@ -8,35 +8,16 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_path
+from conftest import random_model, shared_path
 
 import lightsr
 from lightsr.checkpoint import convert_official_state
-from lightsr.layers.weight_norm import WNConv2d
 from lightsr.models.a2f import convert_official
 
 # Parameter counts (ARCHITECTURES.md) are pinned in tests/test_models.py.
 VARIANTS = ("a2f_s", "a2f_sd", "a2f_m", "a2f_l")
 CASES = [(name, scale) for name in VARIANTS for scale in (2, 3, 4)]
 MEAN = (0.4488, 0.4371, 0.4040)
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _random_model(name: str, scale: int, seed: int = 0):
-    """A model whose weight-norm gains differ from ||v|| and whose scalars are not 1."""
-    torch.manual_seed(seed)
-    model = lightsr.create_model(name, scale=scale)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, WNConv2d):
-                module.weight_g.mul_(torch.rand_like(module.weight_g) + 0.5)
-        for pname, p in model.named_parameters():
-            if pname.endswith("_scale"):
-                p.mul_(torch.rand_like(p) + 0.5)
-    return model
 
 
 def _to_authors_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,19 +86,6 @@ def _reference_forward(sd: dict[str, torch.Tensor], x255: torch.Tensor) -> torch
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "scale"), CASES)
-def test_folded_equals_unfolded(name: str, scale: int) -> None:
-    model = _random_model(name, scale).eval()
-    folded = lightsr.reparameterize(model)
-    assert folded.folded and not any(isinstance(m, WNConv2d) for m in folded.modules())
-    gains = sum(m.weight_g.numel() for m in model.modules() if isinstance(m, WNConv2d))
-    # Folding drops exactly the weight-norm gains (the training count is pinned in test_models).
-    assert _n_params(folded) == _n_params(model) - gains
-    x = torch.rand(1, 3, 8, 9, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-5)
-
-
 def test_mean_shift_is_a_device_following_constant_not_a_weight() -> None:
     model = lightsr.create_model("a2f_s", scale=2)
     assert "mean" not in model.state_dict()
@@ -161,7 +129,7 @@ def test_converter_recognises_every_variant_and_scale(name: str, scale: int) -> 
 
 
 def test_converted_synthetic_checkpoint_reproduces_outputs_exactly() -> None:
-    source = _random_model("a2f_m", 3, seed=5).eval()
+    source = random_model("a2f_m", 3, seed=5).eval()
     match = convert_official_state(_to_authors_keys(source.state_dict()))
     assert (match.arch, match.scale) == ("a2f_m", 3)
     target = lightsr.create_model(match.arch, scale=match.scale, **match.options).eval()

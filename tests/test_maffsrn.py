@@ -7,44 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_model
 
 import lightsr
-from lightsr.layers.weight_norm import WNConv2d
 from lightsr.models.maffsrn import MAB, _shuffle_concat
 
 # Parameter counts (ARCHITECTURES.md) are pinned in tests/test_models.py.
 CASES = [(name, scale) for name in ("maffsrn", "maffsrn_l") for scale in (2, 3, 4)]
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _random_model(name: str, scale: int, seed: int = 0, **options) -> lightsr.models.base.SRModel:
-    """A model whose weight-norm gains differ from ||v|| and whose scalars are not their init."""
-    torch.manual_seed(seed)
-    model = lightsr.create_model(name, scale=scale, **options)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, WNConv2d):
-                module.weight_g.mul_(torch.rand_like(module.weight_g) + 0.5)
-        for pname, p in model.named_parameters():
-            if "scale" in pname:
-                p.mul_(torch.rand_like(p) + 0.5)
-    return model
-
-
-@pytest.mark.parametrize(("name", "scale"), CASES)
-def test_folded_equals_unfolded(name: str, scale: int) -> None:
-    model = _random_model(name, scale).eval()
-    folded = lightsr.reparameterize(model)
-    assert folded.folded and not any(isinstance(m, WNConv2d) for m in folded.modules())
-    # Folding drops exactly the weight-norm gains (one per output channel of each WN conv).
-    gains = sum(m.weight_g.numel() for m in model.modules() if isinstance(m, WNConv2d))
-    assert _n_params(folded) == _n_params(model) - gains
-    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-5)
 
 
 def test_input_below_13_pixels_raises_clear_error() -> None:
@@ -74,7 +43,7 @@ def test_spatial_gate_relu_option(gate_relu: bool) -> None:
 
 
 def test_tail_adds_to_plain_bicubic_upsampling() -> None:
-    model = _random_model("maffsrn", 4).eval()
+    model = random_model("maffsrn", 4).eval()
     with torch.no_grad():
         model.tail3_scale.zero_()
         model.tail5_scale.zero_()

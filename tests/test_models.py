@@ -29,11 +29,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import perturb_parameters_
 from torch import nn
 
 import lightsr
 from lightsr.checkpoint import read_metadata
 from lightsr.errors import ConfigError
+from lightsr.layers.weight_norm import WNConv2d
 
 # --------------------------------------------------------------------------- pinned counts
 
@@ -219,8 +221,7 @@ def _as_if_trained(model: nn.Module, seed: int) -> nn.Module:
     folded BN statistics are those of real activations, not the (0, 1) of a fresh BN.
     """
     g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.mul_(0.5 + torch.rand(p.shape, generator=g))
+    perturb_parameters_(model, g)
     bns = [bn for bn in _batchnorms(model) if bn.track_running_stats]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
@@ -404,6 +405,11 @@ def test_reparameterized_equals_training_form(trained: Trained) -> None:
                 assert list(sd) == list(state), name
                 assert all(torch.equal(sd[k], state[k]) for k in sd), name
     assert _n_params(folded) <= _n_params(model)  # a fold never adds weights
+    # Weight norm folds away everywhere, and drops exactly its gains (one per output channel).
+    gains = sum(m.weight_g.numel() for m in model.modules() if isinstance(m, WNConv2d))
+    assert not any(isinstance(m, WNConv2d) for m in folded.modules())
+    if gains:
+        assert _n_params(folded) == _n_params(model) - gains
     if key in FOLDED_PARAMS:
         assert _n_params(folded) == FOLDED_PARAMS[key]
 
