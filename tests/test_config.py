@@ -137,7 +137,9 @@ def test_paper_recipes():
         assert cfg.data.augment and cfg.loss == "l1"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.rglob("*.toml")), ids=lambda p: str(p.relative_to(CONFIGS))
+)
 def test_every_recipe_builds_its_model(path):
     cfg = load_config(path)
     model = create_model(cfg.model, scale=cfg.scale, **cfg.model_options)
