@@ -235,6 +235,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def result_path(scale: int) -> Path:
+    """The JSON a scale's report is written to (and --skip-eval/--skip-crops read)."""
+    return RESULTS / f"photo_x{scale}.json"
+
+
 def document(reports: list[dict]) -> str:
     """docs/PHOTO.md: a section per scale, the larger scale (the first model made) first."""
     sections = [markdown(r) for r in sorted(reports, key=lambda r: -r["scale"])]
@@ -249,10 +254,15 @@ def main() -> int:
     ap.add_argument("--skip-eval", action="store_true", help="reuse the evaluation in the JSON")
     ap.add_argument("--skip-crops", action="store_true", help="keep the crops the JSON names")
     args = ap.parse_args()
+    if (args.skip_eval or args.skip_crops) and not result_path(args.scale).is_file():
+        ap.error(
+            f"--skip-eval/--skip-crops reuse {result_path(args.scale).relative_to(REPO)}, which "
+            f"does not exist: run once without them for x{args.scale}"
+        )
     args.photo = args.photo or f"a2f_sd_photo_x{args.scale}"
     args.clean = args.clean or f"a2f_sd_x{args.scale}"
     models = {"bicubic": "bicubic", "clean": args.clean, "photo": args.photo}
-    result = RESULTS / f"photo_x{args.scale}.json"
+    result = result_path(args.scale)
     command = ("python benchmarks/photo_report.py " + " ".join(sys.argv[1:])).strip()
     report: dict = {"command": command, "scale": args.scale, "models": models}
     if args.skip_eval:  # the figures, and the command that measured them, from the last run
@@ -262,9 +272,7 @@ def main() -> int:
     else:
         report["evaluation"] = evaluate_all(models, args.scale)
     if args.skip_crops:  # keep the PNGs the last run made, and their names in the JSON
-        report["crops"] = (
-            json.loads(result.read_text()).get("crops", []) if result.is_file() else []
-        )
+        report["crops"] = json.loads(result.read_text()).get("crops", [])
     else:
         report["crops"] = crops(models, args.scale)
     photo_file = Path(args.photo) if Path(args.photo).is_file() else None

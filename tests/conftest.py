@@ -48,6 +48,21 @@ def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+def benchmark_script(name: str):
+    """``benchmarks/<name>.py`` loaded as a module (the scripts are not a package). It is
+    registered in ``sys.modules`` under ``name``: dataclasses look their module up there, and a
+    script importing a sibling (``from bundled_report import ...``) finds the same module."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None, name
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def perturb_parameters_(model: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
     """Scale every parameter of ``model`` in place by a factor in [0.5, 1.5) per element, so
     weight-norm gains no longer equal ||v|| and learned scalars are no longer their init: folds

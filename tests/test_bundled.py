@@ -4,11 +4,10 @@ those tables' verdicts are arithmetic on their own figures."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO, shared_path
+from conftest import REPO, benchmark_script, shared_path
 
 import lightsr
 from lightsr.data.benchmark import open_benchmark
@@ -22,15 +21,6 @@ FAMILIES = {
     "default": (RESULTS / "bundled_summary.json", "training/bundled_a2f_sd_x4"),
     "maffsrn": (RESULTS / "bundled_maffsrn_summary.json", "training/maffsrn_x4"),
 }
-
-
-def _report_module():
-    spec = importlib.util.spec_from_file_location(
-        "bundled_report", REPO / "benchmarks" / "bundled_report.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -53,7 +43,7 @@ def test_bundled_weights_measure_what_the_committed_table_says(family: str, scal
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_the_committed_verdict_and_compute_follow_from_the_files(family: str) -> None:
     path, root_run = FAMILIES[family]
-    report = _report_module()
+    report = benchmark_script("bundled_report")
     assert report.summary_path(family) == path
     if not path.is_file():
         assert not any(bundled_weights(family, s) for s in (2, 3, 4)), "shipped, never measured"

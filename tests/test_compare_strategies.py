@@ -4,15 +4,13 @@ benchmarks/compare_strategies.py (skip, resume-free re-evaluation, budget guard)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, shared_path
+from conftest import REPO, benchmark_script, shared_path
 
 import lightsr.strategies.report as rp
 from lightsr.config import config_from_dict
@@ -23,12 +21,7 @@ from lightsr.data.io import write_image
 def script():
     """benchmarks/compare_strategies.py (a script, not a package module): only the tests of its
     training and CLI parts (Budget, Job, main) load it."""
-    path = REPO / "benchmarks" / "compare_strategies.py"
-    spec = importlib.util.spec_from_file_location("compare_strategies", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_strategies"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("compare_strategies")
 
 
 # -- the paper's Table 2 ---------------------------------------------------------------------

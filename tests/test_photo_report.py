@@ -4,12 +4,10 @@ each JSON's lineage and sha256 are those of the shipped file it reports."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, benchmark_script
 
 from lightsr.hub import fetch_weights, photo_weights, sha256_of
 
@@ -17,22 +15,10 @@ RESULTS = REPO / "benchmarks" / "results"
 REPORTS = sorted(RESULTS.glob("photo_x*.json"))
 
 
-def _module(name: str):
-    # photo_report imports bundled_report as a sibling, as when run as a script
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return module
-
-
 def test_the_committed_page_is_what_the_report_writes_from_the_committed_figures() -> None:
     if not REPORTS:
         pytest.skip("no photo report committed")
-    report = _module("photo_report")
+    report = benchmark_script("photo_report")
     reports = [json.loads(p.read_text()) for p in REPORTS]
     assert (REPO / "docs" / "PHOTO.md").read_text() == report.document(reports)
 
@@ -44,5 +30,5 @@ def test_each_report_describes_the_shipped_photo_file(path) -> None:
     assert entry is not None and committed["models"]["photo"] == entry.name
     shipped = fetch_weights(entry.name)
     assert committed["photo_sha256"] == sha256_of(shipped) == entry.sha256
-    lineage = _module("bundled_report").training_lineage(shipped.resolve())
+    lineage = benchmark_script("bundled_report").training_lineage(shipped.resolve())
     assert committed["lineage"] == lineage
