@@ -31,6 +31,7 @@ from lightsr.data.training import (
     find_training_images,
     make_loader,
     to_unit,
+    with_downscaled_copies,
 )
 from lightsr.errors import CheckpointError, ConfigError, DatasetError
 from lightsr.models.base import SRModel
@@ -482,6 +483,37 @@ def test_disk_cache_gives_the_same_pairs(images, tmp_path):
     mirror = PairStore(found, scale=2, boundary="mirror", cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 4 * len(found)
     assert not all(np.array_equal(a, b) for a, b in zip(mem.lr, mirror.lr))
+
+
+def test_downscaled_copies_are_matlab_resizes_of_the_hr_with_their_own_lr(images, tmp_path):
+    found = find_training_images([images], scale=2)
+    with pytest.warns(UserWarning, match=r"0000\.png@0\.5 \(LR 8x7\)"):
+        store = PairStore(with_downscaled_copies(found, [0.8, 0.5]), scale=2, min_lr_size=8)
+    # 5 originals, 5 at 0.8, and at 0.5 only 0003.png (32x32 -> LR 8x8) reaches the patch
+    assert store.names[5:] == [f"000{i}.png@0.8" for i in range(5)] + ["0003.png@0.5"]
+    hr_full = np.asarray(Image.open(images / "0001.png"))  # 28 x 40
+    small = imresize(hr_full, 0.8, boundary="mirror")  # 23 x 32, modcropped to 22 x 32
+    assert small.shape == (23, 32, 3)
+    assert np.array_equal(store.hr[6], small[:22])
+    assert np.array_equal(store.lr[6], imresize(small[:22], 0.5, boundary="mirror"))
+    # the disk cache keeps copies apart from the originals (another key per factor)
+    cached = PairStore(
+        with_downscaled_copies(found, [0.8]), scale=2, min_lr_size=8, cache_dir=tmp_path / "c"
+    )
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 2 * 10
+    assert all(np.array_equal(a, b) for a, b in zip(cached.hr, store.hr[:10]))
+    for bad in ([1.0], [0.0], [0.8, 0.8]):
+        with pytest.raises(ConfigError, match="hr_downscales"):
+            with_downscaled_copies(found, bad)
+
+
+def test_a_run_with_downscaled_copies_trains_on_them(images, tmp_path):
+    cfg = _cfg(images, tmp_path / "run", "data.hr_downscales=[0.8]", "length=2")
+    train(cfg)
+    start = read_log(tmp_path / "run")[0]
+    assert start["event"] == "start" and start["images"] == 10  # 5 originals + 5 copies
+    with pytest.raises(ConfigError, match=r"hr_downscales.*strictly between 0 and 1"):
+        train(_cfg(images, tmp_path / "run2", "data.hr_downscales=[1.5]"))
 
 
 # ---------------------------------------------------------------------------------------------

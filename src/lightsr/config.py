@@ -62,6 +62,11 @@ class DataConfig:
     cache_dir: str = ""
     #: Images smaller than the HR patch: "skip" (with a warning) or "error".
     small_images: Literal["skip", "error"] = "skip"
+    #: Extra copies of every HR image, downscaled by each factor (0 < f < 1) with the MATLAB
+    #: bicubic before the LR is made: the classic augmentation of the 291 images (VDSR, MemNet:
+    #: [0.9, 0.8, 0.7, 0.6]). Empty (the default) = the images as they are. Copies smaller than
+    #: the patch are dropped like small images.
+    hr_downscales: list[float] = field(default_factory=list)
     #: Synthetic real-world LR instead of the bicubic one: each LR patch is made on the fly from
     #: its HR patch by :func:`lightsr.data.degrade.degrade`. A table naming a preset, whose
     #: other keys override the preset's ``DegradationConfig`` fields, e.g. ``{preset =

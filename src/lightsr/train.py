@@ -51,6 +51,7 @@ from .data.training import (
     find_training_images,
     make_loader,
     to_unit,
+    with_downscaled_copies,
 )
 from .errors import CheckpointError, ConfigError, DatasetError, DivergedError
 from .evaluate import evaluate
@@ -713,6 +714,7 @@ def train(
             # Degraded LR is made from the HR patches: LR files beside the HR are not read.
             lr_source="resize" if degradation is not None else cfg.data.lr_source,
         )
+        images = with_downscaled_copies(images, cfg.data.hr_downscales)
         store = PairStore(
             images,
             scale=cfg.scale,

@@ -52,10 +52,43 @@ _CACHE_VERSION = "1"
 
 @dataclass(frozen=True)
 class TrainingImage:
-    """One HR image and, optionally, its given LR file."""
+    """One HR image and, optionally, its given LR file.
+
+    ``hr_scale`` < 1 stands for a smaller copy of the image: the decoded HR downscaled by that
+    factor with the MATLAB bicubic, and its LR made from the copy (never read from ``lr``).
+    """
 
     hr: Path
     lr: Path | None = None
+    hr_scale: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """The file name, with ``@factor`` for a downscaled copy (``t1.png@0.8``)."""
+        return self.hr.name if self.hr_scale == 1.0 else f"{self.hr.name}@{self.hr_scale:g}"
+
+
+def with_downscaled_copies(
+    images: Sequence[TrainingImage], factors: Sequence[float]
+) -> list[TrainingImage]:
+    """``images`` followed by one copy of each per factor, downscaled by it (0 < factor < 1).
+
+    The classic augmentation of the 91/291-image training sets (VDSR, MemNet: factors 0.9, 0.8,
+    0.7, 0.6): the same scenes at other sizes, so a small set covers more scales of texture.
+    A copy's LR is made from its downscaled HR, so a given LR file is used by the original only.
+    """
+    for f in factors:
+        if not 0.0 < float(f) < 1.0:
+            raise ConfigError(
+                f"`data.hr_downscales` holds {f!r}; each factor must lie strictly between 0 and "
+                "1 (a copy of every HR image downscaled by it, e.g. [0.9, 0.8, 0.7, 0.6])."
+            )
+    if len(set(map(float, factors))) != len(factors):
+        raise ConfigError(f"`data.hr_downscales` repeats a factor: {list(factors)}.")
+    out = list(images)
+    for f in factors:
+        out += [TrainingImage(hr=im.hr, lr=None, hr_scale=float(f)) for im in images]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,9 +191,16 @@ def _as_rgb(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def read_hr(image: TrainingImage, *, scale: int) -> np.ndarray:
-    """The HR image of a training image, RGB, modcropped to a multiple of ``scale``."""
-    return np.ascontiguousarray(modcrop(_as_rgb(read_image(image.hr), image.hr), scale))
+def read_hr(image: TrainingImage, *, scale: int, boundary: str = "mirror") -> np.ndarray:
+    """The HR image of a training image, RGB, modcropped to a multiple of ``scale``.
+
+    A downscaled copy (``hr_scale`` < 1) is resized first, by the MATLAB bicubic with
+    ``boundary``, in the image's own dtype (rounded as MATLAB rounds uint8 and uint16).
+    """
+    hr = _as_rgb(read_image(image.hr), image.hr)
+    if image.hr_scale != 1.0:
+        hr = imresize(hr, image.hr_scale, boundary=boundary)
+    return np.ascontiguousarray(modcrop(hr, scale))
 
 
 def make_pair(image: TrainingImage, *, scale: int, boundary: str) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +208,7 @@ def make_pair(image: TrainingImage, *, scale: int, boundary: str) -> tuple[np.nd
 
     The LR is the given file, or ``imresize(HR, 1/scale)`` (MATLAB-exact, same dtype).
     """
-    hr = read_hr(image, scale=scale)
+    hr = read_hr(image, scale=scale, boundary=boundary)
     if image.lr is not None:
         lr = _as_rgb(read_image(image.lr), image.lr)
         want = (hr.shape[0] // scale, hr.shape[1] // scale)
@@ -190,6 +230,10 @@ def make_pair(image: TrainingImage, *, scale: int, boundary: str) -> tuple[np.nd
 
 def _cache_key(image: TrainingImage, scale: int, boundary: str) -> str:
     parts = [_CACHE_VERSION, str(scale), boundary if image.lr is None else "file"]
+    if image.hr_scale != 1.0:
+        # repr: the exact float, so 0.8 and 0.80000001 never share an entry. Originals keep
+        # the key they had before copies existed, so existing caches stay valid.
+        parts.append(f"hr_scale={image.hr_scale!r}")
     for path in (image.hr, image.lr):
         if path is not None:
             st = path.stat()
@@ -246,14 +290,14 @@ class PairStore:
         def load(image: TrainingImage) -> tuple[np.ndarray, np.ndarray | None]:
             if cache is None:
                 if not make_lr:
-                    return read_hr(image, scale=scale), None
+                    return read_hr(image, scale=scale, boundary=boundary), None
                 return make_pair(image, scale=scale, boundary=boundary)
             key = _cache_key(image, scale, boundary)
             hr_path, lr_path = cache / f"{key}_hr.npy", cache / f"{key}_lr.npy"
             if not make_lr:
                 # The same HR entry as a paired run's (same key), so the two share it.
                 if not hr_path.is_file():
-                    _save_npy_atomic(hr_path, read_hr(image, scale=scale))
+                    _save_npy_atomic(hr_path, read_hr(image, scale=scale, boundary=boundary))
                 return np.load(hr_path, mmap_mode="r"), None
             if not (hr_path.is_file() and lr_path.is_file()):
                 hr, lr = make_pair(image, scale=scale, boundary=boundary)
@@ -275,12 +319,12 @@ class PairStore:
                 lr.shape[:2] if lr is not None else (hr.shape[0] // scale, hr.shape[1] // scale)
             )
             if min(lr_h, lr_w) < min_lr_size:
-                skipped.append(f"{image.hr.name} (LR {lr_w}x{lr_h})")
+                skipped.append(f"{image.name} (LR {lr_w}x{lr_h})")
                 continue
             self.hr.append(hr)
             if lr is not None:
                 self.lr.append(lr)
-            self.names.append(image.hr.name)
+            self.names.append(image.name)
         if skipped:
             msg = (
                 f"{len(skipped)} training image(s) are smaller than the patch (LR "
@@ -661,6 +705,7 @@ def make_loader(
 
 __all__ = [
     "PairStore",
+    "with_downscaled_copies",
     "PatchDataset",
     "StepBatchSampler",
     "TrainingImage",
