@@ -228,11 +228,10 @@ _FILES: tuple[WeightsEntry, ...] = (
         paper_ref=_MAFFSRN_PAPER + " (trained on DIV2K)",
         paper=_sets(32.18, 28.58, 27.57),
         bundled="maffsrn_x4.safetensors",
-        sha256="88fc85cdb0e38d9727c6dd3aaf45e4babc9bd7e13ca6dc4f2d58103bf899a622",
+        sha256="bb84b4aa81dbafbfc6e08808edfcd672f654c626ad13c7f2d5ecb10d8d4beb9c",
         size=1801320,
-        notes="the first public MAFFSRN weights (the authors released none); Set5 is 0.74 dB "
-        "short of the paper, Set14/B100 within 0.5; lineage in docs/MAFFSRN.md",
-    ),
+        notes="the first public MAFFSRN weights (the authors released none); Set5 is 0.69 dB "
+        "short of the paper, Set14/B100 within 0.5; lineage in docs/MAFFSRN.md"),
     WeightsEntry(
         name="a2f_sd_photo_x4",
         arch="a2f_sd",
