@@ -243,7 +243,11 @@ def result_path(scale: int) -> Path:
 def document(reports: list[dict]) -> str:
     """docs/PHOTO.md: a section per scale, the larger scale (the first model made) first."""
     sections = [markdown(r) for r in sorted(reports, key=lambda r: -r["scale"])]
-    return "\n".join(["# The photo models", "", *sections])
+    intro = (
+        "The runs that were not shipped, what they measured and what they showed: "
+        "[PHOTO_EXPERIMENTS.md](PHOTO_EXPERIMENTS.md)."
+    )
+    return "\n".join(["# The photo models", "", intro, "", *sections])
 
 
 def main() -> int:
