@@ -231,7 +231,8 @@ _FILES: tuple[WeightsEntry, ...] = (
         sha256="bb84b4aa81dbafbfc6e08808edfcd672f654c626ad13c7f2d5ecb10d8d4beb9c",
         size=1801320,
         notes="the first public MAFFSRN weights (the authors released none); Set5 is 0.69 dB "
-        "short of the paper, Set14/B100 within 0.5; lineage in docs/MAFFSRN.md"),
+        "short of the paper, Set14/B100 within 0.5; lineage in docs/MAFFSRN.md",
+    ),
     WeightsEntry(
         name="a2f_sd_photo_x4",
         arch="a2f_sd",
