@@ -337,6 +337,20 @@ def test_resume_from_a_run_of_another_model_is_refused(images, tmp_path):
         resume_config(tmp_path / "nothing")
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(images, tmp_path):
+    # A run saved by an older lightsr has no record of a newer key (data.hr_downscales); at the
+    # key's default the run resumes, at any other value it is refused like any changed setting.
+    train(_cfg(images, tmp_path / "run", "length=4"), stop_at=2)
+    path = tmp_path / "run" / "state.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    del state["config"]["data"]["hr_downscales"]
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"data\.hr_downscales \(None in the run, \[0\.8\] now\)"):
+        resume_config(tmp_path / "run", ["data.hr_downscales=[0.8]"])
+    train(resume_config(tmp_path / "run"), resume=tmp_path / "run")
+    assert read_log(tmp_path / "run")[-1]["step"] == 4
+
+
 def test_missing_data_folder_and_unknown_key(images, tmp_path):
     cfg = _cfg(images, tmp_path / "run", f"data.hr_dirs=['{tmp_path / 'nope'}']")
     with pytest.raises(DatasetError, match=r"'.*nope' \(data\.hr_dirs\[0\]\) does not exist"):

@@ -307,6 +307,12 @@ def check_resumable(cfg: TrainConfig, state: dict[str, Any], run_dir: str | os.P
             "(`lightsr train --resume RUN_DIR`) or start a new run in another out_dir."
         )
     now, before = _flatten(cfg.to_dict()), _flatten(saved)
+    # A setting added to lightsr after the run was saved is absent from its record; at its
+    # default it does what the run did before the setting existed, so the run resumes.
+    defaults = _flatten(TrainConfig().to_dict())
+    for k in set(now) - set(before):
+        if k in defaults and now[k] == defaults[k]:
+            before[k] = now[k]
     changed = [
         k
         for k in sorted(set(now) | set(before))
