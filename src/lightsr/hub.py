@@ -248,6 +248,23 @@ _FILES: tuple[WeightsEntry, ...] = (
         notes="for JPEG, noisy or slightly blurred photos (PSNR-oriented, L1, no GAN); "
         "fine-tuned from a2f_sd_x4; measured and lineage in docs/PHOTO.md",
     ),
+    WeightsEntry(
+        name="a2f_sd_photo_x2",
+        arch="a2f_sd",
+        scale=2,
+        source="trained here",
+        licence=_OURS,
+        training_data="T91 + BSD200 (the classic 291 images), LR by the 'photo' degradation "
+        "mixture (lightsr.data.degrade: blur, MATLAB bicubic, noise, JPEG q30-95) with the HR "
+        "blur narrowed to sigma 0.1-1.5",
+        bundled="photo_x2.safetensors",
+        sha256="87270c1641f1e290ac2492d738a162ae804e5bc4050baa8a4761470f91d4fd3e",
+        size=1267208,
+        degradation="photo",
+        notes="for JPEG, noisy or slightly blurred photos (PSNR-oriented, L1, no GAN); "
+        "fine-tuned from a2f_sd_x2; on clean bicubic LR it is 1.81 / 1.16 / 0.87 dB under "
+        "a2f_sd_x2 (Set5 / Set14 / B100); measured and lineage in docs/PHOTO.md",
+    ),
     *(
         WeightsEntry(
             name=f"{arch}_x{s}_official",
