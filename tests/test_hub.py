@@ -39,7 +39,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def test_entries_are_complete_and_consistent() -> None:
     names = [e.name for e in hub.list_weights()]
-    assert len(names) == len(set(names)) == 24  # 18 files, 6 of them also at int8
+    assert len(names) == len(set(names)) == 25  # 19 files, 6 of them also at int8
     for e in hub.list_weights():
         spec = lightsr.get_spec(e.arch)
         assert e.scale in spec.scales, e.name
