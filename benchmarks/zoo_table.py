@@ -10,10 +10,14 @@ whose file is absent are listed as such. Writes
     src/lightsr/weights/zoo_measured.json         the means, read by `lightsr list --weights`
     docs/ZOO.md                                   the table
 
-    python benchmarks/zoo_table.py [--only NAME ...] [--weights-dir DIR] [--download]
+    python benchmarks/zoo_table.py [--only NAME ... | --render-only] [--weights-dir DIR]
+                                   [--download]
 
 ``--only`` re-measures those entries and keeps the others' figures from zoo.json (an entry
-measured neither now nor before is listed as not measured).
+measured neither now nor before is listed as not measured); ``--render-only`` measures nothing
+and rewrites the three files from zoo.json. Either way every row's labels (source, training
+data, paper figures) are the hub's as they are now, and each row keeps the CPU it was measured
+on.
 
 An int8 entry (``a2f_sd_x4_int8``: its base's file, run at int8) is evaluated the same way
 (``lightsr eval --weights NAME`` runs it at int8) and its cost, int8 - base PSNR-Y per set, is
@@ -35,7 +39,7 @@ import torch
 from lightsr import hub
 from lightsr.atomic import atomic_write
 from lightsr.errors import CheckpointError
-from lightsr.hardware import machine_record
+from lightsr.hardware import cpu_kind, machine_record
 from lightsr.hub import MEASURED_FILE, fetch_weights, list_weights
 from lightsr.upscale import resolve_backend
 
@@ -45,6 +49,8 @@ RESULTS = REPO / "benchmarks" / "results" / "zoo.json"
 DOC = REPO / "docs" / "ZOO.md"
 SETS = ("Set5", "Set14", "B100")
 COMMAND = "python benchmarks/zoo_table.py"
+#: What a row keeps from zoo.json when it is not re-measured (everything else is the hub's).
+_MEASUREMENT_KEYS = ("measured", "status", "int8_engine", "measured_on")
 
 
 def _available(name: str, weights_dir: str, download: bool) -> bool:
@@ -98,6 +104,16 @@ def _cost_cell(e: dict) -> str:
     return " / ".join(f"{cost[s]:+.2f}" if s in cost else "-" for s in SETS) + f" vs `{e['base']}`"
 
 
+def _machines_cell(entries: list[dict]) -> str:
+    """The CPUs the measured rows ran on: one, or each with its row count."""
+    on = [e["measured_on"] for e in entries if e.get("measured_on")]
+    kinds = sorted(set(on))
+    if len(kinds) <= 1:
+        return kinds[0] if kinds else "no CPU (nothing measured)"
+    counts = {k: on.count(k) for k in kinds}
+    return "; ".join(f"{k} ({n} row{'s' * (n != 1)})" for k, n in counts.items())
+
+
 def _markdown(report: dict) -> str:
     lines = [
         "# The weights zoo",
@@ -142,7 +158,7 @@ def _markdown(report: dict) -> str:
         "",
         "Paper figures: the paper row of the architecture (for lightsr's own weights, trained on",
         "the 291 images, the paper's DIV2K-trained figure is the target, not the same file).",
-        f"Measured on {m['cpu']} ({m['logical_cpus']} logical CPUs), torch {m['torch']}.",
+        f"Measured with torch {m['torch']} on {_machines_cell(report['entries'])}.",
         "The int8 figures come from this CPU's int8 kernels ("
         + ", ".join(sorted({e["int8_engine"] for e in report["entries"] if "int8_engine" in e}))
         + f"; int8 dot product: {m.get('int8_dot') or 'none'}):",
@@ -154,7 +170,13 @@ def _markdown(report: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="re-measure only these entries")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--only", nargs="+", metavar="NAME", help="re-measure only these entries")
+    which.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite the table from zoo.json with the hub's current labels",
+    )
     ap.add_argument("--weights-dir", default=str(SHARED / "weights" / "official"))
     ap.add_argument("--download", action="store_true", help="download absent authors' files")
     args = ap.parse_args()
@@ -178,19 +200,27 @@ def main() -> int:
             "measured": {},
             "status": "absent",
         }
-        if args.only and entry.name not in args.only:
-            # kept as measured before; an entry new since then waits for its own --only run
-            entries.append({**row, **previous.get(entry.name, {"status": "not measured"})})
+        if args.render_only or (args.only and entry.name not in args.only):
+            # its figures as measured before (an entry new since then waits for its own --only
+            # run); its labels are the hub's now, so a corrected label reaches the table
+            before = previous.get(entry.name, {"status": "not measured"})
+            kept = {k: before[k] for k in _MEASUREMENT_KEYS if k in before}
+            if kept.get("status") == "measured" and "measured_on" not in kept:
+                kept["measured_on"] = old.get("machine", {}).get("cpu", "not recorded")
+            entries.append({**row, **kept})
             continue
         print(f"{entry.name} ...", file=sys.stderr, flush=True)
         if _available(entry.name, args.weights_dir, args.download):
             row["measured"] = _evaluate(entry.name, args.weights_dir)
             row["status"] = "measured"
+            row["measured_on"] = cpu_kind()
             if entry.precision == "int8":  # the engine `lightsr eval` ran it in
                 row["int8_engine"] = resolve_backend("auto", torch.device("cpu"), "int8")[0]
         entries.append(row)
     _costs(entries)
-    report = {"command": COMMAND, "machine": machine_record(), "entries": entries}
+    # --render-only ran nothing: the record stays that of the last run that measured
+    machine = old["machine"] if args.render_only and "machine" in old else machine_record()
+    report = {"command": COMMAND, "machine": machine, "entries": entries}
     atomic_write(
         RESULTS, lambda t: Path(t).write_text(json.dumps(report, indent=1) + "\n"), overwrite=True
     )

@@ -175,6 +175,11 @@ def _sets(*values: float) -> dict[str, float]:
 
 
 _291 = "T91 + BSD200 (the classic 291 images), bicubic LR"
+# MAFFSRN's last x4 stage and its x2/x3 runs also saw every image downscaled (hr_downscales in
+# configs/bundled/maffsrn_291_x*.toml): more distinct content per epoch from the same images.
+_291_DOWNSCALED = (
+    "T91 + BSD200 (the classic 291 images) and copies at 0.9/0.8/0.7/0.6 of their size, bicubic LR"
+)
 _DIV2K = "DIV2K (800 images), bicubic LR"
 _OURS = "MIT (lightsr)"
 
@@ -225,7 +230,7 @@ _FILES: tuple[WeightsEntry, ...] = (
             scale=s,
             source="trained here",
             licence=_OURS,
-            training_data=_291,
+            training_data=_291_DOWNSCALED,
             paper_ref=_MAFFSRN_PAPER + " (trained on DIV2K)",
             paper=paper,
             bundled=f"maffsrn_x{s}.safetensors",
