@@ -369,10 +369,13 @@ default `auto`) choose what runs the model:
 - `auto`, on the CPU: OpenVINO where installed, else ONNX Runtime, else torch, for fp32, int8
   and native bf16. Why: on a quiet machine (AMD EPYC Zen 1, the tables below) OpenVINO ran
   fp32 fastest of every path for all three models (`fp32_ov`), and int8 faster than ONNX
-  Runtime for FMEN-S and MAFFSRN (5% slower for A2F-SD). bf16 in OpenVINO rests on the
-  issue's table (an AVX512-BF16 machine, OpenVINO's bf16 1.2-1.3x torch's), not yet measured
-  here: no such CPU has run this benchmark. torch on a GPU, for fp16, with
-  `--compile`, for emulated bf16, and for a model with no network to export (bicubic), or
+  Runtime for FMEN-S and MAFFSRN (5% slower for A2F-SD). On the second CPU measured (AMD EPYC
+  family 25 model 17, whose VM shows AVX2 but no AVX-512) OpenVINO's int8 ran 1.2-1.7x ONNX
+  Runtime's for all three models, and its fp32 was within 4% of the fastest fp32 path
+  (`compiled` for FMEN-S and MAFFSRN, which pays a compile per image size). bf16 in
+  OpenVINO rests on the issue's table (an AVX512-BF16 machine, OpenVINO's bf16 1.2-1.3x
+  torch's), not yet measured here: no such CPU has run this benchmark. torch on a GPU, for
+  fp16, with `--compile`, for emulated bf16, and for a model with no network to export (bicubic), or
   when no engine is installed or the exporter cannot trace the model.
 
 With both engines, intra-op threads follow `--threads` / `torch.get_num_threads()`; tiles,
@@ -391,8 +394,18 @@ about 20% faster in ONNX Runtime than signed ones at nearly the same Set5 cost (
 vs -0.07 dB, FMEN-S -0.15 vs -0.14), and only unsigned activations run correctly in OpenVINO
 (signed: -2.1 dB on A2F-SD); 7-bit weights cost FMEN-S 0.37 dB more for no speed. An earlier
 reading that u8 activations lose 5 dB on FMEN-S through AVX2's 16-bit pair sums did not
-reproduce. Measured on AVX2 (AMD EPYC Zen 1) only.
+reproduce. Measured on AVX2 (AMD EPYC Zen 1) only; no CPU with VNNI, AVX512-BF16 or AMX has
+run these benchmarks here yet.
 """
+
+
+def _per_machine(values: list[str]) -> str:
+    """One figure where every machine measured the same (or only one did), else each
+    machine's, in column order."""
+    measured = [v for v in values if v != "-"]
+    if not measured:
+        return "-"
+    return measured[0] if len(set(measured)) == 1 else " / ".join(values)
 
 
 def write_markdown() -> str:
@@ -420,7 +433,9 @@ def write_markdown() -> str:
             lines.append(f"\n## {name} x4, 256x256 LR\n")
             lines.append(
                 "min ms (speed-up over the authors' way) and Set5 PSNR-Y, per machine; "
-                "`psnr vs fp32`: the path's output against lightsr's fp32 output.\n"
+                "`psnr vs fp32`: the path's output against lightsr's fp32 output. Where the "
+                "machines' quality figures differ they are given per machine, in column order "
+                "(a file replaced between runs, or another CPU's rounding).\n"
             )
             head = ["path"] + [_label(r) for r in runs if name in r["models"]]
             lines.append("| " + " | ".join(head) + " | Set5 PSNR-Y | psnr vs fp32 |")
@@ -431,7 +446,7 @@ def write_markdown() -> str:
                     if k not in names:
                         names.append(k)
             for k in names:
-                cells, q, v = [], "", ""
+                cells, qs, vs = [], [], []
                 for r in runs:
                     res = r["models"].get(name)
                     if res is None:
@@ -441,9 +456,10 @@ def write_markdown() -> str:
                         cells.append(res["notes"].get(k, "-"))
                         continue
                     cells.append(f"{row['min_ms']:.0f} (x{res['speedup_vs_authors_min'][k]})")
-                    q = q or (f"{row['set5_psnr_y']:.4f}" if "set5_psnr_y" in row else "")
-                    v = v or str(row.get("psnr_y_vs_fp32", ""))
-                lines.append(f"| {k} | " + " | ".join(cells) + f" | {q or '-'} | {v or '-'} |")
+                    qs.append(f"{row['set5_psnr_y']:.4f}" if "set5_psnr_y" in row else "-")
+                    vs.append(str(row.get("psnr_y_vs_fp32") or "-"))
+                quality = f"{_per_machine(qs)} | {_per_machine(vs)}"
+                lines.append(f"| {k} | " + " | ".join(cells) + f" | {quality} |")
             ran = [r for r in runs if name in r["models"]]
             if any("vs_openvino_min" in r["models"][name] for r in ran):
                 lines.append(

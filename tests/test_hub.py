@@ -39,7 +39,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def test_entries_are_complete_and_consistent() -> None:
     names = [e.name for e in hub.list_weights()]
-    assert len(names) == len(set(names)) == 25  # 19 files, 6 of them also at int8
+    assert len(names) == len(set(names)) == 28  # 20 files, 8 of them also at int8
     for e in hub.list_weights():
         spec = lightsr.get_spec(e.arch)
         assert e.scale in spec.scales, e.name
@@ -65,6 +65,8 @@ def test_int8_entries_are_their_base_files_run_at_int8() -> None:
         "a2f_sd_x2_int8",
         "a2f_sd_x3_int8",
         "a2f_sd_x4_int8",
+        "maffsrn_x2_int8",
+        "maffsrn_x3_int8",
         "maffsrn_x4_int8",
         "a2f_sd_x4_official_int8",
         "fmen_s_x4_official_int8",

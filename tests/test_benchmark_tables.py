@@ -1,5 +1,6 @@
-"""benchmarks/zoo_table.py without measuring: rows it does not re-measure keep their figures
-but take the hub's labels as they are now, and say which CPU measured them."""
+"""The tables benchmarks/zoo_table.py and benchmarks/bench_backends.py write, without measuring:
+zoo rows it does not re-measure keep their figures but take the hub's labels as they are now,
+and say which CPU measured them; per-CPU backend tables keep each machine's own figures."""
 
 from __future__ import annotations
 
@@ -64,3 +65,41 @@ def test_rows_from_two_cpus_name_both(tmp_path, monkeypatch) -> None:
     }
     _, table, _ = _render_only(tmp_path, monkeypatch, previous)
     assert "on CPU A (2 rows); CPU B (1 row)." in table
+
+
+def _backends_run(cpu: str, set5: float, ms: float) -> dict:
+    paths = {
+        "authors": {"min_ms": ms, "set5_psnr_y": set5},
+        "fp32": {"min_ms": ms / 2, "set5_psnr_y": set5},
+        "int8": {"min_ms": ms / 4, "set5_psnr_y": 31.0},
+    }
+    return {
+        "cpu_kind": cpu,
+        "machine": {"cpu": cpu, "cpu_flags": ["avx2"], "torch_threads": 2, "torch": "2"},
+        "versions": {},
+        "load_average_at_start": 0.0,
+        "load_average_at_end": 0.0,
+        "models": {
+            "maffsrn": {
+                "paths": paths,
+                "notes": {},
+                "speedup_vs_authors_min": {"authors": 1.0, "fp32": 2.0, "int8": 4.0},
+            }
+        },
+    }
+
+
+def test_backends_table_gives_each_machines_quality_where_they_differ(tmp_path, monkeypatch):
+    """A file replaced between two CPUs' runs: the Set5 column must not show the first run's
+    figure as if both had measured it."""
+    bench = benchmark_script("bench_backends")
+    results = tmp_path / "backends"
+    results.mkdir()
+    for slug, set5, ms in (("a-cpu", 31.4364, 1000.0), ("b-cpu", 31.5777, 800.0)):
+        (results / f"{slug}.json").write_text(json.dumps(_backends_run(slug, set5, ms)))
+    monkeypatch.setattr(bench, "RESULTS", results)
+    monkeypatch.setattr(bench, "DOC", tmp_path / "BACKENDS.md")
+    rows = {line.split(" | ")[0]: line for line in bench.write_markdown().splitlines()}
+    assert rows["| authors"] == "| authors | 1000 (x1.0) | 800 (x1.0) | 31.4364 / 31.5777 | - |"
+    # the same figure on both machines is given once
+    assert rows["| int8"] == "| int8 | 250 (x4.0) | 200 (x4.0) | 31.0000 | - |"
