@@ -241,6 +241,13 @@ _FILES: tuple[WeightsEntry, ...] = (
         )
         for s, paper, sha, size, gaps in (
             (
+                2,
+                _sets(37.97, 33.49, 32.14),
+                "8ee2201165a339c4abc849175acb6c2b2695d1d7fc52b1411661ca5d9146d089",
+                1644104,
+                "Set5, Set14 and B100 within 0.5 dB of the paper",
+            ),
+            (
                 3,
                 _sets(34.32, 30.35, 29.09),
                 "fefccdfd07e23d5fe793b73fc426958aa8970a4f569aed4ec82e89a16cba39d0",
@@ -433,6 +440,8 @@ _INT8_OF = (
     "a2f_sd_x2",
     "a2f_sd_x3",
     "a2f_sd_x4",
+    "maffsrn_x2",
+    "maffsrn_x3",
     "maffsrn_x4",
     "a2f_sd_x4_official",
     "fmen_s_x4_official",
