@@ -180,7 +180,16 @@ def main() -> int:
     ap.add_argument("--weights-dir", default=str(SHARED / "weights" / "official"))
     ap.add_argument("--download", action="store_true", help="download absent authors' files")
     args = ap.parse_args()
-    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"entries": []}
+    if args.render_only and not RESULTS.is_file():
+        # rendering from nothing would overwrite the table and zoo_measured.json with empty rows
+        ap.error(f"--render-only needs {RESULTS}: run without it (or with --only) to measure")
+    try:
+        old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"entries": []}
+    except json.JSONDecodeError as exc:
+        ap.error(
+            f"{RESULTS} is not valid JSON ({exc}): restore it from git, or delete it and "
+            "measure every entry again"
+        )
     previous = {e["name"]: e for e in old["entries"]}
     entries = []
     unknown = sorted(set(args.only or ()) - {e.name for e in list_weights()})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
 from conftest import benchmark_script
 
 from lightsr import hub
@@ -51,6 +52,20 @@ def test_render_only_keeps_figures_and_takes_current_labels(tmp_path, monkeypatc
     # an entry the old file lacks is listed as not measured, not evaluated
     others = [e for e in report["entries"] if e["name"] != "maffsrn_x4"]
     assert others and all(e["status"] == "not measured" for e in others)
+
+
+def test_render_only_without_results_refuses_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    zoo = benchmark_script("zoo_table")
+    doc, measured = tmp_path / "ZOO.md", tmp_path / "m.json"
+    doc.write_text("the committed table")
+    monkeypatch.setattr(zoo, "RESULTS", tmp_path / "absent.json")
+    monkeypatch.setattr(zoo, "DOC", doc)
+    monkeypatch.setattr(zoo, "MEASURED_FILE", measured)
+    monkeypatch.setattr(sys, "argv", ["zoo_table.py", "--render-only"])
+    with pytest.raises(SystemExit) as exc:
+        zoo.main()
+    assert exc.value.code == 2 and "--render-only needs" in capsys.readouterr().err
+    assert doc.read_text() == "the committed table" and not measured.exists()
 
 
 def test_rows_from_two_cpus_name_both(tmp_path, monkeypatch) -> None:
