@@ -9,13 +9,16 @@
    the photo model should lose <= 1 dB to the clean model.
 3. Crops on real photos without ground truth (RealSRSet): per image one PNG with four panels
    of the same region, LR (nearest), bicubic, clean model, photo model, in docs/photo/.
+4. With ``--denoise-strengths S ...``: 1 and 2 for the photo weights blended with the clean
+   model they were fine-tuned from (``--denoise-strength S``), each cell against the bars: the
+   trade-off a user sets with ``lightsr upscale --denoise-strength``.
 
 Writes benchmarks/results/photo_x{s}.json, then docs/PHOTO.md from every photo_x*.json there
 (one section per scale, so reporting x2 keeps the x4 section). The models default to the
 scale's named weights: ``a2f_sd_photo_x{s}`` and ``a2f_sd_x{s}``.
 
     python benchmarks/photo_report.py [--scale 4] [--photo NAME|CKPT] [--clean NAME|CKPT]
-                                      [--skip-eval] [--skip-crops]
+                                      [--denoise-strengths S ...] [--skip-eval] [--skip-crops]
 """
 
 from __future__ import annotations
@@ -93,6 +96,62 @@ def evaluate_all(models: dict[str, str], scale: int) -> dict:
         for key, spec in models.items()
     }
     return {"degraded": degraded, "clean": clean}
+
+
+def evaluate_strengths(
+    photo: str, strengths: list[float], scale: int
+) -> dict[str, dict[str, dict]]:
+    """The photo weights at each denoise strength: the degraded and clean cells of
+    :func:`evaluate_all`, keyed by the strength as written (``"0.5"``)."""
+    sweep: dict[str, dict[str, dict]] = {}
+    for strength in strengths:
+        print(f"denoise strength {strength:g} ...", file=sys.stderr, flush=True)
+        blend = ["--denoise-strength", f"{strength:g}"]
+        degraded = {
+            preset: _eval(
+                photo, scale, DEGRADED_SETS, [*blend, "--degrade", preset, "--degrade-seed", "0"]
+            )
+            for preset in PRESETS
+        }
+        clean = _eval(photo, scale, CLEAN_SETS, [*blend, "--lr-source", "folder-clamp"])
+        sweep[f"{strength:g}"] = {"degraded": degraded, "clean": clean}
+    return sweep
+
+
+def strength_rows(report: dict) -> list[str]:
+    """The trade-off table: one row per denoise strength (0 is the clean model, 1 the photo
+    model as trained), each cell photo - clean / photo - bicubic in dB, "✗" where a bar is
+    missed, and the count of missed bars."""
+    ev, sweep = report["evaluation"], report.get("strengths") or {}
+    deg, clean = ev["degraded"], ev["clean"]
+    rows = {0.0: {"degraded": {p: deg[p]["clean"] for p in PRESETS}, "clean": clean["clean"]}}
+    rows.update({float(k): v for k, v in sweep.items()})
+    rows[1.0] = {"degraded": {p: deg[p]["photo"] for p in PRESETS}, "clean": clean["photo"]}
+    cells = [(p, s) for p in PRESETS for s in DEGRADED_SETS]
+    lines = [
+        "| strength | "
+        + " | ".join(f"{p} {s}" for p, s in cells)
+        + " | "
+        + " | ".join(f"clean {s}" for s in CLEAN_SETS)
+        + " | bars missed |",
+        "|---|" + "---|" * (len(cells) + len(CLEAN_SETS) + 1),
+    ]
+    for strength in sorted(rows):
+        row, missed, texts = rows[strength], 0, []
+        for p, s in cells:
+            v = row["degraded"][p][s]["psnr"]
+            d_clean = v - deg[p]["clean"][s]["psnr"]
+            d_bic = v - deg[p]["bicubic"][s]["psnr"]
+            miss = (d_clean < BAR_VS_CLEAN) + (d_bic < BAR_VS_BICUBIC)
+            missed += miss
+            texts.append(f"{d_clean:+.2f} / {d_bic:+.2f}{' ✗' if miss else ''}")
+        for s in CLEAN_SETS:
+            d = row["clean"][s]["psnr"] - clean["clean"][s]["psnr"]
+            miss = -d > BAR_CLEAN_LOSS
+            missed += miss
+            texts.append(f"{d:+.2f}{' ✗' if miss else ''}")
+        lines.append(f"| {strength:g} | " + " | ".join(texts) + f" | {missed} |")
+    return lines
 
 
 def _load(spec: str, scale: int):
@@ -201,6 +260,18 @@ def markdown(report: dict) -> str:
         d = v["photo"] - v["clean"]
         flag = "" if -d <= BAR_CLEAN_LOSS else " (below bar)"
         lines.append(f"| {s} | " + " | ".join(f"{v[k]:.2f}" for k in keys) + f" | {d:+.2f}{flag} |")
+    if report.get("strengths"):
+        lines += [
+            "",
+            "### Denoise strength: the trade-off (`--denoise-strength S`)",
+            "",
+            "The photo weights blended with the clean model's, "
+            "`clean + S * (photo - clean)`: 0 is the clean model, 1 the photo model as "
+            "trained. Degraded cells: photo - clean / photo - bicubic (bars +1.0 / +0.5); "
+            "clean cells: photo - clean (bar -1.0); ✗: a bar missed. PSNR-Y, dB, LR as above.",
+            "",
+            *strength_rows(report),
+        ]
     if report.get("crops"):
         lines += [
             "",
@@ -255,6 +326,14 @@ def main() -> int:
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--photo", help="photo model (default: the weights a2f_sd_photo_x<scale>)")
     ap.add_argument("--clean", help="clean model (default: the weights a2f_sd_x<scale>)")
+    ap.add_argument(
+        "--denoise-strengths",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="S",
+        help="also evaluate the photo weights at these denoise strengths (0 < S < 1)",
+    )
     ap.add_argument("--skip-eval", action="store_true", help="reuse the evaluation in the JSON")
     ap.add_argument("--skip-crops", action="store_true", help="keep the crops the JSON names")
     args = ap.parse_args()
@@ -269,12 +348,19 @@ def main() -> int:
     result = result_path(args.scale)
     command = ("python benchmarks/photo_report.py " + " ".join(sys.argv[1:])).strip()
     report: dict = {"command": command, "scale": args.scale, "models": models}
+    if any(not 0 < s < 1 for s in args.denoise_strengths):
+        ap.error("--denoise-strengths: each must be between 0 and 1 (0 and 1 are always shown)")
     if args.skip_eval:  # the figures, and the command that measured them, from the last run
         previous = json.loads(result.read_text())
-        for key in ("evaluation", "command", "machine"):
-            report[key] = previous[key]
+        for key in ("evaluation", "command", "machine", "strengths"):
+            if key in previous:
+                report[key] = previous[key]
     else:
         report["evaluation"] = evaluate_all(models, args.scale)
+        if args.denoise_strengths:
+            report["strengths"] = evaluate_strengths(
+                args.photo, sorted(set(args.denoise_strengths)), args.scale
+            )
     if args.skip_crops:  # keep the PNGs the last run made, and their names in the JSON
         report["crops"] = json.loads(result.read_text()).get("crops", [])
     else:

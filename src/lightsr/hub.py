@@ -40,6 +40,7 @@ The rule (:func:`resolve_model`), the same for ``upscale``, ``eval``, ``profile`
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -53,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
@@ -168,6 +170,11 @@ class WeightsEntry:
     precision: str = ""
     #: The entry an int8 entry quantizes ("" for an entry with weights of its own).
     base: str = ""
+    #: The entry whose weights this one was fine-tuned from, same architecture and scale (""
+    #: for none): the photo models name the clean model they started from. The weights on the
+    #: straight line between the two (:func:`blend_weights`, ``--denoise-strength``) trade
+    #: restoration of degraded input for fidelity on clean input.
+    fine_tuned_from: str = ""
 
 
 def _sets(*values: float) -> dict[str, float]:
@@ -272,6 +279,7 @@ _FILES: tuple[WeightsEntry, ...] = (
         training_data="T91 + BSD200 (the classic 291 images), LR by the 'photo' degradation "
         "mixture (lightsr.data.degrade: blur, MATLAB bicubic, noise, JPEG q30-95)",
         bundled="photo_x4.safetensors",
+        fine_tuned_from="a2f_sd_x4",
         sha256="1e27e0c5e2ddc50a5320d158b058c6b541816bf52d4054a4a12df57aec89d0c5",
         size=1292336,
         degradation="photo",
@@ -288,6 +296,7 @@ _FILES: tuple[WeightsEntry, ...] = (
         "mixture (lightsr.data.degrade: blur, MATLAB bicubic, noise, JPEG q30-95) with the HR "
         "blur narrowed to sigma 0.1-1.5",
         bundled="photo_x2.safetensors",
+        fine_tuned_from="a2f_sd_x2",
         sha256="87270c1641f1e290ac2492d738a162ae804e5bc4050baa8a4761470f91d4fd3e",
         size=1267208,
         degradation="photo",
@@ -727,12 +736,95 @@ def is_cached(name: str) -> bool:
     return converted.is_file()
 
 
+def check_denoise_strength(strength: object) -> float:
+    """``strength`` as a float in [0, 1], or a ConfigError saying what it must be."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+        raise ConfigError(f"denoise strength {strength!r} must be a number from 0 to 1.")
+    value = float(strength)
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ConfigError(
+            f"denoise strength {strength!r} must be from 0 (the clean model) to 1 (the photo "
+            "model as trained)."
+        )
+    return value
+
+
+def blend_weights(start: SRModel, end: SRModel, *, strength: float) -> SRModel:
+    """A new model whose every floating-point tensor is ``start + strength * (end - start)``:
+    the weights on the straight line from ``start`` (0) to ``end`` (1), exactly each of them at
+    the ends (``torch.lerp``). Meaningful where ``end`` was fine-tuned from ``start`` (network
+    interpolation: Wang et al., "Deep Network Interpolation for Continuous Imagery Effect
+    Transition", CVPR 2019; Real-ESRGAN's ``--denoise_strength``). The two must be the same
+    architecture, scale, options and form (folded or not); other tensors must be equal."""
+    strength = check_denoise_strength(strength)
+    for what, a, b in (
+        ("architecture", start.arch_name, end.arch_name),
+        ("scale", start.scale, end.scale),
+        ("options", start.arch_options, end.arch_options),
+        ("folded", bool(start.folded), bool(end.folded)),
+    ):
+        if a != b:
+            raise ConfigError(f"cannot blend weights of different {what}: {a!r} and {b!r}.")
+    a_state, b_state = start.state_dict(), end.state_dict()
+    if a_state.keys() != b_state.keys() or any(
+        a_state[k].shape != b_state[k].shape for k in a_state
+    ):
+        raise ConfigError("cannot blend weights: the two models' tensors differ in name or shape.")
+    blended = {}
+    for key, b in b_state.items():
+        a = a_state[key]
+        if b.is_floating_point():
+            blended[key] = torch.lerp(a, b, strength)
+        elif torch.equal(a, b):
+            blended[key] = b.clone()
+        else:
+            raise ConfigError(f"cannot blend weights: the integer tensor {key} differs.")
+    model = copy.deepcopy(end)
+    model.load_state_dict(blended)
+    return model.eval()
+
+
+def _blend_partner(entry: WeightsEntry) -> WeightsEntry:
+    """The entry ``entry`` was fine-tuned from, or a ConfigError naming the entries that have
+    one (what ``--denoise-strength`` needs)."""
+    if not entry.fine_tuned_from:
+        photos = ", ".join(e.name for e in WEIGHTS.values() if e.fine_tuned_from)
+        raise ConfigError(
+            f"--denoise-strength blends a photo model with the clean model it was fine-tuned "
+            f"from; {entry.name} was not fine-tuned from another entry. Name one that was "
+            f"({photos}), or drop --denoise-strength."
+        )
+    return get_weights(entry.fine_tuned_from)
+
+
 def load_weights(
-    name: str, *, weights_dir: str | os.PathLike | None = None, progress: bool = False
+    name: str,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    denoise_strength: float | None = None,
 ) -> SRModel:
     """The model of the named weights (eval mode), fetched and converted as needed. For an
-    int8 entry: its base's fp32 model (int8 is made from it when it runs)."""
+    int8 entry: its base's fp32 model (int8 is made from it when it runs).
+
+    ``denoise_strength`` (0..1, for an entry fine-tuned from another: the photo models):
+    the weights that far along the line from the entry it was fine-tuned from (0, the clean
+    model) to its own (1), :func:`blend_weights`. Lower keeps more fine detail of clean input
+    and removes less noise, JPEG and blur (the trade-off is measured in docs/PHOTO.md)."""
     entry = file_entry(get_weights(name))
+    if denoise_strength is not None:
+        strength = check_denoise_strength(denoise_strength)
+        partner = _blend_partner(entry)
+        end = load_weights(entry.name, weights_dir=weights_dir, progress=progress)
+        start = load_weights(partner.name, weights_dir=weights_dir, progress=progress)
+        model = blend_weights(start, end, strength=strength)
+        model.checkpoint_extra = {
+            **getattr(end, "checkpoint_extra", {}),
+            "weights": entry.name,
+            "denoise_strength": strength,
+            "blended_with": partner.name,
+        }
+        return model
     model = load(fetch_weights(entry.name, weights_dir=weights_dir, progress=progress))
     model.checkpoint_extra = {**getattr(model, "checkpoint_extra", {}), "weights": entry.name}
     return model
@@ -742,6 +834,7 @@ def load_by_name_or_path(
     name_or_path: str | os.PathLike,
     *,
     weights_dir: str | os.PathLike | None = None,
+    denoise_strength: float | None = None,
     **kwargs: Any,
 ) -> SRModel:
     """``lightsr.load``: a lightsr checkpoint file (``kwargs`` go to
@@ -750,12 +843,23 @@ def load_by_name_or_path(
 
     An int8 entry's name (``"a2f_sd_x4_int8"``) gives its base's fp32 model, with a warning:
     a torch model cannot hold the int8 graph; run it at int8 with
-    ``Upscaler(model, precision="int8")`` (what ``lightsr upscale --weights NAME`` does)."""
+    ``Upscaler(model, precision="int8")`` (what ``lightsr upscale --weights NAME`` does).
+
+    ``denoise_strength`` (a photo model's name only): see :func:`load_weights`;
+    ``lightsr.load("a2f_sd_photo_x4", denoise_strength=0.5)``."""
     text = os.fspath(name_or_path)
     path = Path(text)
     if path.exists() or os.sep in text or "/" in text or path.suffix:
+        if denoise_strength is not None:
+            raise ConfigError(
+                "denoise_strength needs the name of a photo model (it blends the named weights "
+                f"with the entry they were fine-tuned from), not the file {text}: load a name "
+                "such as 'a2f_sd_photo_x4', or blend two models with lightsr.hub.blend_weights."
+            )
         return load(path, **kwargs)
     entry = get_weights(text)
+    if denoise_strength is not None:
+        _blend_partner(file_entry(entry))  # refused before the int8 warning below
     if entry.precision == "int8":
         warnings.warn(
             f"{entry.name} is {entry.base} run at int8: this is {entry.base}'s fp32 model. "
@@ -764,7 +868,7 @@ def load_by_name_or_path(
             "fp32.",
             stacklevel=2,
         )
-    return load_weights(entry.name, weights_dir=weights_dir)
+    return load_weights(entry.name, weights_dir=weights_dir, denoise_strength=denoise_strength)
 
 
 def resolve_model(
@@ -777,6 +881,7 @@ def resolve_model(
     weights: str | None = None,
     weights_dir: str | os.PathLike | None = None,
     precision: str | None = None,
+    denoise_strength: float | None = None,
 ) -> ResolvedModel:
     """The model a command means (the rule is in the module docstring).
 
@@ -784,9 +889,19 @@ def resolve_model(
     note on stderr) instead of refused. ``exact``: models with an exact reference path
     (bicubic's float64 MATLAB arithmetic) use it; evaluation asks for it. ``precision``: the
     one the user asked for (None: none), checked against an int8 entry's
-    (:func:`check_precision`) before anything is loaded.
+    (:func:`check_precision`) before anything is loaded. ``denoise_strength``: with
+    ``weights`` naming a photo model only (:func:`load_weights`).
     """
     scale = check_scale(scale)
+    if denoise_strength is not None:
+        check_denoise_strength(denoise_strength)
+        if weights is None:
+            photos = ", ".join(e.name for e in WEIGHTS.values() if e.fine_tuned_from)
+            raise ConfigError(
+                "--denoise-strength blends a photo model with the clean model it was "
+                f"fine-tuned from: name the photo model with --weights ({photos})."
+            )
+        _blend_partner(file_entry(get_weights(weights)))  # refused before anything loads
     if weights is not None:
         if checkpoint is not None:
             raise ConfigError(
@@ -804,7 +919,18 @@ def resolve_model(
                 f"--weights {entry.name} is x{entry.scale}, not x{scale}: drop --scale or name "
                 f"x{scale} weights (`lightsr list --weights`)."
             )
-        loaded = load_weights(entry.name, weights_dir=weights_dir, progress=sys.stderr.isatty())
+        loaded = load_weights(
+            entry.name,
+            weights_dir=weights_dir,
+            progress=sys.stderr.isatty(),
+            denoise_strength=denoise_strength,
+        )
+        if denoise_strength is not None:
+            source = (
+                f"{entry.name} ({entry.source}) at denoise strength {denoise_strength:g}, "
+                f"blended with {entry.fine_tuned_from}"
+            )
+            return ResolvedModel(loaded, source)
         if entry.precision:
             source = f"{entry.name} ({entry.source}, {entry.base} at {entry.precision})"
             return ResolvedModel(loaded, source, precision=entry.precision)

@@ -94,6 +94,30 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def unit_interval(value: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {value!r}") from None
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {value}")
+    return number
+
+
+def add_denoise_strength_arg(p: argparse.ArgumentParser) -> None:
+    """``--denoise-strength S``: a photo model blended with the clean model it was fine-tuned
+    from (:func:`lightsr.hub.load_weights`), on every command that runs named weights."""
+    p.add_argument(
+        "--denoise-strength",
+        type=unit_interval,
+        metavar="S",
+        help="with --weights naming a photo model: 0 to 1, how far its weights are from the "
+        "clean model it was fine-tuned from (0) to its own (1, the default); lower keeps more "
+        "fine detail and removes less noise, JPEG and blur (Real-ESRGAN's -dn; docs/PHOTO.md)",
+    )
+
+
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
     """``--threads N``: intra-op CPU threads (the same flag on every command that computes)."""
     p.add_argument(

@@ -25,6 +25,7 @@ from ..upscale import Upscaler
 from ..visual_report import INDEX, benchmark_inputs, check_report_dir, write_report
 from ._args import (
     add_checkpoint_arg,
+    add_denoise_strength_arg,
     add_device_arg,
     add_out_arg,
     add_overwrite_arg,
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="benchmark folders")
     add_checkpoint_arg(p)
     add_weights_args(p)
+    add_denoise_strength_arg(p)
     p.add_argument(
         "--model",
         help="registered model name: its bundled weights, else random weights unless "
@@ -139,6 +141,7 @@ def _build_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Mod
         weights=args.weights,
         weights_dir=args.weights_dir,
         precision=args.precision,
+        denoise_strength=args.denoise_strength,
     )
     precision = precision_of(args, resolved, "fp32")
     model = resolved.model.to(device)

@@ -52,8 +52,10 @@ def _cell(paper: dict, measured: dict, name: str) -> str:
 
 
 def _cost(row: dict) -> str:
-    """The int8 cost column: ``-0.04/-0.03/-0.02 vs a2f_sd_x4``; "" for an entry with weights
-    of its own."""
+    """The last column: an int8 entry's cost, ``-0.04/-0.03/-0.02 vs a2f_sd_x4``; for an entry
+    fine-tuned from another, that entry (the other end of ``--denoise-strength``); else ""."""
+    if row["fine_tuned_from"]:
+        return f"  fine-tuned from {row['fine_tuned_from']} (--denoise-strength)"
     if not row["base"]:
         return ""
     cost = row["cost"]
@@ -89,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             "NAME_int8: NAME's file run at int8 (upscale/eval --weights NAME_int8); its cost: "
             "its PSNR-Y minus NAME's"
+        )
+        print(
+            "--denoise-strength S (0..1): a model fine-tuned from another, blended with it "
+            "(0: the other, 1: itself)"
         )
         return 0
     for name in list_models():

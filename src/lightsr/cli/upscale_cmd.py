@@ -36,6 +36,7 @@ from ..upscale import (
 )
 from ._args import (
     add_checkpoint_arg,
+    add_denoise_strength_arg,
     add_device_arg,
     add_precision_arg,
     add_quiet_arg,
@@ -116,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="architecture name (checked against --checkpoint), or 'bicubic' (no weights needed)",
     )
     add_weights_args(p)
+    add_denoise_strength_arg(p)
     add_checkpoint_arg(p)
     p.add_argument(
         "--scale", type=scale_arg, help="scale factor: 2, 3 or 4 (checked against the checkpoint)"
@@ -233,7 +235,11 @@ def _weights_label(args: argparse.Namespace, resolved: ResolvedModel) -> str:
     if args.weights is not None:
         entry = get_weights(args.weights)
         name = f"{entry.name}: {entry.base} at {entry.precision}" if entry.base else entry.name
-        return f"{name}, {entry.source}, sha256 {entry.sha256[:12]} as published"
+        label = f"{name}, {entry.source}, sha256 {entry.sha256[:12]} as published"
+        if args.denoise_strength is not None:
+            label += f", at denoise strength {args.denoise_strength:g} (blended with "
+            label += f"{entry.fine_tuned_from})"
+        return label
     if not get_spec(model.arch_name).learned:
         return "none"
     for name in (model.arch_name, "default"):
@@ -290,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         weights_dir=args.weights_dir,
         precision=args.precision,
+        denoise_strength=args.denoise_strength,
     )
     model = resolved.model
     runner = Upscaler(
