@@ -150,7 +150,8 @@ def strength_rows(report: dict) -> list[str]:
             miss = -d > BAR_CLEAN_LOSS
             missed += miss
             texts.append(f"{d:+.2f}{' ✗' if miss else ''}")
-        lines.append(f"| {strength:g} | " + " | ".join(texts) + f" | {missed} |")
+        label = {0.0: "0 (clean model)", 1.0: "1 (photo model)"}.get(strength, f"{strength:g}")
+        lines.append(f"| {label} | " + " | ".join(texts) + f" | {missed} |")
     return lines
 
 

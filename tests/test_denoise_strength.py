@@ -144,7 +144,7 @@ def test_the_trade_off_table_counts_each_missed_bar() -> None:
     half = {"degraded": {p: cells(25.9) for p in report_script.PRESETS}, "clean": cells(30.3)}
     report = {"evaluation": {"degraded": degraded, "clean": clean}, "strengths": {"0.5": half}}
     rows = report_script.strength_rows(report)
-    assert [r.split(" | ")[0] for r in rows[2:]] == ["| 0", "| 0.5", "| 1"]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| 0 (clean model)", "| 0.5", "| 1 (photo model)"]
     # 0: the clean model misses both degraded bars in all 6 cells, no clean bar.
     assert rows[2].endswith("| +0.00 | +0.00 | +0.00 | 12 |")
     # 0.5: +0.70 / +0.90 misses the 1 dB bar in 6 cells; clean -0.70 is within 1 dB.
