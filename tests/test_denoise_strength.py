@@ -144,10 +144,36 @@ def test_the_trade_off_table_counts_each_missed_bar() -> None:
     half = {"degraded": {p: cells(25.9) for p in report_script.PRESETS}, "clean": cells(30.3)}
     report = {"evaluation": {"degraded": degraded, "clean": clean}, "strengths": {"0.5": half}}
     rows = report_script.strength_rows(report)
-    assert [r.split(" | ")[0] for r in rows[2:]] == ["| 0 (clean model)", "| 0.5", "| 1 (photo model)"]
+    assert [r.split(" | ")[0] for r in rows[2:]] == [
+        "| 0 (clean model)",
+        "| 0.5",
+        "| 1 (photo model)",
+    ]
     # 0: the clean model misses both degraded bars in all 6 cells, no clean bar.
     assert rows[2].endswith("| +0.00 | +0.00 | +0.00 | 12 |")
     # 0.5: +0.70 / +0.90 misses the 1 dB bar in 6 cells; clean -0.70 is within 1 dB.
     assert "+0.70 / +0.90 ✗" in rows[3] and rows[3].endswith("| -0.70 | 6 |")
     # 1: +1.30 / +1.50 passes both; clean -1.50 misses in all 3 sets.
     assert "+1.30 / +1.50 |" in rows[4] and rows[4].endswith("| -1.50 ✗ | 3 |")
+
+
+def test_export_of_a_blend_says_so_in_its_metadata(tmp_path, capsys) -> None:
+    from lightsr.export import read_export_metadata
+
+    out = tmp_path / "blend.pt"
+    args = ["export", "--weights", "a2f_sd_photo_x2", "--denoise-strength", "0.25"]
+    assert main([*args, "--torchscript", "-o", str(out), "--no-check"]) == 0
+    meta = read_export_metadata(out)
+    assert (meta["weights"], meta["denoise_strength"], meta["blended_with"]) == (
+        "a2f_sd_photo_x2",
+        "0.25",
+        "a2f_sd_x2",
+    )
+    # Without named weights there is nothing to blend with: refused, nothing written.
+    refused = tmp_path / "random.pt"
+    code = main(
+        ["export", "--model", "a2f_sd", "--scale", "2", "--denoise-strength", "0.5"]
+        + ["--torchscript", "-o", str(refused)]
+    )
+    assert code == 2 and "pass --weights" in capsys.readouterr().err
+    assert not refused.exists()

@@ -108,7 +108,8 @@ def export_metadata(
     the model was read from; for named weights, the published file's) and ``weights`` (the
     name). Unknown ones default to what the model's checkpoint recorded (``lightsr.load`` of
     named weights records both); random weights have neither. An int8 export also says
-    ``precision`` ("int8"; fp32 files carry no such key)."""
+    ``precision`` ("int8"; fp32 files carry no such key); a blend of named weights
+    (``--denoise-strength``) says ``denoise_strength`` and ``blended_with``."""
     extra = dict(getattr(model, "checkpoint_extra", None) or {})
     sha = source_sha256 or extra.get("source_sha256")
     name = weights or extra.get("weights")
@@ -127,6 +128,9 @@ def export_metadata(
         meta["source_sha256"] = str(sha)
     if name:
         meta["weights"] = str(name)
+    if "denoise_strength" in extra:  # a photo model blended with its clean partner
+        meta["denoise_strength"] = f"{float(extra['denoise_strength']):g}"
+        meta["blended_with"] = str(extra.get("blended_with", ""))
     if precision != "fp32":
         meta["precision"] = precision
     return meta

@@ -14,6 +14,7 @@ from ..hub import fetch_weights, get_weights, resolve_model, sha256_of
 from ..registry import create_model
 from ._args import (
     add_checkpoint_arg,
+    add_denoise_strength_arg,
     add_overwrite_arg,
     add_threads_arg,
     add_weights_args,
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_arg(p)
     add_weights_args(p)
+    add_denoise_strength_arg(p)
     p.add_argument("--model", help="architecture name: without weights, exports random weights")
     p.add_argument("--scale", type=scale_arg, help="scale factor (with --model; checked otherwise)")
     p.add_argument("--onnx", action="store_true", help="write an ONNX file")
@@ -73,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
             "two checkpoints given (CHECKPOINT and --checkpoint): pass the file once."
         )
     args.checkpoint = args.checkpoint or args.checkpoint_file
+    if args.denoise_strength is not None and not args.weights:
+        raise LightSRError(
+            "--denoise-strength blends named photo weights with the clean model they were "
+            "fine-tuned from: pass --weights (a2f_sd_photo_x2 or a2f_sd_photo_x4)."
+        )
     apply_threads(args)
     sha: str | None = None
     precision = "fp32"
@@ -90,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
             scale=args.scale,
             weights=args.weights,
             weights_dir=args.weights_dir,
+            denoise_strength=args.denoise_strength,
         )
         model, precision = resolved.model, resolved.precision or "fp32"
         stem = entry.name
+        if args.denoise_strength is not None:
+            stem += f"_dn{args.denoise_strength:g}"  # not the photo model's own file name
         # the published file's sha256; bundled weights are that file itself
         sha = entry.sha256 or sha256_of(fetch_weights(entry.name))
     elif args.checkpoint:
