@@ -177,3 +177,17 @@ def test_export_of_a_blend_says_so_in_its_metadata(tmp_path, capsys) -> None:
     )
     assert code == 2 and "pass --weights" in capsys.readouterr().err
     assert not refused.exists()
+
+
+def test_the_x2_photo_entry_states_the_clean_costs_its_report_measured() -> None:
+    report = json.loads((REPO / "benchmarks" / "results" / "photo_x2.json").read_text())
+    clean = report["evaluation"]["clean"]
+    at_half = report["strengths"]["0.5"]["clean"]
+
+    def costs(psnr: dict) -> str:
+        sets = ("Set5", "Set14", "B100")
+        return " / ".join(f"{clean['clean'][s]['psnr'] - psnr[s]['psnr']:.2f}" for s in sets)
+
+    notes = hub.get_weights("a2f_sd_photo_x2").notes
+    assert f"it is {costs(clean['photo'])} dB under a2f_sd_x2" in notes
+    assert f"{costs(at_half)} at --denoise-strength 0.5" in notes

@@ -302,7 +302,8 @@ _FILES: tuple[WeightsEntry, ...] = (
         degradation="photo",
         notes="for JPEG, noisy or slightly blurred photos (PSNR-oriented, L1, no GAN); "
         "fine-tuned from a2f_sd_x2; on clean bicubic LR it is 1.81 / 1.16 / 0.87 dB under "
-        "a2f_sd_x2 (Set5 / Set14 / B100); measured and lineage in docs/PHOTO.md",
+        "a2f_sd_x2 (Set5 / Set14 / B100), 0.95 / 0.58 / 0.53 at --denoise-strength 0.5; "
+        "measured and lineage in docs/PHOTO.md",
     ),
     *(
         WeightsEntry(
