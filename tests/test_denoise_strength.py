@@ -175,7 +175,7 @@ def test_export_of_a_blend_says_so_in_its_metadata(tmp_path, capsys) -> None:
         ["export", "--model", "a2f_sd", "--scale", "2", "--denoise-strength", "0.5"]
         + ["--torchscript", "-o", str(refused)]
     )
-    assert code == 2 and "pass --weights" in capsys.readouterr().err
+    assert code == 2 and "name the photo model with --weights" in capsys.readouterr().err
     assert not refused.exists()
 
 
@@ -191,3 +191,17 @@ def test_the_x2_photo_entry_states_the_clean_costs_its_report_measured() -> None
     notes = hub.get_weights("a2f_sd_photo_x2").notes
     assert f"it is {costs(clean['photo'])} dB under a2f_sd_x2" in notes
     assert f"{costs(at_half)} at --denoise-strength 0.5" in notes
+
+
+def test_the_crops_show_the_blend_between_the_clean_and_the_photo_panels(tmp_path) -> None:
+    report_script = benchmark_script("photo_report")
+    named = {"bicubic": "bicubic", "clean": "a2f_sd_x4", "photo": "a2f_sd_photo_x4"}
+    panels = report_script.crop_panels(named)
+    assert list(panels) == ["bicubic", "clean", "photo at 0.5", "photo"]
+    assert panels["photo at 0.5"] == ("a2f_sd_photo_x4", 0.5)
+    # A photo model given as a file has no partner to blend with: no such panel.
+    assert list(report_script.crop_panels({**named, "photo": str(tmp_path / "p.safetensors")})) == [
+        "bicubic",
+        "clean",
+        "photo",
+    ]

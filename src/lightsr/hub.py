@@ -798,6 +798,22 @@ def _blend_partner(entry: WeightsEntry) -> WeightsEntry:
     return get_weights(entry.fine_tuned_from)
 
 
+def check_blend_request(weights: str | None, denoise_strength: float | None) -> None:
+    """Refuse a ``denoise_strength`` (when not None) that cannot be applied, before anything
+    is loaded: out of [0, 1], without named ``weights``, or with weights that were not
+    fine-tuned from another entry. Each error names the fix."""
+    if denoise_strength is None:
+        return
+    check_denoise_strength(denoise_strength)
+    if weights is None:
+        photos = ", ".join(e.name for e in WEIGHTS.values() if e.fine_tuned_from)
+        raise ConfigError(
+            "--denoise-strength blends a photo model with the clean model it was fine-tuned "
+            f"from: name the photo model with --weights ({photos})."
+        )
+    _blend_partner(file_entry(get_weights(weights)))
+
+
 def load_weights(
     name: str,
     *,
@@ -894,15 +910,7 @@ def resolve_model(
     ``weights`` naming a photo model only (:func:`load_weights`).
     """
     scale = check_scale(scale)
-    if denoise_strength is not None:
-        check_denoise_strength(denoise_strength)
-        if weights is None:
-            photos = ", ".join(e.name for e in WEIGHTS.values() if e.fine_tuned_from)
-            raise ConfigError(
-                "--denoise-strength blends a photo model with the clean model it was "
-                f"fine-tuned from: name the photo model with --weights ({photos})."
-            )
-        _blend_partner(file_entry(get_weights(weights)))  # refused before anything loads
+    check_blend_request(weights, denoise_strength)
     if weights is not None:
         if checkpoint is not None:
             raise ConfigError(

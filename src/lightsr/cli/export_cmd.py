@@ -10,7 +10,7 @@ from ..atomic import same_file
 from ..checkpoint import load_any
 from ..errors import LightSRError, OutputExistsError, OutputPathError
 from ..export import export_model
-from ..hub import fetch_weights, get_weights, resolve_model, sha256_of
+from ..hub import check_blend_request, fetch_weights, get_weights, resolve_model, sha256_of
 from ..registry import create_model
 from ._args import (
     add_checkpoint_arg,
@@ -75,11 +75,7 @@ def run(args: argparse.Namespace) -> int:
             "two checkpoints given (CHECKPOINT and --checkpoint): pass the file once."
         )
     args.checkpoint = args.checkpoint or args.checkpoint_file
-    if args.denoise_strength is not None and not args.weights:
-        raise LightSRError(
-            "--denoise-strength blends named photo weights with the clean model they were "
-            "fine-tuned from: pass --weights (a2f_sd_photo_x2 or a2f_sd_photo_x4)."
-        )
+    check_blend_request(args.weights, args.denoise_strength)
     apply_threads(args)
     sha: str | None = None
     precision = "fp32"
