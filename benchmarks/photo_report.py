@@ -64,6 +64,9 @@ CROP_IMAGES = (
     "chip.png",
 )
 CROP_LR = 64  # LR side of a crop; each panel is CROP_LR * scale pixels wide
+#: The crops also show the photo weights at this denoise strength (when they are named weights,
+#: the only ones that can be blended): what the knob does, between the clean and photo panels.
+CROP_STRENGTH = 0.5
 
 
 def _model_args(spec: str) -> list[str]:
@@ -177,8 +180,31 @@ def _detail_crop(lr: np.ndarray, side: int) -> tuple[int, int]:
     return where
 
 
+def crop_panels(models: dict[str, str]) -> dict[str, tuple[str, float | None]]:
+    """The crops' model panels after the LR, left to right: label -> (model, denoise strength
+    or None). The photo weights at :data:`CROP_STRENGTH` come between the clean and the photo
+    panels when the photo model is named weights that can be blended."""
+    panels: dict[str, tuple[str, float | None]] = {k: (v, None) for k, v in models.items()}
+    photo = models["photo"]
+    names = {e.name: e for e in list_weights()}
+    if photo in names and names[photo].fine_tuned_from:
+        blend = {f"photo at {CROP_STRENGTH:g}": (photo, CROP_STRENGTH)}
+        keys = list(panels)
+        at = keys.index("photo")
+        panels = {k: panels[k] for k in keys[:at]} | blend | {k: panels[k] for k in keys[at:]}
+    return panels
+
+
 def crops(models: dict[str, str], scale: int) -> list[str]:
-    upscalers = {key: Upscaler(_load(spec, scale), tile=None) for key, spec in models.items()}
+    upscalers = {
+        key: Upscaler(
+            _load(spec, scale)
+            if strength is None
+            else lightsr.load(spec, denoise_strength=strength),
+            tile=None,
+        )
+        for key, (spec, strength) in crop_panels(models).items()
+    }
     written = []
     CROPS.mkdir(parents=True, exist_ok=True)
     for name in CROP_IMAGES:
@@ -279,7 +305,13 @@ def markdown(report: dict) -> str:
             "### Real photos (RealSRSet, no ground truth)",
             "",
             "Each image: the region of the LR with the most edge energy; panels left to right: "
-            "LR (nearest), " + ", ".join(keys) + ".",
+            "LR (nearest), "
+            + ", ".join(report.get("crop_panels") or keys)
+            + (
+                f" (photo at {CROP_STRENGTH:g}: `--denoise-strength {CROP_STRENGTH:g}`)."
+                if f"photo at {CROP_STRENGTH:g}" in (report.get("crop_panels") or [])
+                else "."
+            ),
             "",
         ]
         lines += [f"![{c}](photo/{c})" for c in report["crops"]]
@@ -363,9 +395,13 @@ def main() -> int:
                 args.photo, sorted(set(args.denoise_strengths)), args.scale
             )
     if args.skip_crops:  # keep the PNGs the last run made, and their names in the JSON
-        report["crops"] = json.loads(result.read_text()).get("crops", [])
+        previous_crops = json.loads(result.read_text())
+        report["crops"] = previous_crops.get("crops", [])
+        if "crop_panels" in previous_crops:
+            report["crop_panels"] = previous_crops["crop_panels"]
     else:
         report["crops"] = crops(models, args.scale)
+        report["crop_panels"] = list(crop_panels(models))
     photo_file = Path(args.photo) if Path(args.photo).is_file() else None
     if photo_file is None and args.photo in {e.name for e in list_weights()}:
         photo_file = fetch_weights(args.photo)  # a weights name: the file it names
