@@ -7,8 +7,9 @@
    model should beat the clean one by >= 1 dB and bicubic by >= 0.5 dB in every cell.
 2. Clean sets: ``lightsr eval --lr-source folder-clamp`` on Set5/Set14/B100 (the papers' LR);
    the photo model should lose <= 1 dB to the clean model.
-3. Crops on real photos without ground truth (RealSRSet): per image one PNG with four panels
-   of the same region, LR (nearest), bicubic, clean model, photo model, in docs/photo/.
+3. Crops on real photos without ground truth (RealSRSet): per image one PNG with panels of
+   the same region, LR (nearest), bicubic, clean model, the photo model at denoise strength
+   :data:`CROP_STRENGTH` (named photo weights only), photo model, in docs/photo/.
 4. With ``--denoise-strengths S ...``: 1 and 2 for the photo weights blended with the clean
    model they were fine-tuned from (``--denoise-strength S``), each cell against the bars: the
    trade-off a user sets with ``lightsr upscale --denoise-strength``.
@@ -127,6 +128,8 @@ def strength_rows(report: dict) -> list[str]:
     missed, and the count of missed bars."""
     ev, sweep = report["evaluation"], report.get("strengths") or {}
     deg, clean = ev["degraded"], ev["clean"]
+    # Strength 0 is the clean model the photo model was fine-tuned from: the "clean" column
+    # (the default --clean is that model).
     rows = {0.0: {"degraded": {p: deg[p]["clean"] for p in PRESETS}, "clean": clean["clean"]}}
     rows.update({float(k): v for k, v in sweep.items()})
     rows[1.0] = {"degraded": {p: deg[p]["photo"] for p in PRESETS}, "clean": clean["photo"]}
@@ -383,6 +386,13 @@ def main() -> int:
     report: dict = {"command": command, "scale": args.scale, "models": models}
     if any(not 0 < s < 1 for s in args.denoise_strengths):
         ap.error("--denoise-strengths: each must be between 0 and 1 (0 and 1 are always shown)")
+    partner = {e.name: e.fine_tuned_from for e in list_weights()}.get(args.photo, "")
+    if args.denoise_strengths and partner != args.clean:
+        # The table's row 0 is the clean column: it must be the model the blends start from.
+        ap.error(
+            f"--denoise-strengths needs --photo to name photo weights fine-tuned from --clean "
+            f"({args.photo} was fine-tuned from {partner or 'nothing'}, --clean is {args.clean})"
+        )
     if args.skip_eval:  # the figures, and the command that measured them, from the last run
         previous = json.loads(result.read_text())
         for key in ("evaluation", "command", "machine", "strengths"):
