@@ -785,15 +785,19 @@ def blend_weights(start: SRModel, end: SRModel, *, strength: float) -> SRModel:
     return model.eval()
 
 
+def _blendable() -> str:
+    """The names of the entries ``--denoise-strength`` can blend, for error messages."""
+    return ", ".join(e.name for e in WEIGHTS.values() if e.fine_tuned_from)
+
+
 def _blend_partner(entry: WeightsEntry) -> WeightsEntry:
     """The entry ``entry`` was fine-tuned from, or a ConfigError naming the entries that have
     one (what ``--denoise-strength`` needs)."""
     if not entry.fine_tuned_from:
-        photos = ", ".join(e.name for e in WEIGHTS.values() if e.fine_tuned_from)
         raise ConfigError(
             f"--denoise-strength blends a photo model with the clean model it was fine-tuned "
             f"from; {entry.name} was not fine-tuned from another entry. Name one that was "
-            f"({photos}), or drop --denoise-strength."
+            f"({_blendable()}), or drop --denoise-strength."
         )
     return get_weights(entry.fine_tuned_from)
 
@@ -806,10 +810,9 @@ def check_blend_request(weights: str | None, denoise_strength: float | None) -> 
         return
     check_denoise_strength(denoise_strength)
     if weights is None:
-        photos = ", ".join(e.name for e in WEIGHTS.values() if e.fine_tuned_from)
         raise ConfigError(
             "--denoise-strength blends a photo model with the clean model it was fine-tuned "
-            f"from: name the photo model with --weights ({photos})."
+            f"from: name the photo model with --weights ({_blendable()})."
         )
     _blend_partner(file_entry(get_weights(weights)))
 
@@ -875,8 +878,7 @@ def load_by_name_or_path(
             )
         return load(path, **kwargs)
     entry = get_weights(text)
-    if denoise_strength is not None:
-        _blend_partner(file_entry(entry))  # refused before the int8 warning below
+    check_blend_request(entry.name, denoise_strength)  # refused before the int8 warning below
     if entry.precision == "int8":
         warnings.warn(
             f"{entry.name} is {entry.base} run at int8: this is {entry.base}'s fp32 model. "

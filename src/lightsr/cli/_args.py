@@ -8,7 +8,8 @@ import sys
 
 import torch
 
-from ..hub import ResolvedModel
+from ..errors import ConfigError
+from ..hub import ResolvedModel, check_denoise_strength
 from ..registry import get_spec, list_models
 from ..upscale import PRECISIONS
 
@@ -94,15 +95,12 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def unit_interval(value: str) -> float:
-    """argparse type: a number from 0 to 1."""
+def denoise_strength(value: str) -> float:
+    """argparse type: a number from 0 to 1 (:func:`lightsr.hub.check_denoise_strength`)."""
     try:
-        number = float(value)
-    except ValueError:
+        return check_denoise_strength(float(value))
+    except (ValueError, ConfigError):
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {value!r}") from None
-    if not 0.0 <= number <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {value}")
-    return number
 
 
 def add_denoise_strength_arg(p: argparse.ArgumentParser) -> None:
@@ -110,7 +108,7 @@ def add_denoise_strength_arg(p: argparse.ArgumentParser) -> None:
     from (:func:`lightsr.hub.load_weights`), on every command that runs named weights."""
     p.add_argument(
         "--denoise-strength",
-        type=unit_interval,
+        type=denoise_strength,
         metavar="S",
         help="with --weights naming a photo model: 0 to 1, how far its weights are from the "
         "clean model it was fine-tuned from (0) to its own (1, the default); lower keeps more "
