@@ -34,6 +34,8 @@ threads do not steal the next one's cores.
     python benchmarks/bench_backends.py --table-only     # regenerate docs/BACKENDS.md
     python benchmarks/bench_backends.py --sensitivity fmen_s   # per-conv int8 loss on Set5,
                                                                # results/int8_sensitivity/
+    python benchmarks/bench_backends.py --sensitivity a2f_sd_x2   # the same for hub weights,
+                                                                  # at the entry's scale
 
 Writes benchmarks/results/backends/<cpu-slug>.json (one file per CPU model; a rerun on the same
 kind replaces it) and regenerates docs/BACKENDS.md from all of them.
@@ -42,6 +44,7 @@ kind replaces it) and regenerates docs/BACKENDS.md from all of them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -60,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_upscale as bu  # noqa: E402  (shared helpers: peaks, input, weights, Set5)
 
 import lightsr  # noqa: E402
+from lightsr import hub  # noqa: E402
 from lightsr.atomic import atomic_write_text  # noqa: E402
 from lightsr.data.io import image_to_tensor, read_image, tensor_to_image  # noqa: E402
 from lightsr.data.resize import modcrop  # noqa: E402
@@ -73,6 +77,8 @@ from lightsr.upscale import Upscaler  # noqa: E402
 RESULTS = bu.ROOT / "benchmarks" / "results" / "backends"
 #: ``--sensitivity MODEL`` writes ``<MODEL>.json`` here (not beside the per-CPU tables).
 SENSITIVITY = bu.ROOT / "benchmarks" / "results" / "int8_sensitivity"
+#: ``benchmarks/int8_tradeoffs.py`` writes here; its tables go into docs/BACKENDS.md.
+TRADEOFFS = bu.ROOT / "benchmarks" / "results" / "int8_tradeoffs"
 DOC = bu.ROOT / "docs" / "BACKENDS.md"
 PAUSE_S = 0.02
 SET5_LR = bu.SHARED / "data" / "Set5" / "LR_bicubic" / f"X{bu.SCALE}"
@@ -198,21 +204,25 @@ def build_paths(model, folded, threads: int, tmp: Path, ov: dict) -> tuple[dict,
     return paths, notes
 
 
-def quality(run, trained: bool, reference) -> dict:
-    """Set5 PSNR-Y against HR (trained weights) and against the fp32 path's output."""
+def quality(
+    run, trained: bool, reference, *, scale: int = bu.SCALE, lr_dir: str = "LR_bicubic"
+) -> dict:
+    """Set5 PSNR-Y (LR from ``lr_dir``) against HR (trained weights) and against the fp32
+    path's output."""
     out: dict = {}
-    if not SET5_LR.is_dir():
-        return {"note": f"{SET5_LR} absent"}
+    lr_folder = SET5_HR.parent / lr_dir / f"X{scale}"
+    if not lr_folder.is_dir():
+        return {"note": f"{lr_folder} absent"}
     vs_hr, vs_fp32 = [], []
     for hr_path in sorted(SET5_HR.glob("*.png")):
-        lr = image_to_tensor(read_image(SET5_LR / f"{hr_path.stem}x{bu.SCALE}.png"))
+        lr = image_to_tensor(read_image(lr_folder / f"{hr_path.stem}x{scale}.png"))
         sr = tensor_to_image(run(lr))
         if trained:
-            hr = modcrop(read_image(hr_path), bu.SCALE)
-            vs_hr.append(psnr(sr, hr, crop_border=bu.SCALE, y_channel=True))
+            hr = modcrop(read_image(hr_path), scale)
+            vs_hr.append(psnr(sr, hr, crop_border=scale, y_channel=True))
         if reference is not None:
             ref = tensor_to_image(reference(lr))
-            vs_fp32.append(psnr(sr, ref, crop_border=bu.SCALE, y_channel=True))
+            vs_fp32.append(psnr(sr, ref, crop_border=scale, y_channel=True))
     if vs_hr:
         out["set5_psnr_y"] = round(float(np.mean(vs_hr)), 4)
     if vs_fp32:  # identical outputs: "identical" (JSON has no infinity)
@@ -300,17 +310,38 @@ def vs_openvino(paths: dict) -> dict:
 
 
 def sensitivity(name: str, limit: int | None) -> dict:
-    """Set5 x4 PSNR-Y change when only one conv is int8 (the others fp32), per conv."""
-    model, weights, trained = load(name, None)
+    """Set5 PSNR-Y change when only one conv is int8 (the others fp32), per conv.
+
+    ``name``: a model (the authors' weights, x4, Set5 ``LR_bicubic`` like the speed tables) or
+    a hub weights entry (``a2f_sd_x2``: its scale, Set5 ``LR_bicubic_clamp`` like
+    ``benchmarks/zoo_table.py``, so the figures add up to the zoo's int8 costs)."""
+    if name in {e.name for e in hub.list_weights()}:
+        entry = hub.get_weights(name)
+        model, weights, trained = lightsr.load(name), f"hub {name}", True
+        scale, lr_dir = entry.scale, "LR_bicubic_clamp"
+    else:
+        model, weights, trained = load(name, None)
+        scale, lr_dir = bu.SCALE, "LR_bicubic"
     if not trained:
         raise SystemExit(f"{name}: needs trained weights for a Set5 measurement")
     folded = lightsr.reparameterize(model)
     convs = [n for n, m in folded.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    base = quality(Upscaler(folded, tile=None, precision="fp32")._forward, True, None)
-    out = {"weights": weights, "fp32_set5_psnr_y": base["set5_psnr_y"], "only_this_conv_int8": {}}
+    measure = functools.partial(quality, trained=True, reference=None, scale=scale, lr_dir=lr_dir)
+    base = measure(Upscaler(folded, tile=None, precision="fp32")._forward)
+    out = {
+        "weights": weights,
+        "scale": scale,
+        "lr": lr_dir,
+        "fp32_set5_psnr_y": base["set5_psnr_y"],
+        "default_int8_set5_change": round(
+            measure(quantize_int8(folded))["set5_psnr_y"] - base["set5_psnr_y"], 4
+        ),
+        "only_this_conv_int8": {},
+    }
+    print("default keep list:", out["default_int8_set5_change"], flush=True)
     for conv in convs[:limit]:
         q = quantize_int8(folded, keep_fp32=[c for c in convs if c != conv])
-        s = quality(q, True, None)["set5_psnr_y"]
+        s = measure(q)["set5_psnr_y"]
         out["only_this_conv_int8"][conv] = round(s - base["set5_psnr_y"], 4)
         print(conv, out["only_this_conv_int8"][conv], flush=True)
     return out
@@ -349,10 +380,32 @@ Regenerated by `python benchmarks/bench_backends.py` (or `--table-only`) from
   used, in a child process (the calibrator holds every activation of every patch); the graph
   is then cached (`<lightsr cache>/int8`, `$LIGHTSR_CACHE`), so later runs start at once. It
   costs quality (Set5 x4 PSNR-Y with the authors' weights, ONNX Runtime / OpenVINO: A2F-SD
-  -0.09 / -0.09 dB, FMEN-S -0.06 / -0.06 dB, `tests/test_int8.py`); whether it is faster than
+  -0.06 / -0.06 dB, FMEN-S -0.06 / -0.06 dB, `tests/test_int8.py`; every named int8 entry's
+  cost on Set5, Set14 and B100 is in docs/ZOO.md, at most 0.08 dB); whether it is faster than
   fp32 depends on the CPU's int8 dot-product instructions (the `int8 dot` column: AMX, VNNI,
   or plain AVX2 with 16-bit intermediates): see the tables. Tiles use the same quantization
   parameters, so tiled equals untiled (bit for bit, in either engine) for tile-exact models.
+
+### Which convs int8 keeps in fp32
+
+`python benchmarks/bench_backends.py --sensitivity NAME` quantizes one conv at a time (the
+others fp32) and records each one's Set5 PSNR-Y change (`benchmarks/results/int8_sensitivity/`:
+FMEN-S with the authors' weights; A2F-SD with lightsr's at x2, x3 and x4). The losses add up:
+for `a2f_sd_x2` they sum to -0.135 dB against -0.132 for the whole graph. For A2F-SD the
+activations are the cause, not the weights (the weights alone: the figure with each table).
+`python benchmarks/int8_tradeoffs.py --weights a2f_sd_x2` puts the remedies side by side
+(Set5 PSNR-Y change from fp32; min ms at 256x256 LR, on the CPU named with each table;
+`benchmarks/results/int8_tradeoffs/`):
+
+{TRADEOFFS}
+
+Calibrating on real photographs (T91 + BSD200 patches, which lightsr does not ship) gains
+about as much as two fp32 convs; min/max ranges lose more. A2F-SD's first and last `expand`
+convs (each 1/16 of the body's multiply-adds) are the most sensitive at every scale, so they
+stay fp32 by default (`lightsr.quantize.KEEP_FP32`): the x2 entry went from -0.13 to -0.08 dB
+on Set5 for a few per cent of int8's time on that CPU. On a CPU with VNNI or AMX, where int8
+convs run several times faster than fp32 ones, the two fp32 convs weigh more: not measured
+here.
 
 ## `--backend auto|torch|onnxruntime|openvino`
 
@@ -391,7 +444,8 @@ favour of torchao) broke FMEN-S (7.6 dB) and ran A2F-SD 4x slower than fp32 on t
 where the engine was chosen. Which int8 variant (`python benchmarks/int8_variants.py`,
 `benchmarks/results/int8_variants/`): unsigned activations with full-range weights ran A2F-SD
 about 20% faster in ONNX Runtime than signed ones at nearly the same Set5 cost (A2F-SD -0.09
-vs -0.07 dB, FMEN-S -0.15 vs -0.14), and only unsigned activations run correctly in OpenVINO
+vs -0.07 dB, before its two `expand` convs were kept in fp32; FMEN-S -0.15 vs -0.14), and
+only unsigned activations run correctly in OpenVINO
 (signed: -2.1 dB on A2F-SD); 7-bit weights cost FMEN-S 0.37 dB more for no speed. An earlier
 reading that u8 activations lose 5 dB on FMEN-S through AVX2's 16-bit pair sums did not
 reproduce. Measured on AVX2 (AMD EPYC Zen 1) only; no CPU with VNNI, AVX512-BF16 or AMX has
@@ -408,10 +462,35 @@ def _per_machine(values: list[str]) -> str:
     return measured[0] if len(set(measured)) == 1 else " / ".join(values)
 
 
+def tradeoff_tables() -> str:
+    """The tables of ``benchmarks/int8_tradeoffs.py``'s results, one per weights and CPU."""
+    out = []
+    for f in sorted(TRADEOFFS.glob("*.json")):
+        r = json.loads(f.read_text())
+        out.append(
+            f"`{r['weights']}` (fp32 Set5 {r['fp32_set5_psnr_y']:.2f}; the default's int8 "
+            f"weights alone, activations fp32: {r['weights_only_int8_set5_psnr_y_change']:+.3f}"
+            f" dB), {r['cpu_kind']}, {r['machine']['torch_threads']} threads, "
+            f"`{r['command']}`:\n"
+        )
+        out.append(
+            "| variant | fp32 convs | Set5 change | int8 (ONNX Runtime) ms | "
+            "int8_ov ms | fp32_ov ms |"
+        )
+        out.append("|---|---|---|---|---|---|")
+        for label, v in r["variants"].items():
+            out.append(
+                f"| {label} | {len(v['kept_fp32'])} | {v['set5_psnr_y_change']:+.3f} | "
+                f"{v['ort_min_ms']:.0f} | {v['ov_min_ms']:.0f} | {v['ov_fp32_min_ms']:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out).rstrip() or "No results yet: run `python benchmarks/int8_tradeoffs.py`."
+
+
 def write_markdown() -> str:
     files = sorted(RESULTS.glob("*.json"))
     runs = [json.loads(f.read_text()) for f in files]
-    lines = [_DOC_HEAD]
+    lines = [_DOC_HEAD.replace("{TRADEOFFS}", tradeoff_tables())]
     if not runs:
         lines.append("\nNo results yet: run `python benchmarks/bench_backends.py`.\n")
     else:

@@ -21,7 +21,9 @@ on.
 
 An int8 entry (``a2f_sd_x4_int8``: its base's file, run at int8) is evaluated the same way
 (``lightsr eval --weights NAME`` runs it at int8) and its cost, int8 - base PSNR-Y per set, is
-shown beside it (``lightsr list --weights`` computes the same from zoo_measured.json).
+shown beside it (``lightsr list --weights`` computes the same from zoo_measured.json), with the
+convs it kept in fp32 (``int8_kept_fp32``), so a change of the default list shows which rows it
+made stale.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from pathlib import Path
 
 import torch
 
+import lightsr
 from lightsr import hub
 from lightsr.atomic import atomic_write
 from lightsr.errors import CheckpointError
 from lightsr.hardware import cpu_kind, machine_record
 from lightsr.hub import MEASURED_FILE, fetch_weights, list_weights
+from lightsr.quantize import default_keep_fp32
 from lightsr.upscale import resolve_backend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +54,7 @@ DOC = REPO / "docs" / "ZOO.md"
 SETS = ("Set5", "Set14", "B100")
 COMMAND = "python benchmarks/zoo_table.py"
 #: What a row keeps from zoo.json when it is not re-measured (everything else is the hub's).
-_MEASUREMENT_KEYS = ("measured", "status", "int8_engine", "measured_on")
+_MEASUREMENT_KEYS = ("measured", "status", "int8_engine", "int8_kept_fp32", "measured_on")
 
 
 def _available(name: str, weights_dir: str, download: bool) -> bool:
@@ -225,6 +229,10 @@ def main() -> int:
             row["measured_on"] = cpu_kind()
             if entry.precision == "int8":  # the engine `lightsr eval` ran it in
                 row["int8_engine"] = resolve_backend("auto", torch.device("cpu"), "int8")[0]
+                # the convs it kept in fp32 (lightsr.quantize's default, as eval ran it): a
+                # later change of KEEP_FP32 makes this row stale (tests/test_hub.py checks)
+                base = lightsr.reparameterize(lightsr.load(entry.base))
+                row["int8_kept_fp32"] = default_keep_fp32(base)
         entries.append(row)
     _costs(entries)
     # --render-only ran nothing: the record stays that of the last run that measured

@@ -13,8 +13,9 @@ the ``lightsr[openvino]`` extra) from the same QDQ graph.
 (``keep_fp32``, module names) by default: the convolutions that read the image (``head``;
 A2F's ``skip``) and those that produce image values (:func:`lightsr.probe.output_convs`: the
 tail before the pixel shuffle), plus each model's most sensitive layers in
-:data:`KEEP_FP32`, found by quantizing one conv at a time and measuring Set5 x4 PSNR-Y with
-the authors' weights (``benchmarks/bench_backends.py --sensitivity``). FMEN-S's ``lr_conv``
+:data:`KEEP_FP32`, found by quantizing one conv at a time and measuring Set5 PSNR-Y
+(``benchmarks/bench_backends.py --sensitivity``: FMEN-S x4 with the authors' weights, A2F-SD
+x2-x4 with lightsr's). FMEN-S's ``lr_conv``
 alone costs 0.32 dB: its output is a small correction added to the head's features, so an
 8-bit grid over its range is coarse where it matters.
 
@@ -115,6 +116,15 @@ KEEP_FP32: dict[str, tuple[str, ...]] = {
         "ERBs.0.conv1",
         "ERBs.3.conv1",
     ),
+    # A2F-SD, one conv at a time int8, Set5 PSNR-Y change with lightsr's bundled weights
+    # (benchmarks/results/int8_sensitivity/a2f_sd_x{2,3,4}.json): layers.0.expand is the worst
+    # body conv at every scale (x2 -0.036, x3 -0.017, x4 -0.009), layers.7.expand second at x2
+    # (-0.026) and third at x3/x4; the rest add up to the remainder (the losses are additive:
+    # at x2 they sum to -0.135 against -0.132 for the whole graph). Without these two the x2
+    # entry lost 0.13 dB on Set5, over the 0.1 dB a named int8 entry may cost; with them,
+    # 0.08, for 2-5% more time on an AVX2 CPU (benchmarks/int8_tradeoffs.py: each is 1/16 of
+    # the body's MACs). Weights are not the cause: int8 weights alone cost 0.001 dB.
+    "a2f_sd": ("layers.0.expand", "layers.7.expand"),
     # FMEN (no released weights, not measured): FMEN-S's first three, which sit at the same
     # places in the larger network (the ERB/HFAB indices do not carry over)
     "fmen": ("lr_conv", "warmup.0", "warmup.1.squeeze"),
