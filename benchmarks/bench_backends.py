@@ -399,13 +399,22 @@ activations are the cause, not the weights (the weights alone: the figure with e
 
 {TRADEOFFS}
 
-Calibrating on real photographs (T91 + BSD200 patches, which lightsr does not ship) gains
-about as much as two fp32 convs; min/max ranges lose more. A2F-SD's first and last `expand`
+`default` is what `--weights NAME_int8` runs; `image convs only`, what it ran before the
+list below; `real patches`, calibrated on patches of the T91 + BSD200 HR images (the training
+images, not shipped; `lightsr.quantize.quantize_int8(calibration=...)` takes your own) instead
+of generated ones; `+2 fp32`, the next two most sensitive convs kept too. The `fp32_ov` column
+runs the same fp32 graph in every row: its spread is these runs' noise.
+
+Min/max ranges lose more than percentile ones. A2F-SD's first and last `expand`
 convs (each 1/16 of the body's multiply-adds) are the most sensitive at every scale, so they
 stay fp32 by default (`lightsr.quantize.KEEP_FP32`): the x2 entry went from -0.13 to -0.08 dB
-on Set5 for a few per cent of int8's time on that CPU. On a CPU with VNNI or AMX, where int8
-convs run several times faster than fp32 ones, the two fp32 convs weigh more: not measured
-here.
+on Set5 (every named int8 entry now costs at most 0.08 dB on each set, docs/ZOO.md). In
+OpenVINO, which `auto` picks for int8, the two fp32 convs cost no time measurable above these
+runs' noise on this AVX2 CPU (`default` against `image convs only`; in ONNX Runtime, 10% at
+x2). At x4 they buy nothing on Set5 (-0.04 either way) and stay for
+simplicity: one list per architecture. Calibrating on real photographs and keeping the next
+two convs fp32 each gain another 0.02 dB at x2. On a CPU with VNNI or AMX, where int8 convs
+run several times faster than fp32 ones, the two fp32 convs weigh more: not measured here.
 
 ## `--backend auto|torch|onnxruntime|openvino`
 
@@ -423,9 +432,9 @@ default `auto`) choose what runs the model:
   and native bf16. Why: on a quiet machine (AMD EPYC Zen 1, the tables below) OpenVINO ran
   fp32 fastest of every path for all three models (`fp32_ov`), and int8 faster than ONNX
   Runtime for FMEN-S and MAFFSRN (5% slower for A2F-SD). On the second CPU measured (AMD EPYC
-  family 25 model 17, whose VM shows AVX2 but no AVX-512) OpenVINO's int8 ran 1.2-1.7x ONNX
-  Runtime's for all three models, and its fp32 was within 4% of the fastest fp32 path
-  (`compiled` for FMEN-S and MAFFSRN, which pays a compile per image size). bf16 in
+  family 25 model 17, whose VM shows AVX2 but no AVX-512) OpenVINO's int8 ran 1.3-1.5x ONNX
+  Runtime's for all three models, and its fp32 was the fastest fp32 path (for FMEN-S level
+  with `compiled`, which pays a compile per image size). bf16 in
   OpenVINO rests on the issue's table (an AVX512-BF16 machine, OpenVINO's bf16 1.2-1.3x
   torch's), not yet measured here: no such CPU has run this benchmark. torch on a GPU, for
   fp16, with `--compile`, for emulated bf16, and for a model with no network to export (bicubic), or
