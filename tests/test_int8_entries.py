@@ -166,3 +166,55 @@ def test_committed_int8_costs_were_measured_with_the_current_fp32_convs_and_meet
         )
         assert set(row["cost"]) == {"Set5", "Set14", "B100"}, name
         assert min(row["cost"].values()) >= -0.1, (name, row["cost"])
+
+
+def _calibration_folder(tmp_path):
+    """Two HR images large enough for patches and one too small (skipped by its header)."""
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    img = read_image(REPO / "examples" / "sample.png")
+    write_image(folder / "a.png", img[:100, :150])
+    write_image(folder / "b.png", np.ascontiguousarray(img[28:, 40:][:, ::-1]))
+    write_image(folder / "tiny.png", img[:20, :20])
+    return folder
+
+
+def test_calibration_from_files_equals_patches_of_the_decoded_images(tmp_path):
+    folder = _calibration_folder(tmp_path)
+    files = sorted(folder.glob("*.png"))
+    decoded = [read_image(f) for f in files]
+    expected = quantize.calibration_patches(decoded, scale=2, count=6, size=24, seed=3)
+    for given in ([folder], files):
+        got = quantize.calibration_from_files(given, scale=2, count=6, size=24, seed=3)
+        assert len(got) == 6 and all(torch.equal(a, b) for a, b in zip(got, expected))
+    other_seed = quantize.calibration_from_files([folder], scale=2, count=6, size=24, seed=4)
+    assert not all(torch.equal(a, b) for a, b in zip(other_seed, expected))
+    with pytest.raises(lightsr.errors.LightSRError, match="no calibration image is at least"):
+        quantize.calibration_from_files([folder / "tiny.png"], scale=2, count=6, size=24)
+
+
+def test_upscale_int8_calibration_runs_the_graph_calibrated_on_those_images(
+    tmp_path, small_calibration, monkeypatch, capsys
+):
+    full = quantize.calibration_from_files
+
+    def small(paths, *, scale):  # 4 patches of 24x24: seconds, not ~15 s
+        return full(paths, scale=scale, count=4, size=24)
+
+    monkeypatch.setattr(quantize, "calibration_from_files", small)
+    src, folder = _sample(tmp_path), _calibration_folder(tmp_path)
+    out = {k: tmp_path / f"{k}.png" for k in ("own", "default")}
+    assert _upscale(src, out["own"], "--weights", INT8, "--int8-calibration", str(folder)) == 0
+    assert _upscale(src, out["default"], "--weights", INT8) == 0
+    calibration = quantize.calibration_from_files([folder], scale=2)
+    engine = resolve_backend("auto", torch.device("cpu"), "int8")[0]  # the CLI's default
+    runner = Upscaler(
+        lightsr.load(BASE), tile=None, precision="int8", backend=engine, calibration=calibration
+    )
+    assert np.array_equal(read_image(out["own"]), runner(read_image(src)))
+    assert not np.array_equal(read_image(out["own"]), read_image(out["default"]))
+    # a flag that would change nothing is refused, and nothing is written
+    refused = tmp_path / "refused.png"
+    assert _upscale(src, refused, "--weights", BASE, "--int8-calibration", str(folder)) == 2
+    assert "--int8-calibration applies to int8, but this runs" in capsys.readouterr().err
+    assert not refused.exists()

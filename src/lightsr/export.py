@@ -222,6 +222,7 @@ def export_model(
     source_sha256: str | None = None,
     weights: str | None = None,
     precision: str = "fp32",
+    calibration: Any = None,
 ) -> ExportReport:
     """Fold ``model`` and export it to ``path`` (format from ``format`` or the suffix:
     ``.onnx`` -> ONNX, ``.pt``/``.ts``/``.torchscript`` -> TorchScript); write the JSON sidecar
@@ -233,7 +234,9 @@ def export_model(
     (``parity_status``); either failing makes ``report.ok`` False.
 
     ``precision``: "fp32" (the folded model as it is) or "int8" (ONNX only: the quantized
-    graph ``lightsr upscale --precision int8`` runs, see the module docstring).
+    graph ``lightsr upscale --precision int8`` runs, see the module docstring); ``calibration``:
+    what int8 calibrates on, as :func:`lightsr.quantize.quantize_int8` takes it (None: generated
+    patches, the graph ``upscale`` runs by default).
 
     An existing ``path`` or sidecar is replaced only with ``overwrite`` (else
     :class:`~lightsr.errors.OutputExistsError`, before anything is exported). Both files are
@@ -273,7 +276,9 @@ def export_model(
     quantized: Int8Model | None = None
     if precision == "int8":
         # the settings and cache of Upscaler(precision="int8"): the graph `upscale` runs
-        quantized = quantize_int8(folded, cache_dir=cache_dir() / "int8", isolate=True)
+        quantized = quantize_int8(
+            folded, calibration=calibration, cache_dir=cache_dir() / "int8", isolate=True
+        )
         refs = [quantized(x) for x in xs]
 
     s = folded.scale

@@ -78,7 +78,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write_bytes
-from .data.io import image_to_tensor
+from .data.io import image_header, image_to_tensor, list_images, read_image
 from .data.resize import imresize
 from .deploy import reparameterize
 from .errors import LightSRError
@@ -176,36 +176,88 @@ def synthetic_calibration(
     return out
 
 
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    im = np.asarray(image)
+    if im.ndim == 2:
+        im = im[..., None]
+    im = im[..., :3]
+    return np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im
+
+
+def _patch_plan(eligible: int, *, count: int, seed: int) -> list[tuple[int, float, float]]:
+    """Per patch: which eligible image, and where (fractions of the free height and width),
+    drawn with ``seed``; the same plan whether the images are in memory or read one by one."""
+    rng = np.random.default_rng(seed)
+    return [
+        (int(rng.integers(eligible)), float(rng.random()), float(rng.random()))
+        for _ in range(count)
+    ]
+
+
+def _cut(hr: np.ndarray, at_y: float, at_x: float, *, side: int, scale: int) -> torch.Tensor:
+    y = int(at_y * (hr.shape[0] - side + 1))
+    x = int(at_x * (hr.shape[1] - side + 1))
+    return image_to_tensor(imresize(hr[y : y + side, x : x + side], 1 / scale))
+
+
+def _no_calibration_image(side: int, size: int, scale: int) -> LightSRError:
+    return LightSRError(
+        f"no calibration image is at least {side}x{side} pixels (patches of {size} LR pixels "
+        f"at x{scale}); pass larger images or a smaller size."
+    )
+
+
 def calibration_patches(
     images: Iterable[np.ndarray], *, scale: int, count: int = 32, size: int = 48, seed: int = 0
 ) -> list[torch.Tensor]:
     """LR calibration patches (1, 3, ``size``, ``size``) from HR ``images`` (H x W x C arrays,
     uint8/uint16/float): ``count`` random crops of ``size * scale`` pixels (from images at
     least that large; drawn with ``seed``), bicubic-downscaled by ``scale``."""
-    hrs = []
-    for im in images:
-        im = np.asarray(im)
-        if im.ndim == 2:
-            im = im[..., None]
-        im = im[..., :3]
-        if im.shape[2] == 1:
-            im = np.repeat(im, 3, axis=2)
-        if min(im.shape[:2]) >= size * scale:
-            hrs.append(im)
+    side = size * scale
+    hrs = [im for im in map(_as_rgb, images) if min(im.shape[:2]) >= side]
     if not hrs:
-        raise LightSRError(
-            f"no calibration image is at least {size * scale}x{size * scale} pixels (patches of "
-            f"{size} LR pixels at x{scale}); pass larger images or a smaller size."
-        )
-    rng = np.random.default_rng(seed)
-    s = size * scale
-    out = []
-    for _ in range(count):
-        hr = hrs[int(rng.integers(len(hrs)))]
-        y = int(rng.integers(0, hr.shape[0] - s + 1))
-        x = int(rng.integers(0, hr.shape[1] - s + 1))
-        out.append(image_to_tensor(imresize(hr[y : y + s, x : x + s], 1 / scale)))
-    return out
+        raise _no_calibration_image(side, size, scale)
+    return [
+        _cut(hrs[i], u, v, side=side, scale=scale)
+        for i, u, v in _patch_plan(len(hrs), count=count, seed=seed)
+    ]
+
+
+def calibration_from_files(
+    paths: Sequence[str | os.PathLike],
+    *,
+    scale: int,
+    count: int = 32,
+    size: int = 48,
+    seed: int = 0,
+) -> list[torch.Tensor]:
+    """:func:`calibration_patches` of image files (a folder stands for the images in it, see
+    :func:`lightsr.data.io.list_images`), equal to it on the decoded images, but holding one
+    decoded image at a time: which files are large enough is read from their headers, and each
+    file a patch is drawn from is decoded once. ``lightsr upscale/eval/export
+    --int8-calibration PATH``."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise LightSRError(f"{str(p)!r} holds no image files to calibrate int8 on.")
+            files += found
+        else:
+            files.append(p)
+    side = size * scale
+    headers = [image_header(f) for f in files]  # sizes without decoding: bounded memory
+    eligible = [h.path for h in headers if min(h.width, h.height) >= side]
+    if not eligible:
+        raise _no_calibration_image(side, size, scale)
+    plan = _patch_plan(len(eligible), count=count, seed=seed)
+    out: list[torch.Tensor | None] = [None] * len(plan)
+    for index in sorted({i for i, _, _ in plan}):
+        hr = _as_rgb(read_image(eligible[index]))
+        for k, (i, u, v) in enumerate(plan):
+            if i == index:
+                out[k] = _cut(hr, u, v, side=side, scale=scale)
+    return [t for t in out if t is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -791,6 +843,7 @@ __all__ = [
     "Int8Report",
     "OrtModel",
     "calibration_patches",
+    "calibration_from_files",
     "default_keep_fp32",
     "image_convs",
     "onnxruntime_available",

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from ..hub import ResolvedModel, check_denoise_strength
+from ..quantize import calibration_from_files
 from ..registry import get_spec, list_models
 from ..upscale import PRECISIONS
 
@@ -114,6 +115,32 @@ def add_denoise_strength_arg(p: argparse.ArgumentParser) -> None:
         "clean model it was fine-tuned from (0) to its own (1, the default); lower keeps more "
         "fine detail and removes less noise, JPEG and blur (Real-ESRGAN's -dn; docs/PHOTO.md)",
     )
+
+
+def add_int8_calibration_arg(p: argparse.ArgumentParser) -> None:
+    """``--int8-calibration PATH``: HR images int8 calibrates on (every command that runs or
+    writes int8: upscale, eval, export)."""
+    p.add_argument(
+        "--int8-calibration",
+        metavar="PATH",
+        help="with int8: calibrate its ranges on random patches of these HR images (an image "
+        "file or a folder of them, decoded one at a time) instead of generated ones, e.g. "
+        "photos like those you upscale (docs/BACKENDS.md); the graph is cached per image set",
+    )
+
+
+def int8_calibration_of(args: argparse.Namespace, precision: str, scale: int) -> list | None:
+    """The LR patches of ``--int8-calibration`` (None without it), refused unless the command
+    runs int8: a flag that would change nothing is an error, not a silence."""
+    path = getattr(args, "int8_calibration", None)
+    if path is None:
+        return None
+    if precision != "int8":
+        raise ConfigError(
+            f"--int8-calibration applies to int8, but this runs {precision}: add --precision "
+            "int8 (or name an int8 entry, --weights NAME_int8), or drop --int8-calibration."
+        )
+    return calibration_from_files([path], scale=scale)
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:

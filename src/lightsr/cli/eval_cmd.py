@@ -27,6 +27,7 @@ from ._args import (
     add_checkpoint_arg,
     add_denoise_strength_arg,
     add_device_arg,
+    add_int8_calibration_arg,
     add_out_arg,
     add_overwrite_arg,
     add_precision_arg,
@@ -34,6 +35,7 @@ from ._args import (
     add_threads_arg,
     add_weights_args,
     apply_threads,
+    int8_calibration_of,
     non_negative_int,
     precision_of,
     scale_arg,
@@ -84,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seed of --degrade's random draws (default 0)",
     )
     add_precision_arg(p, shown="fp32: the model as trained, in torch, the papers' arithmetic")
+    add_int8_calibration_arg(p)
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
     p.add_argument("--per-image", action="store_true", help="also print every image's metrics")
     add_out_arg(p, what="write the results to this .csv or .json file")
@@ -145,12 +148,14 @@ def _build_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Mod
     )
     precision = precision_of(args, resolved, "fp32")
     model = resolved.model.to(device)
+    calibration = int8_calibration_of(args, precision, int(model.scale))
     if precision == "fp32":
         return model, model, resolved.source
     runner = Upscaler(
         model,
         tile=None,
         precision=precision,
+        calibration=calibration,
         # as upscale picks it: int8 in OpenVINO where installed (else ONNX Runtime), native
         # bf16 in OpenVINO; fp32 returned above, in torch, the reference path
         backend="auto",

@@ -15,10 +15,12 @@ from ..registry import create_model
 from ._args import (
     add_checkpoint_arg,
     add_denoise_strength_arg,
+    add_int8_calibration_arg,
     add_overwrite_arg,
     add_threads_arg,
     add_weights_args,
     apply_threads,
+    int8_calibration_of,
     scale_arg,
 )
 
@@ -46,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_checkpoint_arg(p)
     add_weights_args(p)
     add_denoise_strength_arg(p)
+    add_int8_calibration_arg(p)
     p.add_argument("--model", help="architecture name: without weights, exports random weights")
     p.add_argument("--scale", type=scale_arg, help="scale factor (with --model; checked otherwise)")
     p.add_argument("--onnx", action="store_true", help="write an ONNX file")
@@ -135,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
                     )
             targets.append((fmt, path))
 
+    calibration = int8_calibration_of(args, precision, int(model.scale))
     failed = False
     for fmt, path in targets:
         report = export_model(
@@ -147,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
             source_sha256=sha,
             weights=get_weights(args.weights).name if args.weights else None,
             precision=precision,
+            calibration=calibration,
         )
         diffs = ", ".join(
             f"{p['input_hw'][0]}x{p['input_hw'][1]}: {p['max_abs_diff']:.2e}" for p in report.parity

@@ -38,11 +38,13 @@ from ._args import (
     add_checkpoint_arg,
     add_denoise_strength_arg,
     add_device_arg,
+    add_int8_calibration_arg,
     add_precision_arg,
     add_quiet_arg,
     add_threads_arg,
     add_weights_args,
     apply_threads,
+    int8_calibration_of,
     pixel_count,
     precision_of,
     scale_arg,
@@ -137,6 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="context pixels around each tile (default: the model's receptive field)",
     )
     add_precision_arg(p, shown="auto")
+    add_int8_calibration_arg(p)
     p.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -299,11 +302,13 @@ def run(args: argparse.Namespace) -> int:
         denoise_strength=args.denoise_strength,
     )
     model = resolved.model
+    precision = precision_of(args, resolved, "auto")
     runner = Upscaler(
         model,
         tile=args.tile,
         overlap=args.overlap,
-        precision=precision_of(args, resolved, "auto"),
+        precision=precision,
+        calibration=int8_calibration_of(args, precision, int(model.scale)),
         backend=args.backend,
         device=device,
         compile=args.compile,
