@@ -10,7 +10,8 @@ over #18's 0.1 dB bar), each :func:`lightsr.quantize.quantize_int8` variant
 - ``minmax``: the same with min/max activation ranges,
 - ``real patches``: calibrated on random patches of the T91 + BSD200 HR images in
   ``../shared/data`` (the models' training images; skipped where they are absent) instead of
-  the generated ones,
+  the generated ones, as ``--int8-calibration`` reads them
+  (:func:`lightsr.quantize.calibration_from_files`),
 - ``+N fp32``: the default plus the N convs that lose most when quantized alone, read from
   ``benchmarks/results/int8_sensitivity/<NAME>.json`` (written by
   ``python benchmarks/bench_backends.py --sensitivity NAME``),
@@ -50,14 +51,14 @@ import bench_upscale as bu  # noqa: E402
 import lightsr  # noqa: E402
 from lightsr import hub  # noqa: E402
 from lightsr.atomic import atomic_write_text  # noqa: E402
-from lightsr.data.io import read_image  # noqa: E402
 from lightsr.hardware import cpu_kind, machine_record  # noqa: E402
-from lightsr.quantize import (
+from lightsr.quantize import (  # noqa: E402
+    calibration_from_files,
     default_keep_fp32,
     image_convs,
     openvino_model,
     quantize_int8,
-)  # noqa: E402
+)
 
 RESULTS = bb.TRADEOFFS
 TRAINING_SETS = ("T91", "BSD200")
@@ -76,11 +77,9 @@ def most_sensitive(name: str, keep: list[str], n: int) -> list[str]:
     return [k for _, k in ranked[:n]]
 
 
-def real_hr_images() -> list:
-    files = [
-        p for s in TRAINING_SETS for p in sorted((bu.SHARED / "data" / s / "HR").glob("*.png"))
-    ]
-    return [read_image(p) for p in files]
+def real_folders() -> list[Path]:
+    """The training sets' HR folders that are present."""
+    return [f for s in TRAINING_SETS if (f := bu.SHARED / "data" / s / "HR").is_dir()]
 
 
 def weights_only_int8(model: torch.nn.Module, keep: list[str]) -> torch.nn.Module:
@@ -137,9 +136,10 @@ def main() -> int:
         "image convs only": {"keep_fp32": image_convs(model)},
         "minmax": {"method": "minmax"},
     }
-    hrs = real_hr_images()
-    if hrs:
-        variants["real patches"] = {"calibration": hrs}
+    folders = real_folders()
+    if folders:  # as --int8-calibration reads them: one image at a time
+        patches = calibration_from_files(folders, scale=entry.scale)
+        variants["real patches"] = {"calibration": patches}
     for n in args.top:
         variants[f"+{n} fp32"] = {"keep_fp32": keep + most_sensitive(entry.name, keep, n)}
 

@@ -14,7 +14,7 @@ from conftest import REPO
 
 import lightsr
 import lightsr.quantize as quantize
-from lightsr.cli import main
+from lightsr.cli import _args, main
 from lightsr.data.io import read_image, write_image
 from lightsr.export import read_export_metadata
 from lightsr.train import resolve_init_source
@@ -201,12 +201,12 @@ def test_upscale_int8_calibration_runs_the_graph_calibrated_on_those_images(
     def small(paths, *, scale):  # 4 patches of 24x24: seconds, not ~15 s
         return full(paths, scale=scale, count=4, size=24)
 
-    monkeypatch.setattr(quantize, "calibration_from_files", small)
+    monkeypatch.setattr(_args, "calibration_from_files", small)  # what the CLI calls
     src, folder = _sample(tmp_path), _calibration_folder(tmp_path)
     out = {k: tmp_path / f"{k}.png" for k in ("own", "default")}
     assert _upscale(src, out["own"], "--weights", INT8, "--int8-calibration", str(folder)) == 0
     assert _upscale(src, out["default"], "--weights", INT8) == 0
-    calibration = quantize.calibration_from_files([folder], scale=2)
+    calibration = small([folder], scale=2)
     engine = resolve_backend("auto", torch.device("cpu"), "int8")[0]  # the CLI's default
     runner = Upscaler(
         lightsr.load(BASE), tile=None, precision="int8", backend=engine, calibration=calibration
