@@ -410,13 +410,17 @@ runs the same fp32 graph in every row: its spread is these runs' noise.
 Min/max ranges lose more than percentile ones. A2F-SD's first and last `expand`
 convs (each 1/16 of the body's multiply-adds) are the most sensitive at every scale, so they
 stay fp32 by default (`lightsr.quantize.KEEP_FP32`): the x2 entry went from -0.13 to -0.08 dB
-on Set5 (every named int8 entry now costs at most 0.08 dB on each set, docs/ZOO.md). In
-OpenVINO, which `auto` picks for int8, the two fp32 convs cost no time measurable above these
-runs' noise on this AVX2 CPU (`default` against `image convs only`; in ONNX Runtime, 10% at
-x2). At x4 they buy nothing on Set5 (-0.04 either way) and stay for
-simplicity: one list per architecture. Calibrating on real photographs and keeping the next
-two convs fp32 each gain another 0.02 dB at x2. On a CPU with VNNI or AMX, where int8 convs
-run several times faster than fp32 ones, the two fp32 convs weigh more: not measured here.
+on Set5 (every named int8 entry now costs at most 0.08 dB on each set, docs/ZOO.md). Their
+time, `default` against `image convs only` in the same run: in OpenVINO, which `auto` picks
+for int8, +9% at x2 and none at x4 (-3%); in ONNX Runtime +18% and +8%. Runs on this machine
+vary by about 10% (the `fp32_ov` spread), so these are rough. At x4 they buy nothing for
+lightsr's weights on Set5 (-0.04 either way) but 0.03 dB for the authors' (-0.09 -> -0.06,
+ONNX Runtime and OpenVINO alike), so the list is one per architecture. Keeping the
+next two fp32 gains another 0.02 dB at x2; calibrating on the training photographs 0.006 dB
+at x2 and 0.012 at x4 in these runs (which patches are drawn moves it by a few hundredths:
+README's `--int8-calibration` example, T91 only, gained 0.013 at x2). On a CPU with VNNI or
+AMX, where int8 convs run several times faster than fp32 ones, the two fp32 convs weigh more:
+not measured here.
 
 ## `--backend auto|torch|onnxruntime|openvino`
 
