@@ -218,3 +218,12 @@ def test_upscale_int8_calibration_runs_the_graph_calibrated_on_those_images(
     assert _upscale(src, refused, "--weights", BASE, "--int8-calibration", str(folder)) == 2
     assert "--int8-calibration applies to int8, but this runs" in capsys.readouterr().err
     assert not refused.exists()
+
+
+def test_export_int8_calibration_without_int8_is_refused_naming_how(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    folder = _calibration_folder(tmp_path)
+    argv = ["export", "--weights", BASE, "--onnx", "-o", str(path), "--int8-calibration"]
+    assert main([*argv, str(folder)]) == 2
+    assert "runs fp32: name an int8 entry (--weights NAME_int8 --onnx)" in capsys.readouterr().err
+    assert not path.exists() and not path.with_name("m.onnx.json").exists()

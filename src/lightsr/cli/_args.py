@@ -129,16 +129,23 @@ def add_int8_calibration_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def int8_calibration_of(args: argparse.Namespace, precision: str, scale: int) -> list | None:
+def int8_calibration_of(
+    args: argparse.Namespace,
+    precision: str,
+    scale: int,
+    *,
+    how: str = "add --precision int8 (or name an int8 entry, --weights NAME_int8)",
+) -> list | None:
     """The LR patches of ``--int8-calibration`` (None without it), refused unless the command
-    runs int8: a flag that would change nothing is an error, not a silence."""
+    runs int8: a flag that would change nothing is an error, not a silence. ``how``: how this
+    command is made to run int8, for the error."""
     path = getattr(args, "int8_calibration", None)
     if path is None:
         return None
     if precision != "int8":
         raise ConfigError(
-            f"--int8-calibration applies to int8, but this runs {precision}: add --precision "
-            "int8 (or name an int8 entry, --weights NAME_int8), or drop --int8-calibration."
+            f"--int8-calibration applies to int8, but this runs {precision}: {how}, or drop "
+            "--int8-calibration."
         )
     return calibration_from_files([path], scale=scale)
 

@@ -138,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
                     )
             targets.append((fmt, path))
 
-    calibration = int8_calibration_of(args, precision, int(model.scale))
+    calibration = int8_calibration_of(
+        args, precision, int(model.scale), how="name an int8 entry (--weights NAME_int8 --onnx)"
+    )
     failed = False
     for fmt, path in targets:
         report = export_model(
