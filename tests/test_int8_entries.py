@@ -220,10 +220,17 @@ def test_upscale_int8_calibration_runs_the_graph_calibrated_on_those_images(
     assert not refused.exists()
 
 
-def test_export_int8_calibration_without_int8_is_refused_naming_how(tmp_path, capsys):
+def test_export_int8_calibration_names_its_images_and_needs_int8(tmp_path, capsys, monkeypatch):
+    full = quantize.calibration_from_files
+    monkeypatch.setattr(
+        _args, "calibration_from_files", lambda p, *, scale: full(p, scale=scale, count=4, size=24)
+    )
     path = tmp_path / "m.onnx"
     folder = _calibration_folder(tmp_path)
-    argv = ["export", "--weights", BASE, "--onnx", "-o", str(path), "--int8-calibration"]
-    assert main([*argv, str(folder)]) == 2
+    argv = ["export", "--onnx", "-o", str(path), "--int8-calibration", str(folder), "--weights"]
+    assert main([*argv, BASE]) == 2
     assert "runs fp32: name an int8 entry (--weights NAME_int8 --onnx)" in capsys.readouterr().err
     assert not path.exists() and not path.with_name("m.onnx.json").exists()
+    assert main([*argv, INT8]) == 0
+    calibration = json.loads(path.with_name("m.onnx.json").read_text())["int8"]["calibration"]
+    assert calibration.startswith(f"4 patches of 2 HR image(s) from {folder} ")

@@ -223,6 +223,13 @@ def calibration_patches(
     ]
 
 
+class CalibrationPatches(list):
+    """LR calibration patches (a list of tensors) that know their origin: ``source`` becomes
+    :attr:`Int8Report.calibration`, so an exported int8 graph's sidecar names the images."""
+
+    source: str = ""
+
+
 def calibration_from_files(
     paths: Sequence[str | os.PathLike],
     *,
@@ -230,12 +237,12 @@ def calibration_from_files(
     count: int = 32,
     size: int = 48,
     seed: int = 0,
-) -> list[torch.Tensor]:
+) -> CalibrationPatches:
     """:func:`calibration_patches` of image files (a folder stands for the images in it, see
-    :func:`lightsr.data.io.list_images`), equal to it on the decoded images, but holding one
-    decoded image at a time: which files are large enough is read from their headers, and each
-    file a patch is drawn from is decoded once. ``lightsr upscale/eval/export
-    --int8-calibration PATH``."""
+    :func:`lightsr.data.io.list_images`), as :class:`CalibrationPatches` naming them. Equal to
+    it on the decoded images, but holding one decoded image at a time: which files are large
+    enough is read from their headers, and each file a patch is drawn from is decoded once.
+    ``lightsr upscale/eval/export --int8-calibration PATH``."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -257,7 +264,13 @@ def calibration_from_files(
         for k, (i, u, v) in enumerate(plan):
             if i == index:
                 out[k] = _cut(hr, u, v, side=side, scale=scale)
-    return [t for t in out if t is not None]
+    patches = CalibrationPatches(t for t in out if t is not None)
+    named = ", ".join(str(p) for p in paths)
+    patches.source = (
+        f"{len(patches)} patches of {len(eligible)} HR image(s) from {named} "
+        f"(lightsr.quantize.calibration_from_files, seed {seed})"
+    )
+    return patches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,7 +641,8 @@ def quantize_int8(
         source = f"{len(calibration)} HR image(s), random patches"
     else:
         patches = [torch.as_tensor(t).float() for t in calibration]
-        source = f"{len(patches)} LR tensor(s) given"
+        # calibration_from_files says where its patches came from (CalibrationPatches.source)
+        source = getattr(calibration, "source", None) or f"{len(patches)} LR tensor(s) given"
     if not patches:
         raise LightSRError("quantize_int8 needs at least one calibration input.")
     shapes = {tuple(t.shape) for t in patches}
@@ -843,6 +857,7 @@ __all__ = [
     "Int8Report",
     "OrtModel",
     "calibration_patches",
+    "CalibrationPatches",
     "calibration_from_files",
     "default_keep_fp32",
     "image_convs",
