@@ -39,7 +39,6 @@ import functools
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -95,19 +94,6 @@ def weights_only_int8(model: torch.nn.Module, keep: list[str]) -> torch.nn.Modul
     return out
 
 
-def min_ms(runs: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
-    for run in runs.values():
-        run(x)  # warm-up: compile, allocate
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(rounds):
-        for k, run in runs.items():
-            t = time.perf_counter()
-            run(x)
-            times[k].append((time.perf_counter() - t) * 1000)
-            time.sleep(bb.PAUSE_S)
-    return {k: round(min(v), 1) for k, v in times.items()}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default="a2f_sd_x2", help="a hub entry with weights of its own")
@@ -149,9 +135,9 @@ def main() -> int:
     for label, options in variants.items():
         q = quantize_int8(model, **options)
         change = round(measure(q)["set5_psnr_y"] - fp32, 4)
-        ms = min_ms(
-            {"ort": q, "ov": q.with_engine("openvino"), "ov_fp32": reference}, x, args.rounds
-        )
+        runs = {"ort": q, "ov": q.with_engine("openvino"), "ov_fp32": reference}
+        _, times = bb.interleaved_times(runs, x, args.rounds)
+        ms = {k: round(min(v) * 1000, 1) for k, v in times.items()}
         rows[label] = {
             "set5_psnr_y_change": change,
             "kept_fp32": q.report.kept_fp32,

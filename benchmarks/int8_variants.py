@@ -117,16 +117,7 @@ def bench_model(name: str, args, ov: dict) -> dict:
         if not ov["available"]:
             notes["openvino"] = ov["note"]
 
-        for run in paths.values():
-            run(x)  # warm-up
-        times: dict[str, list[float]] = {k: [] for k in paths}
-        for r in range(args.rounds):
-            for k, run in paths.items():
-                t = time.perf_counter()
-                run(x)
-                times[k].append(time.perf_counter() - t)
-                time.sleep(bb.PAUSE_S)
-            print(f"{name} round {r + 1}/{args.rounds}", flush=True)
+        _, times = bb.interleaved_times(paths, x, args.rounds, progress=name)
 
         base = bb.quality(reference, True, None) if trained and not args.no_quality else {}
         fp32_set5 = base.get("set5_psnr_y")

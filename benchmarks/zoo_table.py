@@ -231,8 +231,9 @@ def main() -> int:
                 row["int8_engine"] = resolve_backend("auto", torch.device("cpu"), "int8")[0]
                 # the convs it kept in fp32 (lightsr.quantize's default, as eval ran it): a
                 # later change of KEEP_FP32 makes this row stale (tests/test_hub.py checks)
-                base = lightsr.reparameterize(lightsr.load(entry.base))
-                row["int8_kept_fp32"] = default_keep_fp32(base)
+                layout = lightsr.create_model(entry.arch, scale=entry.scale, **entry.options)
+                # the list depends on the layout only: no weights file to load
+                row["int8_kept_fp32"] = default_keep_fp32(lightsr.reparameterize(layout))
         entries.append(row)
     _costs(entries)
     # --render-only ran nothing: the record stays that of the last run that measured

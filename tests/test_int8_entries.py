@@ -160,7 +160,9 @@ def test_committed_int8_costs_were_measured_with_the_current_fp32_convs_and_meet
     assert set(int8_rows) == {e.name for e in hub.list_weights() if e.precision == "int8"}
     for name, row in int8_rows.items():
         assert row["status"] == "measured", name
-        folded = lightsr.reparameterize(lightsr.create_model(row["arch"], scale=row["scale"]))
+        entry = hub.get_weights(name)
+        layout = lightsr.create_model(entry.arch, scale=entry.scale, **entry.options)
+        folded = lightsr.reparameterize(layout)
         assert row.get("int8_kept_fp32") == quantize.default_keep_fp32(folded), (
             f"{name} was measured keeping {row.get('int8_kept_fp32')} in fp32; re-measure it"
         )
