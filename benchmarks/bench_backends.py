@@ -231,29 +231,6 @@ def quality(
     return out
 
 
-def interleaved_times(
-    runs: dict, x: torch.Tensor, rounds: int, *, progress: str | None = None
-) -> tuple[float, dict[str, list[float]]]:
-    """Run every path once (compilation, allocation), then ``rounds`` rounds of one call per
-    path, a ``PAUSE_S`` rest after each, so that drift and one engine's spinning threads fall on
-    all paths alike. Returns (warm-up seconds, per path the seconds of each timed call);
-    ``progress``: a label to print a line per round under."""
-    t = time.perf_counter()
-    for run in runs.values():
-        run(x)
-    warmup_s = time.perf_counter() - t
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(rounds):
-        for k, run in runs.items():
-            t = time.perf_counter()
-            run(x)
-            times[k].append(time.perf_counter() - t)
-            time.sleep(PAUSE_S)
-        if progress:
-            print(f"{progress} round {r + 1}/{rounds}", flush=True)
-    return warmup_s, times
-
-
 def bench_model(name: str, rounds: int, threads: int, peaks: dict, ov: dict, args) -> dict:
     model, weights, trained = load(name, args.maffsrn_weights)
     folded = lightsr.reparameterize(model)
@@ -263,7 +240,7 @@ def bench_model(name: str, rounds: int, threads: int, peaks: dict, ov: dict, arg
     flops = counter.get_total_flops()
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
         paths, notes = build_paths(model, folded, threads, Path(tmp), ov)
-        warmup_s, times = interleaved_times(paths, x, rounds)
+        warmup_s, times, _ = bu.interleaved_times(paths, x, rounds, pause_s=PAUSE_S)
         result: dict = {
             "weights": weights,
             "gmacs_256": round(flops / 2e9, 3),

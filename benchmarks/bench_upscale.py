@@ -57,6 +57,28 @@ SCALE = 4
 SIZE = 256
 
 
+def interleaved_times(
+    runs: dict, x: torch.Tensor, rounds: int, *, pause_s: float = 0.0, progress: str | None = None
+) -> tuple[float, dict[str, list[float]], dict]:
+    """Run every path once (compilation, allocation), then ``rounds`` rounds of one call per
+    path, ``pause_s`` rest after each, so that drift (and one engine's spinning threads, with a
+    pause) fall on all paths alike. Returns (warm-up seconds, per path the seconds of each timed
+    call, per path the warm-up output); ``progress``: a label to print a line per round under."""
+    t = time.perf_counter()
+    outputs = {k: run(x) for k, run in runs.items()}
+    warmup_s = time.perf_counter() - t
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(rounds):
+        for k, run in runs.items():
+            t = time.perf_counter()
+            run(x)
+            times[k].append(time.perf_counter() - t)
+            time.sleep(pause_s)
+        if progress:
+            print(f"{progress} round {r + 1}/{rounds}", flush=True)
+    return warmup_s, times, outputs
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
     """GFLOP/s of an n x n x n matmul (best of ``reps``)."""
     a = torch.randn(n, n).to(dtype)
@@ -131,15 +153,7 @@ def bench_model(name: str, rounds: int, peaks: dict) -> dict:
     paths = {"authors": authors_path(model if name != "fmen_s" else folded)}
     paths.update({k: r._forward for k, r in runners.items()})
 
-    t = time.perf_counter()
-    outputs = {k: run(x) for k, run in paths.items()}  # warm-up (and compilation)
-    compile_s = time.perf_counter() - t
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(rounds):
-        for k, run in paths.items():
-            t = time.perf_counter()
-            run(x)
-            times[k].append(time.perf_counter() - t)
+    compile_s, times, outputs = interleaved_times(paths, x, rounds)  # warm-up compiles
 
     ref = outputs["authors"]
     result: dict = {

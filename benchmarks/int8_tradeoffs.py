@@ -136,7 +136,7 @@ def main() -> int:
         q = quantize_int8(model, **options)
         change = round(measure(q)["set5_psnr_y"] - fp32, 4)
         runs = {"ort": q, "ov": q.with_engine("openvino"), "ov_fp32": reference}
-        _, times = bb.interleaved_times(runs, x, args.rounds)
+        _, times, _ = bu.interleaved_times(runs, x, args.rounds, pause_s=bb.PAUSE_S)
         ms = {k: round(min(v) * 1000, 1) for k, v in times.items()}
         rows[label] = {
             "set5_psnr_y_change": change,

@@ -117,7 +117,7 @@ def bench_model(name: str, args, ov: dict) -> dict:
         if not ov["available"]:
             notes["openvino"] = ov["note"]
 
-        _, times = bb.interleaved_times(paths, x, args.rounds, progress=name)
+        _, times, _ = bu.interleaved_times(paths, x, args.rounds, pause_s=bb.PAUSE_S, progress=name)
 
         base = bb.quality(reference, True, None) if trained and not args.no_quality else {}
         fp32_set5 = base.get("set5_psnr_y")
