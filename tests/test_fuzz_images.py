@@ -55,7 +55,7 @@ def _pil_bytes(arr_or_im, fmt: str, **kw) -> bytes:
 
 def base_files() -> dict[str, bytes]:
     """Undamaged small files: name (its suffix is the format) -> bytes."""
-    from lightsr.data.io import encode_png16
+    from lightsr.data.io import encode_png
 
     rgb, rgba = _photo(), _photo(c=4)
     palette = Image.fromarray(rgb).quantize(16)
@@ -68,7 +68,7 @@ def base_files() -> dict[str, bytes]:
         "palette.png": _pil_bytes(palette, "PNG", transparency=3),
         "rgb.jpg": _pil_bytes(rgb, "JPEG", quality=90),
         "progressive.jpg": _pil_bytes(rgb, "JPEG", quality=80, progressive=True),
-        "rgb16.png": encode_png16(rgb.astype(np.uint16) * 257),
+        "rgb16.png": encode_png(rgb.astype(np.uint16) * 257),
         "grey16.png": _pil_bytes(Image.fromarray(grey16), "PNG"),
     }
 

@@ -27,7 +27,7 @@ from lightsr.cli import main
 from lightsr.data.io import (
     WRITE_EXTENSIONS,
     check_output_format,
-    encode_png16,
+    encode_png,
     image_header,
     read_image,
     write_image,
@@ -311,7 +311,7 @@ def test_every_input_is_checked_before_the_model_runs_on_any(tmp_path, monkeypat
     """A batch of four into .jpg: RGBA and 16-bit cannot be JPEG, one output is too large;
     all three are reported before the first forward pass, then the good one runs."""
     write_image(tmp_path / "a_rgba.png", _photo(8, 8, 4))
-    (tmp_path / "b_16bit.png").write_bytes(encode_png16(_photo(8, 8, 3, np.uint16)))
+    (tmp_path / "b_16bit.png").write_bytes(encode_png(_photo(8, 8, 3, np.uint16)))
     write_image(tmp_path / "c_good.png", _photo(8, 8, 3))
     write_image(tmp_path / "d_large.png", _photo(40, 40, 3))
     events: list[str] = []
@@ -417,7 +417,7 @@ def test_image_header_reads_no_pixels_and_matches_read_image(tmp_path):
     }
     for name, arr in cases.items():
         write_image(tmp_path / name, arr)
-    (tmp_path / "rgb16.png").write_bytes(encode_png16(_photo(5, 6, 3, np.uint16)))
+    (tmp_path / "rgb16.png").write_bytes(encode_png(_photo(5, 6, 3, np.uint16)))
     Image.fromarray(_photo(5, 6, 1, np.uint16)[:, :, 0]).save(tmp_path / "grey16.png")
     for name in [*cases, "rgb16.png", "grey16.png"]:
         head, arr = image_header(tmp_path / name), read_image(tmp_path / name)

@@ -12,7 +12,7 @@ from conftest import shared_path
 from PIL import Image, ImageOps
 
 from lightsr.data.io import (
-    encode_png16,
+    encode_png,
     image_to_tensor,
     list_images,
     read_image,
@@ -208,7 +208,7 @@ def test_bad_files_raise_image_read_error_naming_the_file(tmp_path):
     good = tmp_path / "good.png"
     Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
     (tmp_path / "truncated.png").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
-    png16 = encode_png16(RNG.integers(0, 65536, (32, 32, 3), dtype=np.uint16))
+    png16 = encode_png(RNG.integers(0, 65536, (32, 32, 3), dtype=np.uint16))
     (tmp_path / "truncated16.png").write_bytes(png16[: len(png16) // 2])
     for name in ("text.png", "random.jpg", "truncated.png", "truncated16.png", "missing.png"):
         with pytest.raises(ImageReadError, match=name.replace(".", r"\.")):

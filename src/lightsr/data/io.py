@@ -5,7 +5,8 @@ Arrays are ``H x W x C`` (C = 1 grey, 3 RGB, 4 RGBA), ``uint8`` (0..255) or ``ui
 
 Pillow decodes most formats; it cannot keep 16 bits of a colour PNG or TIFF (it truncates to
 8), so those are decoded twice through Pillow's own decoder with the high- and low-byte
-unpackers and recombined, and 16-bit PNGs and TIFFs are written by small zlib-based writers.
+unpackers and recombined. PNGs (8- and 16-bit) are written by :mod:`lightsr.data.png`, 16-bit
+TIFFs by a small zlib-based writer here, everything else by Pillow.
 
 Metadata: :func:`read_image_with_info` returns, beside the pixels, the file's ICC profile and
 its EXIF reduced to what describes the picture rather than the old file's encoding (camera,
@@ -31,11 +32,12 @@ from PIL import Image, TiffImagePlugin
 
 from ..atomic import atomic_write, atomic_write_unique
 from ..errors import ImageReadError, LightSRError
+from .png import PNG_SIGNATURE, encode_png, write_png
 
 #: File suffixes treated as images when listing a folder (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-#: Suffixes lightsr writes images to: 8-bit through Pillow, 16-bit as PNG or TIFF (our writers).
+#: Suffixes lightsr writes images to: PNG and 16-bit TIFF by our writers, the rest by Pillow.
 WRITE_EXTENSIONS = IMAGE_EXTENSIONS
 # Formats that keep an alpha channel (Pillow writes RGBA to BMP and PPM by dropping it, and
 # refuses it for JPEG); the largest side each format can store (JPEG: 16-bit size fields;
@@ -48,7 +50,6 @@ _METADATA_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 # A JPEG APP1 segment holds at most 65,533 bytes after its length field.
 _JPEG_MAX_EXIF = 65533
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Errors Pillow (and its C decoders) raise for files that are not images or are damaged.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
 
@@ -192,7 +193,7 @@ def _check_png_data(path: Path) -> None:
     well formed, and fills the missing rows with black: a damaged file must not pass for a
     picture. The stream is inflated in bounded pieces and counted, never held."""
     with open(path, "rb") as f:
-        if f.read(8) != _PNG_MAGIC:
+        if f.read(8) != PNG_SIGNATURE:
             return
         inflate = zlib.decompressobj()
         expected: int | None = None
@@ -378,7 +379,7 @@ def _png16_colour_type(path: Path) -> int | None:
     truncate it to 8 bits; None otherwise (16-bit grey is read fine as mode I;16)."""
     with open(path, "rb") as f:
         head = f.read(33)
-    if len(head) < 33 or head[:8] != _PNG_MAGIC or head[12:16] != b"IHDR":
+    if len(head) < 33 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
     depth, ctype = head[24], head[25]
     return ctype if depth == 16 and ctype in (2, 4, 6) else None
@@ -524,7 +525,7 @@ def _png_exif_chunk(path: Path) -> bytes | None:
     """The body of a PNG's eXIf chunk, found by walking the chunks (seeking past their data):
     Pillow finds one placed after the pixel data only by decoding them all."""
     with open(path, "rb") as f:
-        if f.read(8) != _PNG_MAGIC:
+        if f.read(8) != PNG_SIGNATURE:
             return None
         while True:
             head = f.read(8)
@@ -652,7 +653,9 @@ def write_image(
 ) -> Path:
     """Write an ``H x W [x C]`` uint8 or uint16 array atomically; format from the suffix.
 
-    uint16 needs ``.png`` or ``.tif``/``.tiff`` (written by small zlib-based writers, any C).
+    uint16 needs ``.png`` or ``.tif``/``.tiff``. PNGs are written by
+    :func:`lightsr.data.png.write_png` on ``torch.get_num_threads()`` threads (no copy of the
+    image; Paeth rows, zlib run-length strategy), the rest by Pillow.
     What a format cannot hold (alpha in JPEG, ...) is refused by :func:`check_output_format`
     before anything is written. ``quality`` (1..100) applies to JPEG/WebP. Float arrays are
     refused: convert with :func:`tensor_to_image` (which rounds and clamps) first.
@@ -687,11 +690,16 @@ def write_image(
     icc, exif = _metadata_kept(suffix, stored, icc_profile, exif)
     if exif is not None:
         exif = _exif_with_size(exif, width=w, height=h)
+    if suffix == ".png":
+        # Our writer, not Pillow's: no copy of the image, several times faster (data/png.py)
+        def write_png_file(tmp: str) -> None:
+            with open(tmp, "wb") as file:
+                write_png(file, array, icc_profile=icc, exif=exif, threads=png_threads)
+
+        png_threads = max(1, torch.get_num_threads())
+        return _publish(path, write_png_file, overwrite, unique)
     if array.dtype == np.uint16:
-        if suffix == ".png":
-            data = encode_png16(array, icc_profile=icc, exif=exif)
-        else:
-            data = encode_tiff16(array, icc_profile=icc, exif=exif)
+        data = encode_tiff16(array, icc_profile=icc, exif=exif)
         return _publish(path, lambda tmp: Path(tmp).write_bytes(data), overwrite, unique)
 
     fmt = Image.registered_extensions()[suffix]
@@ -841,43 +849,6 @@ def cannot_hold(
     return None
 
 
-def encode_png16(
-    array: np.ndarray,
-    *,
-    level: int = 6,
-    icc_profile: bytes | None = None,
-    exif: bytes | None = None,
-) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha... C = 1, 3 or 4; no filtering) of a uint16 array, with
-    ``icc_profile`` as an iCCP chunk and ``exif`` as an eXIf chunk when given."""
-    array = _as_hwc(array, "encode_png16")
-    if array.dtype != np.uint16:
-        raise LightSRError(f"encode_png16 needs a uint16 array, got {array.dtype}.")
-    h, w, c = array.shape
-    colour_type = {1: 0, 3: 2, 4: 6}[c]
-    rows = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 per row
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    meta = b""
-    if icc_profile:
-        # name, a NUL, compression method 0 (zlib), the compressed profile
-        meta += chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile))
-    if exif:
-        # eXIf holds the TIFF data itself, without JPEG's "Exif\0\0" prefix
-        meta += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
-    return (
-        _PNG_MAGIC
-        + chunk(b"IHDR", ihdr)
-        + meta
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
-        + chunk(b"IEND", b"")
-    )
-
-
 # Uncompressed bytes per strip of a written TIFF: readers decode a strip at a time.
 _TIFF_STRIP_BYTES = 1 << 18
 
@@ -986,7 +957,7 @@ __all__ = [
     "cannot_hold",
     "check_output_format",
     "dropped_metadata",
-    "encode_png16",
+    "encode_png",
     "encode_tiff16",
     "image_header",
     "image_to_tensor",

@@ -1,0 +1,160 @@
+"""lightsr's PNG writer (lightsr.data.png): lossless round trips through Pillow's decoder,
+bytes independent of the thread count, block seams, metadata, bounded memory."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lightsr.data import png
+from lightsr.data.io import read_image, read_image_with_info, write_image
+from lightsr.data.png import adler32_combine, encode_png, png_rows_per_block, write_png
+from lightsr.errors import LightSRError
+
+RNG = np.random.default_rng(7)
+
+
+def _photo_like(h: int, w: int, c: int, dtype: type) -> np.ndarray:
+    """Smooth ramps plus noise and a few flat patches: every Paeth branch gets taken."""
+    peak = np.iinfo(dtype).max
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (xx * 3 + yy * 5)[:, :, None] + np.arange(c) * 40
+    noisy = base + RNG.integers(-6, 7, (h, w, c))
+    noisy[: h // 3, : w // 3] = 17  # flat: runs of zeros after filtering
+    scaled = noisy * (peak // 255)
+    return np.clip(scaled, 0, peak).astype(dtype)
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_round_trip_is_exact_across_many_blocks(tmp_path, monkeypatch, dtype, channels):
+    # Tiny blocks (a few rows each): every block seam carries the row above into Paeth.
+    monkeypatch.setattr(png, "_BLOCK_BYTES", 200)
+    image = _photo_like(37, 23, channels, dtype)
+    assert png_rows_per_block(23, channels, np.dtype(dtype).itemsize) < 37 // 4
+    data = encode_png(image)
+    Image.open(io.BytesIO(data)).verify()  # chunk CRCs and structure
+    path = tmp_path / "x.png"
+    path.write_bytes(data)
+    back = read_image(path)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back.reshape(image.shape), image)
+
+
+def test_two_dimensional_grey_is_one_channel():
+    image = _photo_like(9, 11, 1, np.uint8)[:, :, 0]
+    im = _decoded(encode_png(image))
+    assert im.mode == "L"
+    np.testing.assert_array_equal(np.asarray(im), image)
+
+
+def test_bytes_do_not_depend_on_threads(monkeypatch):
+    monkeypatch.setattr(png, "_BLOCK_BYTES", 4096)
+    image = _photo_like(120, 90, 3, np.uint8)
+    one = encode_png(image, threads=1)
+    assert encode_png(image, threads=2) == one
+    assert encode_png(image, threads=5) == one
+    np.testing.assert_array_equal(np.asarray(_decoded(one)), image)
+
+
+def test_same_pixels_as_pillow_writes():
+    image = _photo_like(64, 80, 4, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    np.testing.assert_array_equal(
+        np.asarray(_decoded(encode_png(image))), np.asarray(_decoded(buf.getvalue()))
+    )
+
+
+def test_adler32_combine_matches_zlib():
+    for n1, n2 in [(0, 5), (1, 0), (1000, 70000), (65521, 65522), (300000, 3)]:
+        a, b = RNG.bytes(n1), RNG.bytes(n2)
+        assert adler32_combine(zlib.adler32(a), zlib.adler32(b), n2) == zlib.adler32(a + b)
+
+
+def test_icc_profile_and_exif_are_kept(tmp_path):
+    image = _photo_like(16, 16, 3, np.uint8)
+    profile = b"\0\0\0\x10fake-profile-RGB " * 4
+    exif = Image.Exif()
+    exif[0x010E] = "a description"  # ImageDescription
+    data = encode_png(image, icc_profile=profile, exif=exif.tobytes())
+    im = _decoded(data)
+    assert im.info["icc_profile"] == profile
+    assert im.getexif()[0x010E] == "a description"
+    # JPEG's "Exif\0\0" header is dropped, as the eXIf chunk wants
+    prefixed = encode_png(image, exif=b"Exif\0\0" + exif.tobytes())
+    assert _decoded(prefixed).getexif()[0x010E] == "a description"
+
+
+def test_write_image_png_keeps_metadata_and_pixels(tmp_path):
+    image = _photo_like(20, 30, 3, np.uint16)
+    exif = Image.Exif()
+    exif[0x013B] = "an artist"  # Artist
+    path = write_image(tmp_path / "out.png", image, exif=exif.tobytes())
+    back, info = read_image_with_info(path)
+    np.testing.assert_array_equal(back, image)
+    assert info.exif is not None
+    parsed = Image.Exif()
+    parsed.load(info.exif)
+    assert parsed[0x013B] == "an artist"
+
+
+@pytest.mark.parametrize(
+    "array, needle",
+    [
+        (np.zeros((4, 4, 3), np.float32), "uint8 or uint16"),
+        (np.zeros((4, 4, 2), np.uint8), "C in (1, 3, 4)"),
+        (np.zeros((0, 4, 3), np.uint8), "C in (1, 3, 4)"),
+        (np.zeros((4, 4, 3), np.int32), "uint8 or uint16"),
+    ],
+)
+def test_refuses_what_png_cannot_hold(array, needle):
+    with pytest.raises(LightSRError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        encode_png(array)
+
+
+def test_memory_is_blocks_not_a_copy_of_the_image():
+    # Pillow's encoder copies an RGB image into 4 bytes a pixel first; this writer's
+    # temporaries are a few 64 KiB blocks (int16 working copies included).
+    image = _photo_like(2400, 2400, 3, np.uint8)  # 17 MB
+    sink = _CountingSink()
+    tracemalloc.start()
+    try:
+        write_png(sink, image, threads=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sink.size > 0
+    assert peak < image.nbytes / 4, f"peak {peak:,} bytes while writing {image.nbytes:,}"
+
+
+class _CountingSink:
+    """A binary file that keeps nothing: the test measures the writer, not a BytesIO."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def test_strided_and_byte_swapped_views_are_written_as_their_pixels(tmp_path):
+    base = _photo_like(40, 30, 4, np.uint16)
+    grey_view = base[:, :, 1]  # strided: every 4th sample
+    np.testing.assert_array_equal(np.asarray(_decoded(encode_png(grey_view))), grey_view)
+    swapped = base[:, :, :3].astype(">u2")  # big-endian already
+    path = tmp_path / "swapped.png"
+    path.write_bytes(encode_png(swapped))
+    np.testing.assert_array_equal(read_image(path), base[:, :, :3])
