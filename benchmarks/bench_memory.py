@@ -23,8 +23,9 @@ A path whose engine is not installed (ONNX Runtime, OpenVINO) is recorded as not
 reason. Per path: peak RSS of its process (``os.wait4``'s rusage of that one child, see
 ``run_child``), the child's wall time, its model load / preparation (export, quantization) /
 upscale-and-write times, the resolved precision, backend and tile, and whether the peak is
-under 2 GiB. The uint8 output alone is 576 MB and Pillow copies it into a 4-byte-per-pixel
-image (768 MB) to encode it, so the budget left for the model is what this measures. The model
+under 2 GiB. The uint8 output alone is 576 MB; lightsr's PNG writer (``lightsr.data.png``)
+encodes it in 64 KiB row blocks (Pillow's encoder, used before, copied it into a
+4-byte-per-pixel image, 768 MB), so the rest of the budget is the model's. The model
 is the bundled default x4 (what ``lightsr upscale`` loads with no ``--model``/``--weights``,
 ``lightsr.hub.resolve_model``) unless ``--model``.
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from lightsr.data import png
 from lightsr.data.io import read_image, read_image_with_info, write_image
-from lightsr.data.png import adler32_combine, encode_png, png_rows_per_block, write_png
+from lightsr.data.png import RowBands, adler32_combine, encode_png, png_rows_per_block, write_png
 from lightsr.errors import LightSRError
 
 RNG = np.random.default_rng(7)
@@ -158,3 +158,25 @@ def test_strided_and_byte_swapped_views_are_written_as_their_pixels(tmp_path):
     path = tmp_path / "swapped.png"
     path.write_bytes(encode_png(swapped))
     np.testing.assert_array_equal(read_image(path), base[:, :, :3])
+
+
+@pytest.mark.parametrize("heights", [[37], [1] * 37, [5, 1, 30, 1], [12, 12, 13], [36, 1]])
+def test_bands_of_any_heights_give_the_array_bytes(monkeypatch, heights):
+    monkeypatch.setattr(png, "_BLOCK_BYTES", 300)  # several rows a block: blocks span bands
+    image = _photo_like(37, 23, 3, np.uint16)
+    edges = np.cumsum([0] + heights)
+
+    def bands():
+        for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+            yield image[r0:r1].copy()  # fresh arrays, as an upscaler's bands are
+
+    rows = RowBands(37, 23, 3, image.dtype, bands)
+    assert encode_png(rows, threads=3) == encode_png(image)
+    np.testing.assert_array_equal(rows.array(), image)
+
+
+def test_bands_that_do_not_add_up_are_refused():
+    image = _photo_like(10, 8, 3, np.uint8)
+    short = RowBands(11, 8, 3, image.dtype, lambda: iter([image]))
+    with pytest.raises(LightSRError, match="held 10 rows, not the image's 11"):
+        encode_png(short)

@@ -265,17 +265,47 @@ def test_skip_existing_leaves_the_file_alone_and_says_so(tmp_path, capsys):
     ]
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_files_are_written_from_bands_not_a_whole_output(tmp_path, monkeypatch, suffix):
+    """upscale_files never holds the whole output for a PNG: the bands go to the writer as
+    they are computed (other formats join them); the pixels are the whole call's."""
+    image = _image(40, 30, c=4 if suffix == ".png" else 3, seed=5)
+    write_image(tmp_path / "a.png", image)
+    runner = Upscaler(Bicubic(scale=2), tile=8, progress=False)
+    expected = runner(image)
+    heights: list[int] = []
+    real = Upscaler.bands
+
+    def recorded(self, img):
+        for band in real(self, img):
+            heights.append(band.shape[0])
+            yield band
+
+    def refused(self, img):
+        raise AssertionError("the whole-image call ran")
+
+    monkeypatch.setattr(Upscaler, "bands", recorded)
+    monkeypatch.setattr(Upscaler, "__call__", refused)
+    report = upscale_files(tmp_path / "a.png", tmp_path / "out", model=runner, suffix=suffix)
+    ((_, written),) = report.written
+    assert sum(heights) == 80 and len(heights) > 2 and max(heights) < 40
+    if suffix == ".png":
+        np.testing.assert_array_equal(read_image(written), expected)
+    else:
+        assert written.suffix == ".jpg" and read_image(written).shape == expected.shape
+
+
 def test_skip_existing_when_the_output_appears_during_the_run(tmp_path, monkeypatch):
     """Another process writes the output after the preflight: the name is claimed atomically
     at publishing, so that file is kept and the input counted as already done."""
     write_image(tmp_path / "a.png", _image(8, 8))
-    real = Upscaler.__call__
+    real = Upscaler.bands
 
-    def and_meanwhile(self, image):
+    def and_meanwhile(self, image):  # runs as the PNG is written, band by band
         (tmp_path / "out" / "a_x2.png").write_bytes(b"theirs")
-        return real(self, image)
+        yield from real(self, image)
 
-    monkeypatch.setattr(Upscaler, "__call__", and_meanwhile)
+    monkeypatch.setattr(Upscaler, "bands", and_meanwhile)
     report = upscale_files(
         tmp_path / "a.png", tmp_path / "out", model=Bicubic(scale=2), skip_existing=True
     )

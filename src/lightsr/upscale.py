@@ -50,6 +50,9 @@ float RGB (N, 3, sH, sW); this module turns any image array into that and back:
 
 The output image is assembled tile by tile in an array of the output dtype; no float copy of
 the whole output is held (an ``outscale`` resize holds float64 copies of one channel).
+:meth:`Upscaler.bands` gives the same pixels a row of tiles at a time, and
+:func:`upscale_files` writes PNGs from it as they are computed (:mod:`lightsr.data.png`), so a
+PNG output never exists whole in memory; other formats, and ``outscale``, need the whole image.
 
 Files (:func:`upscale_files`): the output format is the input's own (``format="auto"``: PNG,
 JPEG, WebP and TIFF inputs) or the one asked for, falling back to PNG, with a note in the
@@ -58,10 +61,10 @@ WebP's 16,383 pixels); the name is ``<stem><name_suffix>.<ext>``; the input's IC
 EXIF (orientation reset to 1: the pixels were turned when read) are written where the format
 holds them (:func:`lightsr.data.io.write_image`).
 
-Inputs are untrusted. Tiling bounds the model's working memory but not the output array, so
-the output size is bounded (``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and
-checked from the file's header before any pixel is decoded. :func:`upscale_files` checks every
-input (header, output size, whether the output format can hold it, whether the output folder
+Inputs are untrusted. Tiling bounds the model's working memory but not the output array (for
+formats other than PNG, and to return an array), so the output size is bounded
+(``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and checked from the file's
+header before any pixel is decoded. :func:`upscale_files` checks every input (header, output size, whether the output format can hold it, whether the output folder
 takes files) before the model runs on any. A model whose output holds NaN/Inf (damaged or
 diverged weights) fails that image with :class:`~lightsr.errors.DivergedError` instead of
 writing a black image.
@@ -80,7 +83,7 @@ import stat
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +101,7 @@ from .data.io import (
     WRITE_EXTENSIONS,
     ImageHeader,
     ImageInfo,
+    RowBands,
     cannot_hold,
     check_output_format,
     dropped_metadata,
@@ -643,6 +647,7 @@ class Upscaler:
             # freezing lets inductor constant-fold the weights and fuse conv + pointwise ops.
             self._run = torch.compile(folded, dynamic=False, options={"freezing": True})
         self._alpha_model: Upscaler | None = None
+        self._bar: Any = None  # the progress bar bands() shares between its rows of tiles
 
     @property
     def receptive_field(self) -> ReceptiveField:
@@ -830,7 +835,8 @@ class Upscaler:
         def sink(r0: int, c0: int, y: torch.Tensor) -> None:
             out[:, :, r0 : r0 + y.shape[-2], c0 : c0 + y.shape[-1]] = y.cpu()
 
-        self._tiled(arr, lambda a: torch.from_numpy(np.array(a, dtype=np.float32)), sink)
+        to_tensor = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))  # noqa: E731
+        self._tiled(arr, to_tensor, sink, self._resolve_tile(h, w))
         return out
 
     # -- arrays -------------------------------------------------------------------------------
@@ -839,6 +845,53 @@ class Upscaler:
         """Upscale an ``H x W [x C]`` array (C = 1, 3, 4; uint8, uint16 or float in [0, 1]).
         Returns the same dtype and channel count, ``sH x sW`` (with ``outscale``:
         :meth:`output_size`); a 2-D input gives a 2-D output."""
+        image, squeeze, peak = self._checked(image)
+        h, w, c = image.shape
+        out = self._upscale_window(image, peak, (h, w), alpha_constant=None)
+        size = self.output_size(h, w)
+        if size != out.shape[:2]:
+            out = resize_image(out, size, filter=self.outscale_filter)
+        return out[:, :, 0] if squeeze else out
+
+    def bands(self, image: np.ndarray) -> Iterator[np.ndarray]:
+        """:meth:`__call__`'s output a band of rows at a time, top to bottom: the same pixels,
+        bit for bit, but only one band is held (the output of one row of tiles, ``scale x
+        (tile + 2 overlap)`` rows) instead of the whole image, so a writer that streams
+        (:func:`lightsr.data.png.write_png`) needs memory for a band. Each band is computed
+        when asked for. Not with ``outscale`` (resizing needs the whole image)."""
+        if self.outscale is not None:
+            raise LightSRError(
+                "Upscaler.bands cannot resize (outscale): resizing needs the whole image; "
+                "call the Upscaler instead."
+            )
+        image, squeeze, peak = self._checked(image)
+        h, w, c = image.shape
+        tile = self._resolve_tile(h, w)
+        if tile is None or max(h, w) <= tile:
+            rows, tiles = [(0, h, 0, h)], 1
+        else:
+            # the row windows __call__'s tiles use: each band is one row of them
+            rows = _tile_windows(h, tile, self.overlap)
+            tiles = len(rows) * len(_tile_windows(w, tile, self.overlap))
+        # decided on the whole plane, as __call__ does, not band by band
+        alpha_constant = c == 4 and bool(np.all(image[:, :, 3] == image[0, 0, 3]))
+        s = self.scale
+        if tiles > 1 and self.progress is not False:
+            # one bar over the whole image's tiles, which the bands' runs advance
+            self._bar = tqdm(total=tiles, desc="tiles", unit="tile", leave=False, disable=None)
+        try:
+            for r0, r1, wr0, wr1 in rows:
+                out = self._upscale_window(image[wr0:wr1], peak, (h, w), alpha_constant)
+                band = out[(r0 - wr0) * s : (r1 - wr0) * s]
+                yield band[:, :, 0] if squeeze else band
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+    def _checked(self, image: np.ndarray) -> tuple[np.ndarray, bool, float | None]:
+        """``image`` as H x W x C, whether it was 2-D, and its peak value (None: float),
+        after refusing what cannot be upscaled."""
         image = np.asarray(image)
         squeeze = image.ndim == 2
         if squeeze:
@@ -849,7 +902,7 @@ class Upscaler:
             )
         dtype = image.dtype
         if dtype == np.uint8:
-            peak = 255.0
+            peak: float | None = 255.0
         elif dtype == np.uint16:
             peak = 65535.0
         elif np.issubdtype(dtype, np.floating):
@@ -860,26 +913,48 @@ class Upscaler:
         self.check_output_size(h, w, c, dtype if peak is not None else np.float32)
         if peak is None and not bool(np.isfinite(image).all()):
             raise LightSRError("the input image holds NaN/Inf values: pass values in [0, 1].")
-        s = self.scale
-        out_dtype = dtype if peak is not None else np.float32
-        out = np.empty((h * s, w * s, c), dtype=out_dtype)
-        colour = image[:, :, :3] if c >= 3 else image[:, :, :1]
-        self._run_channels(colour, out, slice(0, 3 if c >= 3 else 1), peak, self)
-        if c == 4:
-            self._upscale_alpha(image[:, :, 3:4], out, peak)
-        size = self.output_size(h, w)
-        if size != out.shape[:2]:
-            out = resize_image(out, size, filter=self.outscale_filter)
-        return out[:, :, 0] if squeeze else out
+        return image, squeeze, peak
 
-    def _upscale_alpha(self, alpha: np.ndarray, out: np.ndarray, peak: float | None) -> None:
-        first = alpha.flat[0]
-        if np.all(alpha == first):  # opaque (or constant) alpha: nothing to compute
-            out[:, :, 3] = first
-            return
+    def output_dtype(self, dtype: Any) -> np.dtype:
+        """The dtype of the output for an input of ``dtype``: the same for uint8 and uint16,
+        float32 for float."""
+        dtype = np.dtype(dtype)
+        return dtype if dtype in (np.uint8, np.uint16) else np.dtype(np.float32)
+
+    def _upscale_window(
+        self,
+        image: np.ndarray,
+        peak: float | None,
+        full_shape: tuple[int, int],
+        alpha_constant: bool | None,
+    ) -> np.ndarray:
+        """The network's output for ``image`` (H x W x C, checked), part of an image of
+        ``full_shape`` (height, width), with the tiles resolved for that whole image (so a
+        band's windows are the whole image's); ``alpha_constant``: whether the whole image's
+        alpha is constant (None: look at this one's)."""
+        h, w, c = image.shape
+        s = self.scale
+        out = np.empty((h * s, w * s, c), dtype=self.output_dtype(image.dtype))
+        colour = image[:, :, :3] if c >= 3 else image[:, :, :1]
+        tile = self._resolve_tile(*full_shape)
+        self._run_channels(colour, out, slice(0, 3 if c >= 3 else 1), peak, self, tile)
+        if c == 4:
+            alpha = image[:, :, 3:4]
+            first = alpha.flat[0]
+            if alpha_constant is None:
+                alpha_constant = bool(np.all(alpha == first))
+            if alpha_constant:  # opaque (or constant) alpha: nothing to compute
+                out[:, :, 3] = first
+            else:
+                runner = self._alpha_runner()
+                alpha_tile = runner._resolve_tile(*full_shape)
+                self._run_channels(alpha, out, slice(3, 4), peak, runner, alpha_tile)
+        return out
+
+    def _alpha_runner(self) -> Upscaler:
+        """What upscales a varying alpha channel: this model (``alpha="model"``) or bicubic."""
         if self.alpha == "model":
-            self._run_channels(alpha, out, slice(3, 4), peak, self)
-            return
+            return self
         if self._alpha_model is None:
             self._alpha_model = Upscaler(
                 Bicubic(scale=self.scale),
@@ -889,11 +964,16 @@ class Upscaler:
                 channels_last=False,
                 progress=self.progress,
             )
-        self._run_channels(alpha, out, slice(3, 4), peak, self._alpha_model)
+        return self._alpha_model
 
     @staticmethod
     def _run_channels(
-        src: np.ndarray, out: np.ndarray, dest: slice, peak: float | None, runner: Upscaler
+        src: np.ndarray,
+        out: np.ndarray,
+        dest: slice,
+        peak: float | None,
+        runner: Upscaler,
+        tile: int | None,
     ) -> None:
         """Run ``runner`` on ``src`` (H x W x 1 or 3) and write into ``out[..., dest]``."""
         grey = src.shape[2] == 1
@@ -913,7 +993,7 @@ class Upscaler:
             tile = y[0].permute(1, 2, 0).cpu().numpy()
             out[r0 : r0 + tile.shape[0], c0 : c0 + tile.shape[1], dest] = tile
 
-        runner._tiled(src, to_tensor, sink)
+        runner._tiled(src, to_tensor, sink, tile)
 
     # -- tiling -------------------------------------------------------------------------------
 
@@ -922,12 +1002,14 @@ class Upscaler:
         src: np.ndarray,
         to_tensor: Callable[[np.ndarray], torch.Tensor],
         sink: Callable[[int, int, torch.Tensor], None],
+        tile: int | None,
     ) -> None:
-        """Run the model over ``src`` (H x W x C array) tile by tile; ``to_tensor`` makes an
-        H x W x 3 float tensor of a window, ``sink(row, col, y)`` receives each output core
-        (1, 3, h, w) at its HR position. Halves the tile on out-of-memory and starts over."""
+        """Run the model over ``src`` (H x W x C array) tile by tile (``tile``: the side,
+        :meth:`_resolve_tile`'s for the image this is part of; None: at once); ``to_tensor``
+        makes an H x W x 3 float tensor of a window, ``sink(row, col, y)`` receives each output
+        core (1, 3, h, w) at its HR position. Halves the tile on out-of-memory and starts
+        over."""
         h, w = src.shape[:2]
-        tile = self._resolve_tile(h, w)
         while True:
             try:
                 self._tiled_once(src, to_tensor, sink, tile)
@@ -966,8 +1048,8 @@ class Upscaler:
             rows = _tile_windows(h, tile, self.overlap)
             cols = _tile_windows(w, tile, self.overlap)
         jobs = [(r, c) for r in rows for c in cols]
-        bar = None
-        if len(jobs) > 1 and self.progress is not False:
+        bar = self._bar  # bands(): the whole image's bar
+        if bar is None and len(jobs) > 1 and self.progress is not False:
             bar = tqdm(total=len(jobs), desc="tiles", unit="tile", leave=False, disable=None)
         try:
             for (r0, r1, wr0, wr1), (c0, c1, wc0, wc1) in jobs:
@@ -980,7 +1062,7 @@ class Upscaler:
                 if bar is not None:
                     bar.update(1)
         finally:
-            if bar is not None:
+            if bar is not None and bar is not self._bar:
                 bar.close()
 
 
@@ -1536,8 +1618,8 @@ def upscale_files(
         dst: Path | None = None
         keep_name = False
         try:
-            result = runner(image)
-            del image
+            result = _upscaled(runner, image)
+            del image  # (the bands hold it until they are written)
             dst, notes = _plan_write(src, result, info, runner, opts, out_dir, target)
             earlier = claimed.get(dst)
             # Two inputs of this run with one output name (a.png and a.jpg into PNG): the
@@ -1585,9 +1667,22 @@ def upscale_files(
     return report
 
 
+def _upscaled(runner: Upscaler, image: np.ndarray) -> np.ndarray | RowBands:
+    """What ``upscale_files`` writes: the output as bands computed while a PNG is written
+    (memory for one row of tiles, not the image), or, to be resized (``outscale``), the array.
+    """
+    if runner.outscale is not None:
+        return runner(image)
+    image, _, _ = runner._checked(image)  # refused here, before any name is claimed
+    h, w, c = image.shape
+    s = runner.scale
+    dtype = runner.output_dtype(image.dtype)
+    return RowBands(h * s, w * s, c, dtype, lambda: runner.bands(image))
+
+
 def _plan_write(
     src: Path,
-    result: np.ndarray,
+    result: np.ndarray | RowBands,
     info: ImageInfo,
     runner: Upscaler,
     opts: OutputOptions,
@@ -1596,12 +1691,12 @@ def _plan_write(
 ) -> tuple[Path, list[str]]:
     """The output name of ``result`` and the notes on it (format fallback, metadata the
     input could not give or the format cannot hold)."""
-    image = result if result.ndim == 3 else result[:, :, None]
-    height, width, channels = image.shape
+    height, width = result.shape[:2]
+    channels = result.shape[2] if len(result.shape) == 3 else 1
     dst, note = plan_output(
         src,
         channels=channels,
-        dtype=image.dtype,
+        dtype=result.dtype,
         height=height,
         width=width,
         input_format=info.format,

@@ -32,7 +32,7 @@ from PIL import Image, TiffImagePlugin
 
 from ..atomic import atomic_write, atomic_write_unique
 from ..errors import ImageReadError, LightSRError
-from .png import PNG_SIGNATURE, encode_png, write_png
+from .png import PNG_SIGNATURE, RowBands, encode_png, write_png
 
 #: File suffixes treated as images when listing a folder (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -643,7 +643,7 @@ def _as_hwc(array: np.ndarray, what: str) -> np.ndarray:
 
 def write_image(
     path: str | os.PathLike,
-    array: np.ndarray,
+    array: np.ndarray | RowBands,
     *,
     quality: int = 95,
     overwrite: bool = False,
@@ -652,6 +652,9 @@ def write_image(
     exif: bytes | None = None,
 ) -> Path:
     """Write an ``H x W [x C]`` uint8 or uint16 array atomically; format from the suffix.
+    ``array`` may be :class:`~lightsr.data.png.RowBands` (an image computed band by band):
+    a PNG is then written as the bands come, holding one at a time; other formats join them
+    first.
 
     uint16 needs ``.png`` or ``.tif``/``.tiff``. PNGs are written by
     :func:`lightsr.data.png.write_png` on ``torch.get_num_threads()`` threads (no copy of the
@@ -672,19 +675,21 @@ def write_image(
     """
 
     path = Path(path)
-    array = _as_hwc(array, f"write_image({str(path)!r})")
+    rows = array if isinstance(array, RowBands) else None
+    if rows is None:
+        array = _as_hwc(np.asarray(array), f"write_image({str(path)!r})")
     suffix = path.suffix.lower()
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise LightSRError(f"quality must be an integer from 1 to 100, not {quality!r}.")
-    if array.dtype in (np.uint8, np.uint16):
-        h, w, c = array.shape
-        check_output_format(path, channels=c, dtype=array.dtype, height=h, width=w)
-    if array.dtype not in (np.uint8, np.uint16):
+    dtype = np.dtype(array.dtype)
+    h, w, c = array.shape
+    if dtype in (np.uint8, np.uint16):
+        check_output_format(path, channels=c, dtype=dtype, height=h, width=w)
+    else:
         raise LightSRError(
-            f"write_image({str(path)!r}): array dtype {array.dtype} is not uint8 or uint16. "
+            f"write_image({str(path)!r}): array dtype {dtype} is not uint8 or uint16. "
             "Convert float images with lightsr.data.io.tensor_to_image (round + clamp)."
         )
-    h, w, c = array.shape
     # WebP stores grey as RGB: the profile must then be an RGB one.
     stored = 3 if (c == 1 and suffix == ".webp") else c
     icc, exif = _metadata_kept(suffix, stored, icc_profile, exif)
@@ -698,7 +703,10 @@ def write_image(
 
         png_threads = max(1, torch.get_num_threads())
         return _publish(path, write_png_file, overwrite, unique)
-    if array.dtype == np.uint16:
+    if rows is not None:  # the other writers need the whole image
+        array = rows.array()
+    assert isinstance(array, np.ndarray)
+    if dtype == np.uint16:
         data = encode_tiff16(array, icc_profile=icc, exif=exif)
         return _publish(path, lambda tmp: Path(tmp).write_bytes(data), overwrite, unique)
 
@@ -965,6 +973,7 @@ __all__ = [
     "list_images",
     "read_image",
     "read_image_info",
+    "RowBands",
     "read_image_with_info",
     "tensor_to_image",
     "write_image",

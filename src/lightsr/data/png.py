@@ -22,8 +22,9 @@ import io
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -39,6 +40,8 @@ _BLOCK_BYTES = 1 << 16
 _PAETH = 4  # the PNG filter type byte
 # zlib stream header: deflate, 32 KiB window, default-level flag; (0x78 << 8 | 0x9C) % 31 == 0
 _ZLIB_HEADER = b"\x78\x9c"
+# An empty final deflate block (fixed Huffman codes, end-of-block): ends the joined streams.
+_FINAL_BLOCK = b"\x03\x00"
 _COLOUR_TYPES = {1: 0, 3: 2, 4: 6}  # grey, RGB, RGBA (the channel counts lightsr uses)
 
 
@@ -70,14 +73,21 @@ def _paeth_filtered(rows: np.ndarray, above: np.ndarray, bpp: int) -> bytes:
 
 
 def _compress_block(
-    rows: np.ndarray, above: np.ndarray, bpp: int, last: bool
+    rows: np.ndarray, above: np.ndarray | None, sample: np.dtype, bpp: int
 ) -> tuple[bytes, int, int]:
-    """One block of rows as a raw deflate stream (ended by a sync flush, or by the final block
-    when ``last``), with the Adler-32 and length of its filtered bytes for the zlib trailer."""
-    raw = _paeth_filtered(rows, above, bpp)
+    """One block of rows (native dtype; ``above``: the row before them, None at the top) as a
+    raw deflate stream ended by a sync flush, with the Adler-32 and length of its filtered
+    bytes for the zlib trailer."""
+
+    def as_bytes(a: np.ndarray) -> np.ndarray:  # PNG's sample order, one row of bytes per row
+        a = np.ascontiguousarray(a, dtype=sample)
+        return a.reshape(a.shape[0], -1).view(np.uint8)
+
+    block = as_bytes(rows)
+    top = np.zeros(block.shape[1], np.uint8) if above is None else as_bytes(above[None])[0]
+    raw = _paeth_filtered(block, top, bpp)
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
-    data = compressor.compress(raw)
-    data += compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    data = compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return data, zlib.adler32(raw), len(raw)
 
 
@@ -101,72 +111,137 @@ def png_rows_per_block(width: int, channels: int, itemsize: int) -> int:
     return max(1, _BLOCK_BYTES // (width * channels * itemsize))
 
 
-def _blocks(image: np.ndarray, threads: int) -> Iterator[tuple[bytes, int, int]]:
-    """Compressed blocks of ``image`` (H x W x C uint8/uint16) in order, at most
-    ``2 * threads`` in flight (so memory stays a few blocks whatever the image's size)."""
-    h, w, c = image.shape
-    bpp = c * image.dtype.itemsize
-    step = png_rows_per_block(w, c, image.dtype.itemsize)
-    # PNG's 16-bit samples are big-endian
-    sample = np.dtype(">u2") if image.dtype.itemsize == 2 else np.dtype(np.uint8)
+@dataclass(frozen=True)
+class RowBands:
+    """An image that arrives top to bottom in bands of rows, for writers that need not hold
+    it whole (:func:`write_png`): ``bands()`` yields arrays of shape ``n x width x channels``
+    (or ``n x width`` for one channel) of ``dtype``, whose ``n`` add up to ``height``. It is
+    called once. :meth:`array` joins them, for writers that need the whole image."""
 
-    def block(r0: int) -> tuple[bytes, int, int]:
-        first = max(r0 - 1, 0)  # the row above the block, for the Paeth predictor
-        # A contiguous copy of these rows only (a strided view, or 16-bit byte order, would
-        # make reshaping the whole image copy it).
-        part = np.ascontiguousarray(image[first : r0 + step], dtype=sample)
-        part = part.reshape(part.shape[0], w * c).view(np.uint8)
-        above = part[0] if r0 else np.zeros(part.shape[1], np.uint8)
-        return _compress_block(part[r0 - first :], above, bpp, r0 + step >= h)
+    height: int
+    width: int
+    channels: int
+    dtype: np.dtype
+    bands: Callable[[], Iterator[np.ndarray]]
 
-    starts = range(0, h, step)
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> RowBands:
+        """An array as one band (no copy)."""
+        image = array[:, :, None] if array.ndim == 2 else array
+        h, w, c = image.shape
+        return cls(h, w, c, image.dtype, lambda: iter([image]))
+
+    def array(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        row = 0
+        for band in self.bands():
+            n = band.shape[0]
+            out[row : row + n] = band.reshape(n, self.width, self.channels)
+            row += n
+        if row != self.height:
+            raise LightSRError(f"the bands held {row} rows, not the image's {self.height}.")
+        return out
+
+
+def _row_blocks(image: RowBands, step: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """``(rows, row above)`` blocks of ``step`` rows (the last one shorter) from the bands, at
+    the same rows whatever the bands' heights; views into the bands except where a block
+    spans two of them."""
+    shape = (image.width, image.channels)
+    carry: np.ndarray | None = None  # the rows of a block begun in the previous band
+    above: np.ndarray | None = None
+    total = 0
+    for band in image.bands():
+        band = band.reshape(-1, *shape)
+        if band.dtype != image.dtype:
+            raise LightSRError(f"a band of {band.dtype}, in an image of {image.dtype}.")
+        total += band.shape[0]
+        start = 0
+        if carry is not None:
+            start = step - carry.shape[0]
+            carry = np.concatenate([carry, band[:start]])
+            if carry.shape[0] < step:
+                continue
+            yield carry, above
+            above, carry = carry[-1], None
+        while start + step <= band.shape[0]:
+            block = band[start : start + step]
+            yield block, above
+            above = block[-1]
+            start += step
+        if start < band.shape[0]:
+            carry = band[start:]
+    if carry is not None:
+        yield carry, above
+    if total != image.height:
+        raise LightSRError(f"the bands held {total} rows, not the image's {image.height}.")
+
+
+def _blocks(image: RowBands, threads: int) -> Iterator[tuple[bytes, int, int]]:
+    """Compressed blocks of ``image`` in order, at most ``2 * threads`` in flight (so memory
+    stays a few blocks beside the band being read, whatever the image's size)."""
+    itemsize = np.dtype(image.dtype).itemsize
+    bpp = image.channels * itemsize
+    step = png_rows_per_block(image.width, image.channels, itemsize)
+    sample = np.dtype(">u2") if itemsize == 2 else np.dtype(np.uint8)  # big-endian 16-bit
+    blocks = _row_blocks(image, step)
     if threads <= 1:
-        yield from (block(r0) for r0 in starts)
+        yield from (_compress_block(rows, above, sample, bpp) for rows, above in blocks)
         return
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque[Future[tuple[bytes, int, int]]] = deque()
-        for r0 in starts:
-            pending.append(pool.submit(block, r0))
+        for rows, above in blocks:
+            pending.append(pool.submit(_compress_block, rows, above, sample, bpp))
             if len(pending) >= 2 * threads:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def _as_png_array(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in _COLOUR_TYPES or 0 in array.shape:
+def _as_rows(image: np.ndarray | RowBands) -> RowBands:
+    rows = image if isinstance(image, RowBands) else RowBands.of(np.asarray(image))
+    if rows.channels not in _COLOUR_TYPES or 0 in rows.shape:
         raise LightSRError(
-            f"a PNG holds an H x W or H x W x C image with C in (1, 3, 4), got shape {array.shape}."
+            f"a PNG holds an H x W or H x W x C image with C in (1, 3, 4), got shape "
+            f"{rows.shape}."
         )
-    if array.dtype.kind != "u" or array.dtype.itemsize not in (1, 2):
+    dtype = np.dtype(rows.dtype)
+    if dtype.kind != "u" or dtype.itemsize not in (1, 2):
         raise LightSRError(
-            f"a PNG holds uint8 or uint16 samples, not {array.dtype}: convert float images "
-            "with lightsr.data.io.tensor_to_image (round + clamp)."
+            f"a PNG holds uint8 or uint16 samples, not {dtype}: convert float images with "
+            "lightsr.data.io.tensor_to_image (round + clamp)."
         )
-    return array
+    return rows
 
 
 def write_png(
     file: BinaryIO,
-    array: np.ndarray,
+    array: np.ndarray | RowBands,
     *,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     threads: int = 1,
 ) -> int:
-    """Write ``array`` (H x W [x C], C = 1 grey, 3 RGB, 4 RGBA; uint8 or uint16) to the
-    open binary ``file`` as a PNG; returns the bytes written.
+    """Write ``array`` (H x W [x C], C = 1 grey, 3 RGB, 4 RGBA; uint8 or uint16; or the same
+    as :class:`RowBands`, read band by band) to the open binary ``file`` as a PNG; returns the
+    bytes written.
 
     ``icc_profile`` goes in an iCCP chunk, ``exif`` (with or without JPEG's ``Exif`` header)
     in an eXIf chunk. Rows are Paeth-filtered and compressed with zlib's run-length
     strategy in blocks of about 64 KiB, on ``threads`` threads; the output is the same for any
-    ``threads``. Nothing the size of the image is allocated beside ``array``."""
-    image = _as_png_array(array)
+    ``threads``. Nothing the size of the image is allocated beside ``array`` (or, for bands,
+    beside the band being read)."""
+    image = _as_rows(array)
     h, w, c = image.shape
-    depth = 8 * image.dtype.itemsize
+    depth = 8 * np.dtype(image.dtype).itemsize
     head = PNG_SIGNATURE + _chunk(
         b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOUR_TYPES[c], 0, 0, 0)
     )
@@ -184,13 +259,14 @@ def write_png(
         chunk = _chunk(b"IDAT", prefix + data)
         written += file.write(chunk) or len(chunk)
         prefix = b""
-    tail = _chunk(b"IDAT", struct.pack(">I", adler)) + _chunk(b"IEND", b"")
+    # Every block ends with a sync flush; the stream ends with an empty final block.
+    tail = _chunk(b"IDAT", _FINAL_BLOCK + struct.pack(">I", adler)) + _chunk(b"IEND", b"")
     written += file.write(tail) or len(tail)
     return written
 
 
 def encode_png(
-    array: np.ndarray,
+    array: np.ndarray | RowBands,
     *,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
