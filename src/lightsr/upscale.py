@@ -63,11 +63,11 @@ holds them (:func:`lightsr.data.io.write_image`).
 
 Inputs are untrusted. Tiling bounds the model's working memory but not the output array (for
 formats other than PNG, and to return an array), so the output size is bounded
-(``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and checked from the file's
-header before any pixel is decoded. :func:`upscale_files` checks every input (header, output size, whether the output format can hold it, whether the output folder
-takes files) before the model runs on any. A model whose output holds NaN/Inf (damaged or
-diverged weights) fails that image with :class:`~lightsr.errors.DivergedError` instead of
-writing a black image.
+(``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and checked from the file's header
+before any pixel is decoded. :func:`upscale_files` checks every input (header, output size,
+whether the output format can hold it, whether the output folder takes files) before the model
+runs on any. A model whose output holds NaN/Inf (damaged or diverged weights) fails that image
+with :class:`~lightsr.errors.DivergedError` instead of writing a black image.
 """
 
 from __future__ import annotations
