@@ -210,8 +210,7 @@ def _as_rows(image: np.ndarray | RowBands) -> RowBands:
     rows = image if isinstance(image, RowBands) else RowBands.of(np.asarray(image))
     if rows.channels not in _COLOUR_TYPES or 0 in rows.shape:
         raise LightSRError(
-            f"a PNG holds an H x W or H x W x C image with C in (1, 3, 4), got shape "
-            f"{rows.shape}."
+            f"a PNG holds an H x W or H x W x C image with C in (1, 3, 4), got shape {rows.shape}."
         )
     dtype = np.dtype(rows.dtype)
     if dtype.kind != "u" or dtype.itemsize not in (1, 2):
