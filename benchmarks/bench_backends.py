@@ -501,6 +501,37 @@ def tradeoff_tables() -> str:
     return "\n".join(out).rstrip() or "No results yet: run `python benchmarks/int8_tradeoffs.py`."
 
 
+MEMORY = bu.ROOT / "benchmarks" / "results" / "memory"
+# How the runs before bench_memory recorded its writer wrote the PNG.
+_OLD_WRITER = "the whole output, then Pillow's PNG encoder"
+
+
+def memory_tables() -> str:
+    """``benchmarks/bench_memory.py``'s results: peak memory and wall time per path, per CPU."""
+    out = []
+    for f in sorted(MEMORY.glob("*.json")):
+        r = json.loads(f.read_text())
+        w, h = r["lr_size_wh"]
+        out.append(
+            f"{r['cpu_kind']}, {r['threads']} threads, {r['weights']['name']}, {w}x{h} -> "
+            f"{r['hr_size_wh'][0]}x{r['hr_size_wh'][1]} PNG, written as "
+            f"{r.get('png_writer', _OLD_WRITER)} (`{r['command'].strip()}`):\n"
+        )
+        out.append("| path | ran as | peak GiB | wall s | upscale + write s |")
+        out.append("|---|---|---|---|---|")
+        for p in r["paths"]:
+            if not p.get("measured", True):
+                out.append(f"| {p['path']} | not measured: {p.get('why', '')} | - | - | - |")
+                continue
+            ran = f"{p['precision']}, {p['backend']}"
+            out.append(
+                f"| {p['path']} | {ran} | {p['peak_rss_gib']:.2f} | {p['wall_s']:.0f} | "
+                f"{p['upscale_and_write_s']:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out).rstrip() or "No results yet: run `python benchmarks/bench_memory.py`."
+
+
 def write_markdown() -> str:
     files = sorted(RESULTS.glob("*.json"))
     runs = [json.loads(f.read_text()) for f in files]
@@ -567,6 +598,13 @@ def write_markdown() -> str:
                         c = r["models"][name].get("vs_openvino_min", {}).get(precision)
                         cells.append(f"{c['ratio']:.2f} ({c['lightsr_path']})" if c else "-")
                     lines.append(f"| {precision} | " + " | ".join(cells) + " |")
+    lines.append("\n## Memory: a 4000x3000 photo x4, every path\n")
+    lines.append(
+        "`python benchmarks/bench_memory.py`: each path upscales one synthetic 4000x3000 photo "
+        "to a 16000x12000 PNG in a fresh process (`upscale_files`, automatic tiles); peak: "
+        "that process's peak RSS; the bar: under 2 GiB on every path.\n"
+    )
+    lines.append(memory_tables())
     text = "\n".join(lines) + "\n"
     DOC.write_text(text)
     return text

@@ -23,9 +23,10 @@ A path whose engine is not installed (ONNX Runtime, OpenVINO) is recorded as not
 reason. Per path: peak RSS of its process (``os.wait4``'s rusage of that one child, see
 ``run_child``), the child's wall time, its model load / preparation (export, quantization) /
 upscale-and-write times, the resolved precision, backend and tile, and whether the peak is
-under 2 GiB. The uint8 output alone is 576 MB; lightsr's PNG writer (``lightsr.data.png``)
-encodes it in 64 KiB row blocks (Pillow's encoder, used before, copied it into a
-4-byte-per-pixel image, 768 MB), so the rest of the budget is the model's. The model
+under 2 GiB. The uint8 output alone would be 576 MB, and Pillow's PNG encoder (used before)
+copied it into a 4-byte-per-pixel image (768 MB); ``upscale_files`` now writes the PNG band by
+band as the tiles are computed (``Upscaler.bands`` into ``lightsr.data.png``), so neither is
+held and the peak is the model's working memory plus one row of tiles' output. The model
 is the bundled default x4 (what ``lightsr upscale`` loads with no ``--model``/``--weights``,
 ``lightsr.hub.resolve_model``) unless ``--model``.
 
@@ -60,6 +61,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+PNG_WRITER = "bands as the tiles finish, into lightsr's PNG encoder (lightsr.data.png)"
 sys.path.insert(0, str(ROOT / "src"))
 
 from lightsr.atomic import atomic_write_text  # noqa: E402
@@ -403,6 +405,8 @@ def main() -> int:
             "peak_rss_bytes: ru_maxrss of os.wait4 on the path's own child process; wall_s: "
             "that child from start to exit; upscale_and_write_s: upscale_files alone"
         ),
+        # how upscale_files wrote the PNG (docs/BACKENDS.md's memory tables say it per run)
+        "png_writer": PNG_WRITER,
         "lr_size_wh": [w, h],
         "hr_size_wh": [SCALE * w, SCALE * h],
         "output_array_bytes": SCALE * SCALE * w * h * 3,

@@ -9,16 +9,22 @@ model (fp32, torch). Each output is encoded to memory:
 - ``lightsr_1``: :func:`lightsr.data.png.write_png` on one thread;
 - ``lightsr_N``: the same on ``torch.get_num_threads()`` threads (what ``write_image`` runs).
 
-Per image: the bytes, the minimum seconds of ``--rounds`` interleaved rounds, and Pillow's
-time to decode each file (a file that is slow to open would be a poor trade). The totals give
-the ratios. Then the memory each writer adds: in a fresh process per writer, a 4000 x 3840
-output (2 x 2 copies of baboon's) is written to a file; the figure is the process's peak RSS
-(VmHWM) after writing less its RSS just before (``--no-memory`` skips it).
+Per image: the bytes, the minimum seconds of ``--rounds`` interleaved rounds, and Pillow's time
+to decode each file (a file that is slow to open would be a poor trade). The totals give the
+ratios. Then the memory each writer adds: in a fresh process per writer, a 4000 x 3840 output
+(2 x 2 flipped copies of baboon's, :func:`mosaic`) is written to a file; the figure is the
+process's peak RSS (VmHWM) after writing less its RSS just before (``--no-memory`` skips it).
+
+Last, end to end (``--no-end-to-end`` skips it): a 1000 x 750 photo (2 x 2 flipped copies of
+baboon's HR, cropped) upscaled x4 to a PNG file, as lightsr did before (the whole output, then
+Pillow's encoder) and as ``upscale_files`` does now (bands into lightsr's writer), interleaved,
+with the model alone (no file) as the floor.
 
     python benchmarks/bench_png.py                  # writes benchmarks/results/png/<cpu>.json
     python benchmarks/bench_png.py --limit 3 --no-save --rounds 1   # quick look
 
-Needs ``../shared`` (or ``$LIGHTSR_SHARED``) for the images; exits 2 without it.
+Needs ``../shared`` (or ``$LIGHTSR_SHARED``) for the images; without them it stops, naming
+the files it needs.
 """
 
 from __future__ import annotations
@@ -49,11 +55,18 @@ from lightsr.data.io import read_image  # noqa: E402
 from lightsr.data.png import write_png  # noqa: E402
 from lightsr.hardware import cpu_kind, machine_record  # noqa: E402
 from lightsr.hub import resolve_model  # noqa: E402
-from lightsr.upscale import Upscaler  # noqa: E402
+from lightsr.upscale import Upscaler, upscale_files  # noqa: E402
 
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", ROOT.parent / "shared"))
 RESULTS = ROOT / "benchmarks" / "results" / "png"
-LARGE_TILES = (2, 2)  # copies of baboon's x4 output, down and across, for the memory figure
+
+
+def mosaic(a: np.ndarray) -> np.ndarray:
+    """2 x 2 copies of ``a``, three of them flipped: no row repeats another within deflate's
+    32 KiB window (plain copies would let LZ77 encode half of each row as a repeat, and make
+    Pillow look smaller and faster than on a real photo)."""
+    top = np.concatenate([a, a[:, ::-1]], axis=1)
+    return np.ascontiguousarray(np.concatenate([top, top[::-1, ::-1]], axis=0))
 
 
 def images() -> list[Path]:
@@ -171,11 +184,46 @@ def memory(large: np.ndarray, threads: int) -> dict[str, Any]:
     return result
 
 
+def end_to_end(upscaler: Upscaler, rounds: int) -> dict[str, Any]:
+    """Seconds (min of ``rounds``) to upscale a 1000 x 750 photo to a PNG file: the old way
+    (whole output, Pillow), ``upscale_files`` now, and the model alone."""
+    baboon = read_image(images()[-1])
+    photo = np.ascontiguousarray(mosaic(baboon)[:750, :1000])
+    times: dict[str, float] = {"model_only": float("inf"), "pillow": float("inf")}
+    times["upscale_files"] = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "photo.png"
+        Image.fromarray(photo).save(src)
+
+        def old_way() -> None:
+            Image.fromarray(upscaler(read_image(src))).save(Path(tmp) / "old.png", format="PNG")
+
+        def new_way() -> None:
+            upscale_files(src, Path(tmp) / "new.png", model=upscaler, overwrite=True)
+
+        runs = {"model_only": lambda: upscaler(read_image(src)), "pillow": old_way}
+        runs["upscale_files"] = new_way
+        for _ in range(rounds):
+            for key, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[key] = min(times[key], time.perf_counter() - start)
+        same = np.array_equal(read_image(Path(tmp) / "old.png"), read_image(Path(tmp) / "new.png"))
+    if not same:
+        raise SystemExit("end to end: the two files hold different pixels")
+    result: dict[str, Any] = {"input_wh": [1000, 750], "scale": upscaler.scale}
+    result["seconds"] = {k: round(v, 2) for k, v in times.items()}
+    result["speedup_vs_pillow"] = round(times["pillow"] / times["upscale_files"], 2)
+    print("end to end:", json.dumps(result), flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-end-to-end", action="store_true")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
@@ -214,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         baboon = outputs.get("baboon.png")
         if baboon is None:
             baboon = upscaler(read_image(images()[-1]))
-        mem = memory(np.tile(baboon, (*LARGE_TILES, 1)), threads)
+        mem = memory(mosaic(baboon), threads)
         print("memory:", json.dumps(mem))
+    e2e = None if args.no_end_to_end else end_to_end(upscaler, max(args.rounds, 3))
     result = {
         "what": "PNG encoding of x4 SR outputs: lightsr.data.png vs Pillow",
         "model": source,
@@ -233,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "size_vs_pillow_per_image": [round(min(per_image), 4), round(max(per_image), 4)],
         "memory": mem,
+        "end_to_end": e2e,
         "per_image": rows,
     }
     if not args.no_save and args.limit is None:

@@ -113,8 +113,44 @@ def test_backends_table_gives_each_machines_quality_where_they_differ(tmp_path, 
     for slug, set5, ms in (("a-cpu", 31.4364, 1000.0), ("b-cpu", 31.5777, 800.0)):
         (results / f"{slug}.json").write_text(json.dumps(_backends_run(slug, set5, ms)))
     monkeypatch.setattr(bench, "RESULTS", results)
+    monkeypatch.setattr(bench, "MEMORY", tmp_path / "no-memory-results")
     monkeypatch.setattr(bench, "DOC", tmp_path / "BACKENDS.md")
     rows = {line.split(" | ")[0]: line for line in bench.write_markdown().splitlines()}
     assert rows["| authors"] == "| authors | 1000 (x1.0) | 800 (x1.0) | 31.4364 / 31.5777 | - |"
     # the same figure on both machines is given once
     assert rows["| int8"] == "| int8 | 250 (x4.0) | 200 (x4.0) | 31.0000 | - |"
+
+
+def test_memory_table_says_how_each_run_wrote_its_png(tmp_path, monkeypatch):
+    bench = benchmark_script("bench_backends")
+    memory = tmp_path / "memory"
+    memory.mkdir()
+    run = {
+        "cpu_kind": "A CPU",
+        "threads": 2,
+        "weights": {"name": "a2f_sd_x4"},
+        "lr_size_wh": [4000, 3000],
+        "hr_size_wh": [16000, 12000],
+        "command": "python benchmarks/bench_memory.py ",
+        "paths": [
+            {
+                "path": "fp32",
+                "measured": True,
+                "precision": "fp32",
+                "backend": "torch",
+                "peak_rss_gib": 1.0449,
+                "wall_s": 156.5,
+                "upscale_and_write_s": 152.46,
+            },
+            {"path": "bf16", "measured": False, "why": "no native bf16 on this CPU"},
+        ],
+    }
+    (memory / "old.json").write_text(json.dumps(run))
+    (memory / "new.json").write_text(json.dumps(dict(run, png_writer="bands, our encoder")))
+    monkeypatch.setattr(bench, "MEMORY", memory)
+    text = bench.memory_tables()
+    assert "| fp32 | fp32, torch | 1.04 | 156 | 152 |" in text
+    assert "| bf16 | not measured: no native bf16 on this CPU | - | - | - |" in text
+    # a run without the record predates it: the whole output, then Pillow's encoder
+    assert "written as bands, our encoder (`python benchmarks/bench_memory.py`)" in text
+    assert "written as the whole output, then Pillow's PNG encoder" in text

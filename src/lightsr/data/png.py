@@ -1,19 +1,26 @@
-"""A fast PNG writer for 8- and 16-bit arrays, streamed in row blocks across threads.
+"""A fast PNG writer for 8- and 16-bit images, streamed in row blocks across threads.
 
 Pillow's PNG encoder (adaptive filters, zlib level 6, ``Z_FILTERED``) copies an 8-bit RGB
 array into a 4-byte-per-pixel image first (768 MB for a 16000 x 12000 output) and compresses
-on one core at about 10 MB/s. This writer:
+on one core. This writer:
 
 - filters every row with Paeth (what Pillow's adaptive choice picks for nearly every row of a
-  photograph or an SR output) and compresses with zlib's run-length strategy (``Z_RLE``, as
-  OpenCV's PNG writer defaults to): on SR outputs of photographs the file is within a few
-  percent of Pillow's size, several times faster on one core
-  (``benchmarks/bench_png.py`` records both, per image);
+  photograph or an SR output) and compresses with zlib's run-length strategy (``Z_RLE``: the
+  only matches it looks for are runs, which is where filtered photographs have them);
 - works on blocks of rows (about 64 KiB of pixels each), so its temporaries are a few blocks,
-  never a copy of the image;
+  never a copy of the image; the image may arrive as :class:`RowBands` (computed band by band,
+  ``lightsr.upscale.Upscaler.bands``), so it need never exist whole;
 - compresses the blocks on ``threads`` threads (zlib and numpy release the GIL) as independent
   deflate streams joined with sync flushes, the way pigz does. The blocks' rows depend only on
   the image's width, so the file's bytes do not depend on the thread count.
+
+Measured by ``python benchmarks/bench_png.py`` on the 26 x4 SR outputs of RealSRSet and Set14's
+baboon (88 MB of pixels; AMD EPYC family 25 model 17, 2 threads): the files are 1.4% larger in
+all than Pillow's (0.98 to 1.10 per image), written 5.7x as fast on one thread and 8.2x on two
+(Pillow: 9.5 MB of pixels a second), and Pillow decodes them as fast as its own (within 6%).
+Writing a 46 MB output, Pillow's encoder added 61 MB to the process's peak, this one 3.5 MB.
+Exact repeats further apart than a run (tiled screenshots, copies side by side) are what
+Pillow's LZ77 search finds and run-length does not: such images come out larger here.
 """
 
 from __future__ import annotations
