@@ -515,7 +515,8 @@ def memory_tables() -> str:
         out.append(
             f"{r['cpu_kind']}, {r['threads']} threads, {r['weights']['name']}, {w}x{h} -> "
             f"{r['hr_size_wh'][0]}x{r['hr_size_wh'][1]} PNG, written as "
-            f"{r.get('png_writer', _OLD_WRITER)} (`{r['command'].strip()}`):\n"
+            f"{r.get('png_writer', _OLD_WRITER)} (`python benchmarks/bench_memory.py`; the last "
+            f"run: `{r['command'].strip()}`):\n"
         )
         out.append("| path | ran as | peak GiB | wall s | upscale + write s |")
         out.append("|---|---|---|---|---|")

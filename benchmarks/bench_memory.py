@@ -17,7 +17,10 @@ which fixes the tile). The paths are what :class:`lightsr.upscale.Upscaler` offe
 - ``int8``: ONNX Runtime static quantization (:mod:`lightsr.quantize`; calibration counts),
   run by ONNX Runtime;
 - ``auto``: what ``lightsr upscale`` runs by default (``precision="auto", backend="auto"``),
-  recorded with what it resolved to and why.
+  recorded with what it resolved to and why;
+- ``auto_jpeg``: the same on the same photo saved as a JPEG (quality 95), so written back as a
+  JPEG (the input's format, ``lightsr upscale``'s default): Pillow's JPEG encoder needs the
+  whole image, so the bands fill Pillow's own (4 bytes a pixel) and nothing else.
 
 A path whose engine is not installed (ONNX Runtime, OpenVINO) is recorded as not measured, with the
 reason. Per path: peak RSS of its process (``os.wait4``'s rusage of that one child, see
@@ -61,9 +64,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PNG_WRITER = "bands as the tiles finish, into lightsr's PNG encoder (lightsr.data.png)"
+PNG_WRITER = (
+    "bands as the tiles finish, into lightsr's PNG encoder (lightsr.data.png; auto_jpeg: into "
+    "Pillow's JPEG encoder); the +whole_output rows: the whole output array first"
+)
 sys.path.insert(0, str(ROOT / "src"))
 
+import lightsr.upscale  # noqa: E402
 from lightsr.atomic import atomic_write_text  # noqa: E402
 from lightsr.checkpoint import load_official  # noqa: E402
 from lightsr.data.io import write_image  # noqa: E402
@@ -100,7 +107,14 @@ PATHS: dict[str, dict[str, Any]] = {
     # what `lightsr upscale --precision int8` runs where OpenVINO is installed
     "int8_ov": {"precision": "int8", "backend": "openvino"},
     "auto": {"precision": "auto", "backend": "auto"},
+    # a camera's JPEG: `lightsr upscale` writes a JPEG back (the input's format), which
+    # Pillow's encoder needs whole
+    "auto_jpeg": {"precision": "auto", "backend": "auto"},
 }
+# --whole-output's records: the path's name and this
+WHOLE_SUFFIX = "+whole_output"
+# Paths whose input (and so output) is a JPEG (quality 95) of the same photo, not a PNG.
+JPEG_PATHS = ("auto_jpeg",)
 NEEDS_ONNXRUNTIME = ("fp32_ort", "int8", "int8_ov")  # int8_ov: ONNX Runtime quantizes
 NEEDS_OPENVINO = ("fp32_ov", "bf16_ov", "int8_ov")
 NO_NATIVE_BF16 = "no native bf16 on this CPU (emulated bf16 is not a path auto picks)"
@@ -190,6 +204,9 @@ def child(args: argparse.Namespace) -> None:
         described = runner.describe(weights=weights["name"])
         prepare_s = time.perf_counter() - t
         hwm_kb = proc_status_kb("VmHWM")
+        if args.whole_output:
+            # the flow before outputs were written band by band: the whole array, then the file
+            lightsr.upscale._upscaled = lambda runner, image: runner(image)  # type: ignore[assignment]
         t = time.perf_counter()
         report = upscale_files([args.input], args.out_dir, model=runner, progress=False)
         upscale_s = time.perf_counter() - t
@@ -214,7 +231,8 @@ def child(args: argparse.Namespace) -> None:
         "load_s": round(load_s, 2),
         "prepare_s": round(prepare_s, 2),
         "upscale_and_write_s": round(upscale_s, 2),
-        "output_png_bytes": out_file.stat().st_size,
+        "output_bytes": out_file.stat().st_size,
+        "output_format": out_file.suffix,
         "memory_available_bytes_at_start": memory_available,
         "peak_rss_after_prepare_bytes": None if hwm_kb is None else hwm_kb * 1024,
         "self_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -266,6 +284,8 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
     ]
     if args.model is not None:
         cmd += ["--model", args.model]
+    if args.whole_output:
+        cmd += ["--whole-output"]
     load_before = list(os.getloadavg())
     # stdout/stderr go to files, not pipes: nothing reads a pipe while wait4 blocks
     with open(tmp / f"{path}.out", "w+") as out, open(tmp / f"{path}.err", "w+") as err:
@@ -279,7 +299,7 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
         stdout, stderr = out.read(), err.read()
     peak = usage.ru_maxrss * 1024
     record: dict[str, Any] = {
-        "path": path,
+        "path": path + WHOLE_SUFFIX if args.whole_output else path,
         "options": PATHS[path],
         "peak_rss_bytes": peak,
         "peak_rss_gib": round(peak / 2**30, 3),
@@ -291,7 +311,6 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
         tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
         print(stdout, stderr, sep="\n", file=sys.stderr)
         return {
-            "path": path,
             "measured": False,
             "failed": True,
             "why": f"failed (exit status {proc.returncode}): {tail}",
@@ -360,6 +379,12 @@ def main() -> int:
         action="store_true",
         help="measure bf16 on a CPU without native bf16 too (emulated: many times slower)",
     )
+    ap.add_argument(
+        "--whole-output",
+        action="store_true",
+        help="upscale_files given the whole output array (the flow before outputs were written "
+        f"band by band), for comparison; recorded as PATH{WHOLE_SUFFIX}",
+    )
     ap.add_argument("--child", choices=tuple(PATHS), help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
@@ -378,10 +403,14 @@ def main() -> int:
     records = []
     with tempfile.TemporaryDirectory(prefix="lightsr_mem_") as tmp_name:
         tmp = Path(tmp_name)
-        src = tmp / "photo.png"
-        write_image(src, synthetic_photo(w, h))
+        photo = synthetic_photo(w, h)
+        sources = {".png": tmp / "photo.png", ".jpg": tmp / "photo.jpg"}
+        for src in sources.values():
+            write_image(src, photo)
+        del photo
         for path in paths:
             why = skip_reason(path, force_emulated_bf16=args.force_emulated_bf16)
+            src = sources[".jpg" if path in JPEG_PATHS else ".png"]
             record = (
                 {"path": path, "measured": False, "why": why}
                 if why
@@ -398,8 +427,8 @@ def main() -> int:
         ort_version = None
     result = {
         "what": (
-            f"upscale_files x{SCALE} of a synthetic {w}x{h} RGB PNG to {SCALE * w}x{SCALE * h} "
-            "PNG on the CPU, each path in a fresh process"
+            f"upscale_files x{SCALE} of a synthetic {w}x{h} RGB PNG to a {SCALE * w}x{SCALE * h} "
+            "PNG (auto_jpeg: JPEG to JPEG) on the CPU, each path in a fresh process"
         ),
         "how": (
             "peak_rss_bytes: ru_maxrss of os.wait4 on the path's own child process; wall_s: "

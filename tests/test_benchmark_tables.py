@@ -152,5 +152,8 @@ def test_memory_table_says_how_each_run_wrote_its_png(tmp_path, monkeypatch):
     assert "| fp32 | fp32, torch | 1.04 | 156 | 152 |" in text
     assert "| bf16 | not measured: no native bf16 on this CPU | - | - | - |" in text
     # a run without the record predates it: the whole output, then Pillow's encoder
-    assert "written as bands, our encoder (`python benchmarks/bench_memory.py`)" in text
+    assert (
+        "written as bands, our encoder (`python benchmarks/bench_memory.py`; the last run: "
+        "`python benchmarks/bench_memory.py`)" in text
+    )
     assert "written as the whole output, then Pillow's PNG encoder" in text

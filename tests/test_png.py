@@ -180,3 +180,26 @@ def test_bands_that_do_not_add_up_are_refused():
     short = RowBands(11, 8, 3, image.dtype, lambda: iter([image]))
     with pytest.raises(LightSRError, match="held 10 rows, not the image's 11"):
         encode_png(short)
+
+
+@pytest.mark.parametrize(
+    "name, channels", [("a.jpg", 3), ("a.webp", 4), ("a.bmp", 1), ("a.tif", 3), ("a.ppm", 3)]
+)
+def test_bands_into_pillow_formats_give_the_array_bytes(tmp_path, name, channels):
+    image = _photo_like(45, 31, channels, np.uint8)
+    edges = [0, 7, 8, 30, 45]
+
+    def bands():
+        for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+            band = image[r0:r1].copy()
+            yield band[:, :, 0] if channels == 1 else band  # 2-D bands, as grey upscales give
+
+    whole = write_image(tmp_path / "whole" / name, image)
+    banded = write_image(tmp_path / "bands" / name, RowBands(45, 31, channels, image.dtype, bands))
+    assert banded.read_bytes() == whole.read_bytes()
+
+
+def test_sixteen_bit_tiff_from_bands_keeps_its_pixels(tmp_path):
+    image = _photo_like(20, 9, 3, np.uint16)
+    rows = RowBands(20, 9, 3, image.dtype, lambda: iter([image[:5], image[5:]]))
+    np.testing.assert_array_equal(read_image(write_image(tmp_path / "a.tif", rows)), image)

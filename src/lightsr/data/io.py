@@ -653,8 +653,9 @@ def write_image(
 ) -> Path:
     """Write an ``H x W [x C]`` uint8 or uint16 array atomically; format from the suffix.
     ``array`` may be :class:`~lightsr.data.png.RowBands` (an image computed band by band):
-    a PNG is then written as the bands come, holding one at a time; other formats join them
-    first.
+    a PNG is then written as the bands come, holding one at a time; for Pillow's formats
+    (JPEG, WebP, BMP, ...) the bands are pasted into Pillow's image, with no numpy copy of the
+    whole; a 16-bit TIFF joins them first.
 
     uint16 needs ``.png`` or ``.tif``/``.tiff``. PNGs are written by
     :func:`lightsr.data.png.write_png` on ``torch.get_num_threads()`` threads (no copy of the
@@ -703,15 +704,20 @@ def write_image(
 
         png_threads = max(1, torch.get_num_threads())
         return _publish(path, write_png_file, overwrite, unique)
-    if rows is not None:  # the other writers need the whole image
-        array = rows.array()
-    assert isinstance(array, np.ndarray)
-    if dtype == np.uint16:
-        data = encode_tiff16(array, icc_profile=icc, exif=exif)
+    if dtype == np.uint16:  # the 16-bit TIFF writer needs the whole image
+        whole = rows.array() if rows is not None else array
+        assert isinstance(whole, np.ndarray)
+        data = encode_tiff16(whole, icc_profile=icc, exif=exif)
         return _publish(path, lambda tmp: Path(tmp).write_bytes(data), overwrite, unique)
 
     fmt = Image.registered_extensions()[suffix]
-    im = Image.fromarray(np.ascontiguousarray(array[:, :, 0] if c == 1 else array))
+    if rows is not None:
+        # Pillow's encoders need a whole image: the bands go straight into Pillow's own
+        # (4 bytes a pixel for RGB), never into a numpy copy beside it.
+        im = _pillow_image_of(rows)
+    else:
+        assert isinstance(array, np.ndarray)
+        im = Image.fromarray(np.ascontiguousarray(array[:, :, 0] if c == 1 else array))
     if stored != c:
         im = im.convert("RGB")
     options: dict[str, Any] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
@@ -720,6 +726,20 @@ def write_image(
     if exif is not None:
         options["exif"] = exif
     return _publish(path, lambda tmp: im.save(tmp, format=fmt, **options), overwrite, unique)
+
+
+def _pillow_image_of(rows: RowBands) -> Image.Image:
+    """An 8-bit Pillow image (L, RGB, RGBA) filled band by band from ``rows``."""
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[rows.channels]
+    im = Image.new(mode, (rows.width, rows.height))
+    row = 0
+    for band in rows.bands():
+        band = band.reshape(band.shape[0], rows.width, rows.channels)
+        im.paste(Image.fromarray(band[:, :, 0] if rows.channels == 1 else band), (0, row))
+        row += band.shape[0]
+    if row != rows.height:
+        raise LightSRError(f"the bands held {row} rows, not the image's {rows.height}.")
+    return im
 
 
 def _metadata_kept(
