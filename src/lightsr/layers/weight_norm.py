@@ -46,7 +46,14 @@ class WNConv2d(nn.Module):
         # PyTorch's weight_norm initialises g to ||v|| so the initial weight equals conv's.
         v = conv.weight.detach().clone()
         self.weight_v = nn.Parameter(v)
-        self.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clone())
+        if v.is_meta:
+            # a checkpoint's description is first built on the meta device (lightsr.checkpoint):
+            # only shapes count there, and a norm would import torch's Python meta kernels
+            # (dynamo: ~1.4 s of every `lightsr upscale` that loads an A2F or MAFFSRN file)
+            g = torch.empty(out_channels, 1, 1, 1, device=v.device)
+        else:
+            g = v.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clone()
+        self.weight_g = nn.Parameter(g)
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
 
     def weight(self) -> torch.Tensor:
