@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -321,3 +323,16 @@ def test_every_command_takes_weights_and_refuses_it_with_checkpoint(tmp_path, ca
         code = main([*argv, "--weights", "a2f_sd_x2"])
         assert code == 2, argv
         assert "--weights and --checkpoint" in capsys.readouterr().err
+
+
+def test_loading_bundled_weights_does_not_import_dynamo():
+    """Checkpoints are built on the meta device first; a meta-device op there (a weight norm)
+    imported torch's Python meta kernels and dynamo: ~1.4 s of every `lightsr upscale`."""
+    code = (
+        "import sys, lightsr\n"
+        "for name in ('a2f_sd_x4', 'maffsrn_x4'):\n"
+        "    lightsr.load(name)\n"
+        "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
