@@ -451,7 +451,11 @@ alpha, 16-bit and self-ensemble work as with torch, fp32 outputs equal torch's t
 `fp32 (auto: no native bf16 on this CPU), openvino (auto: fp32 on the CPU)` or
 `int8 (openvino, 25 convs int8, 9 fp32)`. In the tables the paths are `fp32_ort`, `fp32_ov`,
 `bf16_ov`, `int8` (ONNX Runtime) and `int8_ov`; `ort_fp32` and `ov_*` are the engines run
-directly, without lightsr.
+directly, without lightsr. The fp32 export is cached (`<lightsr cache>/export`, named by a
+hash of the model's structure and weights, lightsr's model code and torch's version, and
+checked against a hash of its bytes when read): exporting cost ~1.3 s of the start, most of
+it importing the onnx package, and the next run with the same weights loads the graph
+instead (`python benchmarks/bench_startup.py`: the stages of `lightsr upscale` on the sample).
 
 Why ONNX Runtime for int8: PyTorch's own FX graph-mode int8 (deprecated in torch 2.13 in
 favour of torchao) broke FMEN-S (7.6 dB) and ran A2F-SD 4x slower than fp32 on the machine

@@ -258,3 +258,48 @@ def test_bicubic_runs_in_torch_under_auto_and_an_explicit_engine_says_why(engine
     fix = f"the {engine} backend could not export.*--backend torch"
     with pytest.raises(LightSRError, match=fix):
         Upscaler(bicubic, tile=None, precision="fp32", backend=engine)
+
+
+def test_the_export_is_cached_checked_and_keyed_by_the_weights(tmp_path) -> None:
+    from lightsr.deploy import reparameterize
+    from lightsr.quantize import exported_graph_bytes
+
+    model = _seeded("fmen_s", scale=2)
+    folded = reparameterize(model).eval()
+    x = torch.rand(1, 3, 20, 24)
+    first, cached = exported_graph_bytes(folded, cache_dir=tmp_path)
+    assert not cached and len(list(tmp_path.glob("*.onnx"))) == 1
+    again, cached = exported_graph_bytes(folded, cache_dir=tmp_path)
+    assert cached and again == first
+    # the engine built from the cached graph computes the model
+    runner = onnxruntime_model(model, cache_dir=tmp_path)
+    assert (runner(x) - folded(x)).abs().max() <= FLOAT_TOL
+    # other weights: another entry, not the cached graph
+    other = reparameterize(_seeded("fmen_s", scale=2)).eval()
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    assert exported_graph_bytes(other, cache_dir=tmp_path)[1] is False
+    assert len(list(tmp_path.glob("*.onnx"))) == 2
+    # a damaged entry (its bytes no longer match their hash) is exported again
+    (entry,) = [p for p in tmp_path.glob("*.onnx") if p.read_bytes() == first]
+    entry.write_bytes(first[:-10])
+    remade, cached = exported_graph_bytes(folded, cache_dir=tmp_path)
+    assert not cached and remade == first
+
+
+def test_a_cache_entry_the_engine_cannot_load_is_made_again(tmp_path) -> None:
+    import hashlib
+
+    from lightsr.deploy import reparameterize
+    from lightsr.quantize import _export_example, _export_key
+
+    model = _seeded("fmen_s", scale=2)
+    folded = reparameterize(model).eval()
+    key = _export_key(folded, _export_example(folded))
+    junk = b"not an onnx graph"
+    (tmp_path / f"{key}-{hashlib.sha256(junk).hexdigest()[:16]}.onnx").write_bytes(junk)
+    x = torch.rand(1, 3, 20, 24)
+    runner = onnxruntime_model(model, cache_dir=tmp_path)
+    assert (runner(x) - folded(x)).abs().max() <= FLOAT_TOL
+    (entry,) = tmp_path.glob(f"{key}-*.onnx")  # the refused entry is gone, the export kept
+    assert entry.read_bytes() == runner.onnx

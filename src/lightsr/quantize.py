@@ -56,7 +56,9 @@ in fp32 or, where the CPU computes it natively, bf16.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import importlib.util
 import io
@@ -77,6 +79,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._version import __version__
 from .atomic import atomic_write_bytes
 from .data.io import image_header, image_to_tensor, list_images, read_image
 from .data.resize import imresize
@@ -408,44 +411,139 @@ def openvino_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "openvino"))
 
 
-def onnxruntime_model(model: SRModel, *, threads: int | None = None) -> OrtModel:
+def onnxruntime_model(
+    model: SRModel, *, threads: int | None = None, cache_dir: str | os.PathLike | None = None
+) -> OrtModel:
     """The fp32 folded ``model`` exported to ONNX (opset 17, any height and width) and run by
     ONNX Runtime: the same function as the model up to float rounding (ONNX Runtime's MLAS
     kernels sum in another order than oneDNN's). On a CPU without native bf16 this is
-    lightsr's fastest fp32 path (docs/BACKENDS.md). ``threads`` as :class:`OrtModel`."""
+    lightsr's fastest fp32 path (docs/BACKENDS.md). ``threads`` as :class:`OrtModel`;
+    ``cache_dir``: where the export is kept (:func:`exported_graph_bytes`)."""
     _import_onnxruntime("the onnxruntime backend")
-    return _exported(model, engine="onnxruntime", precision="fp32", threads=threads)
+    return _exported(
+        model, engine="onnxruntime", precision="fp32", threads=threads, cache_dir=cache_dir
+    )
 
 
 def openvino_model(
-    model: SRModel, *, precision: str = "fp32", threads: int | None = None
+    model: SRModel,
+    *,
+    precision: str = "fp32",
+    threads: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> OrtModel:
     """The folded ``model``'s ONNX export (as :func:`onnxruntime_model`) run by OpenVINO's CPU
     plugin, in ``precision`` ``"fp32"`` or ``"bf16"`` (OpenVINO's own bf16 inference, every
     layer included; only where the CPU has native bf16, else OpenVINO quietly computes f32, so
-    callers check :func:`lightsr.hardware.cpu_has_native_bf16` first). ``threads`` as
-    :class:`OrtModel`."""
+    callers check :func:`lightsr.hardware.cpu_has_native_bf16` first). ``threads`` and
+    ``cache_dir`` as :func:`onnxruntime_model`."""
     _import_openvino("the openvino backend")
-    return _exported(model, engine="openvino", precision=precision, threads=threads)
+    return _exported(
+        model, engine="openvino", precision=precision, threads=threads, cache_dir=cache_dir
+    )
 
 
-def _exported(model: SRModel, *, engine: str, precision: str, threads: int | None) -> OrtModel:
+def _exported(
+    model: SRModel,
+    *,
+    engine: str,
+    precision: str,
+    threads: int | None,
+    cache_dir: str | os.PathLike | None,
+) -> OrtModel:
     folded = reparameterize(model).cpu().float().eval()
     for p in folded.parameters():
         p.requires_grad_(False)
-    # Any size works (dynamic axes); a small one keeps the trace cheap.
-    side = max(int(getattr(folded, "min_input_size", 1)), 16)
-    graph = onnx_graph_bytes(folded, torch.full((1, 3, side, side), 0.5))
     runtime = "ONNX Runtime" if engine == "onnxruntime" else "OpenVINO"
-    return OrtModel(
-        graph,
-        scale=int(folded.scale),
-        min_input_size=int(getattr(folded, "min_input_size", 1)),
-        engine=engine,
-        precision=precision,
-        threads=threads,
-        what=f"the {runtime} {getattr(folded, 'arch_name', type(folded).__name__)}",
-    )
+
+    def run(graph: bytes) -> OrtModel:
+        return OrtModel(
+            graph,
+            scale=int(folded.scale),
+            min_input_size=int(getattr(folded, "min_input_size", 1)),
+            engine=engine,
+            precision=precision,
+            threads=threads,
+            what=f"the {runtime} {getattr(folded, 'arch_name', type(folded).__name__)}",
+        )
+
+    graph, cached = exported_graph_bytes(folded, cache_dir=cache_dir)
+    if not cached:
+        return run(graph)
+    try:
+        return run(graph)
+    except Exception:  # noqa: BLE001 - a cache entry the engine cannot load is made again
+        graph, _ = exported_graph_bytes(folded, cache_dir=cache_dir, refresh=True)
+        return run(graph)
+
+
+def _export_example(model: nn.Module) -> torch.Tensor:
+    # Any size works (dynamic axes); a small one keeps the trace cheap.
+    side = max(int(getattr(model, "min_input_size", 1)), 16)
+    return torch.full((1, 3, side, side), 0.5)
+
+
+def exported_graph_bytes(
+    folded: nn.Module, *, cache_dir: str | os.PathLike | None = None, refresh: bool = False
+) -> tuple[bytes, bool]:
+    """:func:`onnx_graph_bytes` of the folded model, and whether it came from ``cache_dir``.
+
+    Exporting costs ~1.4 s, most of it importing the onnx package torch's exporter needs, on
+    every run of an engine backend: kept in ``cache_dir`` (None: not kept), the next run with
+    the same model loads it instead. The name is a hash of everything the graph depends on
+    (:func:`_export_key`: the model's structure and every tensor, lightsr's model and export
+    code, the torch version), plus a hash of the graph itself, checked when it is read: a
+    damaged entry is exported again. ``refresh``: export again whatever the cache holds."""
+    example = _export_example(folded)
+    if cache_dir is None:
+        return onnx_graph_bytes(folded, example), False
+    folder = Path(cache_dir)
+    key = _export_key(folded, example)
+    if not refresh:
+        for path in sorted(folder.glob(f"{key}-*.onnx")):
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+                if path.stem.endswith("-" + hashlib.sha256(data).hexdigest()[:16]):
+                    return data, True
+    for stale in folder.glob(f"{key}-*.onnx"):  # damaged, or refused by an engine
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    data = onnx_graph_bytes(folded, example)
+    _write_cached(folder / f"{key}-{hashlib.sha256(data).hexdigest()[:16]}.onnx", data)
+    return data, False
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """A hash of the lightsr code an exported graph depends on: the models, their layers,
+    folding, and this module (the export's settings)."""
+    package = Path(__file__).resolve().parent
+    files = sorted([*(package / "models").glob("*.py"), *(package / "layers").glob("*.py")])
+    files += [package / "deploy.py", Path(__file__).resolve()]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
+def _export_key(model: nn.Module, example: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    head = [
+        type(model).__module__,
+        type(model).__qualname__,
+        repr(model),  # every layer's configuration
+        list(example.shape),
+        ONNX_OPSET,
+        torch.__version__,
+        __version__,
+        _code_digest(),
+    ]
+    digest.update(json.dumps(head).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -752,7 +850,7 @@ def _write_cached(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data, overwrite=True)  # the cache's own file
     except OSError as exc:  # a read-only cache costs speed next time, never this run
-        warnings.warn(f"int8 cache not written ({exc}); quantizing again next run.", stacklevel=3)
+        warnings.warn(f"cache not written ({exc}); made again next run: {path}", stacklevel=3)
 
 
 def _quantize_graph(graph: bytes, patches: Sequence[np.ndarray], options: dict[str, Any]) -> bytes:

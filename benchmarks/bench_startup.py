@@ -1,0 +1,129 @@
+"""How long ``lightsr upscale`` takes on a small image: the README's first command, end to end.
+
+On a small image the fixed costs dominate: importing torch, loading the weights, preparing the
+backend (``auto``: the ONNX export OpenVINO runs), then the model and the file. Each round runs
+``python -m lightsr upscale examples/sample.png -o DIR --quiet --overwrite`` in a fresh process
+(wall time, min and median of ``--rounds``), and once more a fresh process times the stages
+one by one (import, load, prepare, upscale and write) with the library calls the command makes.
+
+``--src DIR`` times another checkout's ``src`` (``PYTHONPATH``), e.g. a ``git worktree`` of an
+earlier commit, recorded under ``--label``; results accumulate per label in
+``benchmarks/results/startup/<cpu>.json``.
+
+    python benchmarks/bench_startup.py
+    git worktree add /tmp/before HEAD~3
+    python benchmarks/bench_startup.py --src /tmp/before/src --label "before: HEAD~3"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_backends import cpu_slug  # noqa: E402
+
+from lightsr.atomic import atomic_write_text  # noqa: E402
+from lightsr.hardware import cpu_kind, machine_record  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "startup"
+SAMPLE = ROOT / "examples" / "sample.png"
+
+_STAGES = """
+import json, sys, time
+t0 = time.perf_counter()
+import lightsr
+from lightsr.hub import resolve_model
+from lightsr.upscale import Upscaler, upscale_files
+t1 = time.perf_counter()
+resolved = resolve_model()
+t2 = time.perf_counter()
+runner = Upscaler(resolved.model, precision="auto", backend="auto", progress=False)
+runner.describe()
+t3 = time.perf_counter()
+upscale_files([sys.argv[1]], sys.argv[2], model=runner, overwrite=True, progress=False)
+t4 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "prepare_s": t3 - t2,
+                  "upscale_and_write_s": t4 - t3, "backend": runner.backend,
+                  "precision": runner.precision,
+                  "dynamo_imported": "torch._dynamo" in sys.modules}))
+"""
+
+
+def commit_of(src: Path) -> str | None:
+    done = subprocess.run(
+        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="the lightsr to time")
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+    env = dict(os.environ, PYTHONPATH=str(args.src.resolve()))
+    walls = []
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "lightsr", "upscale", str(SAMPLE), "-o", tmp]
+        command += ["--quiet", "--overwrite"]
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            subprocess.run(command, env=env, check=True, capture_output=True)
+            walls.append(time.perf_counter() - start)
+        done = subprocess.run(
+            [sys.executable, "-c", _STAGES, str(SAMPLE), tmp],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    stages = json.loads(done.stdout.strip().splitlines()[-1])
+    record = {
+        "src": str(args.src),
+        "commit": commit_of(args.src),
+        "wall_s_min": round(min(walls), 2),
+        "wall_s_median": round(statistics.median(walls), 2),
+        "walls_s": [round(w, 2) for w in walls],
+        "stages_s": {k: round(v, 2) for k, v in stages.items() if k.endswith("_s")},
+        "backend": stages["backend"],
+        "precision": stages["precision"],
+        "dynamo_imported": stages["dynamo_imported"],
+        "load_average": list(os.getloadavg()),
+    }
+    print(args.label, json.dumps(record))
+    if args.no_save:
+        return 0
+    path = RESULTS / f"{cpu_slug(cpu_kind())}.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    result.update(
+        {
+            "what": "lightsr upscale examples/sample.png (x4, the bundled default), fresh "
+            "processes: wall time, and the stages of one run",
+            "cpu_kind": cpu_kind(),
+            "machine": machine_record(),
+            "command": "python benchmarks/bench_startup.py [--src DIR --label TEXT]",
+        }
+    )
+    result.setdefault("runs", {})[args.label] = record
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n", overwrite=True)
+    print("wrote", path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
