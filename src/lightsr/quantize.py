@@ -522,7 +522,9 @@ def _code_digest() -> str:
     files += [package / "deploy.py", Path(__file__).resolve()]
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+        # (an install without sources, .pyc only, keys by the version alone)
+        if f.is_file():
+            digest.update(f.name.encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()
 
 
