@@ -6,9 +6,10 @@ backend (``auto``: the ONNX export OpenVINO runs), then the model and the file. 
 (wall time, min and median of ``--rounds``), and once more a fresh process times the stages
 one by one (import, load, prepare, upscale and write) with the library calls the command makes.
 
-``--src DIR`` times another checkout's ``src`` (``PYTHONPATH``), e.g. a ``git worktree`` of an
-earlier commit, recorded under ``--label``; results accumulate per label in
-``benchmarks/results/startup/<cpu>.json``.
+``--weights NAME`` runs a named entry instead of the default (an int8 one starts from its
+cached quantized graph after the first run). ``--src DIR`` times another checkout's ``src``
+(``PYTHONPATH``), e.g. a ``git worktree`` of an earlier commit, recorded under ``--label``;
+results accumulate per label in ``benchmarks/results/startup/<cpu>.json``.
 
     python benchmarks/bench_startup.py
     git worktree add /tmp/before HEAD~3
@@ -47,9 +48,10 @@ import lightsr
 from lightsr.hub import resolve_model
 from lightsr.upscale import Upscaler, upscale_files
 t1 = time.perf_counter()
-resolved = resolve_model()
+resolved = resolve_model(weights=sys.argv[3] or None)
 t2 = time.perf_counter()
-runner = Upscaler(resolved.model, precision="auto", backend="auto", progress=False)
+precision = resolved.precision or "auto"
+runner = Upscaler(resolved.model, precision=precision, backend="auto", progress=False)
 runner.describe()
 t3 = time.perf_counter()
 upscale_files([sys.argv[1]], sys.argv[2], model=runner, overwrite=True, progress=False)
@@ -72,20 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the lightsr to time")
-    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--label", help="default: this checkout (and the weights)")
+    parser.add_argument("--weights", help="a named entry (default: the bundled default)")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
+    if args.label is None:
+        args.label = "this checkout" + (f", --weights {args.weights}" if args.weights else "")
     env = dict(os.environ, PYTHONPATH=str(args.src.resolve()))
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "lightsr", "upscale", str(SAMPLE), "-o", tmp]
         command += ["--quiet", "--overwrite"]
+        if args.weights:
+            command += ["--weights", args.weights]
         for _ in range(args.rounds):
             start = time.perf_counter()
             subprocess.run(command, env=env, check=True, capture_output=True)
             walls.append(time.perf_counter() - start)
         done = subprocess.run(
-            [sys.executable, "-c", _STAGES, str(SAMPLE), tmp],
+            [sys.executable, "-c", _STAGES, str(SAMPLE), tmp, args.weights or ""],
             env=env,
             check=True,
             capture_output=True,
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = json.loads(done.stdout.strip().splitlines()[-1])
     record = {
         "src": str(args.src),
+        "weights": args.weights,
         "commit": commit_of(args.src),
         "wall_s_min": round(min(walls), 2),
         "wall_s_median": round(statistics.median(walls), 2),
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             "processes: wall time, and the stages of one run",
             "cpu_kind": cpu_kind(),
             "machine": machine_record(),
-            "command": "python benchmarks/bench_startup.py [--src DIR --label TEXT]",
+            "command": "python benchmarks/bench_startup.py [--weights NAME] [--src DIR --label T]",
         }
     )
     result.setdefault("runs", {})[args.label] = record

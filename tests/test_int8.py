@@ -230,3 +230,43 @@ def test_openvino_runs_the_same_quantized_graph():
     a, b = q(x), q.with_engine("openvino")(x)
     # two engines, one set of int8 parameters: rounding differs by at most a few steps
     assert float((a - b).abs().mean()) < 2e-3
+
+
+def test_a_cache_hit_needs_neither_the_export_nor_onnx(tmp_path, monkeypatch):
+    import lightsr.quantize as quantize
+
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    cal = synthetic_calibration(scale=2, **SMALL)
+    first = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("exported or imported onnx on a cache hit")
+
+    monkeypatch.setattr(quantize, "onnx_graph_bytes", refused)
+    monkeypatch.setattr(quantize, "_import_onnx", refused)
+    again = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    assert again.report.cached and again.onnx == first.onnx
+    assert again.report.quantized == first.report.quantized and first.report.quantized
+    x = synthetic_calibration(scale=2, count=1, size=24, seed=5)[0]
+    assert torch.equal(again(x), first(x))
+
+
+def test_a_cached_int8_graph_the_engine_refuses_is_made_again(tmp_path):
+    import hashlib
+    import json
+
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=2)
+    cal = synthetic_calibration(scale=2, **SMALL)
+    first = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("*.onnx")
+    key = entry.stem.rsplit("-", 1)[0]
+    junk = b"no graph"
+    entry.unlink()
+    (tmp_path / f"{key}-{hashlib.sha256(junk).hexdigest()[:16]}.onnx").write_bytes(junk)
+    again = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    assert not again.report.cached and again.onnx == first.onnx
+    (kept,) = tmp_path.glob("*.onnx")
+    assert kept.read_bytes() == first.onnx
+    assert json.loads((tmp_path / f"{key}.json").read_text())["quantized"] == first.report.quantized

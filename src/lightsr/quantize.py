@@ -34,8 +34,8 @@ AVX2 only; on VNNI and AMX, u8 x s8 is the instructions' native operand order.
 
 **Memory and the cache.** ONNX Runtime's calibrator holds every intermediate activation of
 every calibration patch at once; ``isolate=True`` runs it in a child process, and
-``cache_dir`` keeps the quantized graph so a second run with the same model skips calibration
-(``Upscaler`` does both).
+``cache_dir`` keeps the quantized graph so a second run with the same model skips the export
+and calibration, and needs no onnx import (``Upscaler`` does both).
 
 **Calibration.** Static quantization needs representative inputs. ``calibration`` takes LR
 tensors or HR images (:func:`calibration_patches` cuts and downscales them); by default
@@ -60,6 +60,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -709,10 +710,12 @@ def quantize_int8(
         reduce_range: weights on a 7-bit grid (ONNX Runtime's: [-64, 64]) instead of 8 bits:
             u8 activations times such weights cannot saturate AVX2's 16-bit pair sums
             (VPMADDUBSW: 2 * 255 * 64 < 32767), at the cost of one bit of weight precision.
-        cache_dir: a folder where the quantized graph is kept, named by a hash of everything
-            that determines it (the fp32 graph, calibration inputs, options, the quantizer's
-            version), so the next call with the same model skips calibration; None: no cache.
-            ``Upscaler`` uses ``<lightsr cache>/int8``.
+        cache_dir: a folder where the quantized graph is kept (with the names of the convs
+            it quantized, and checked by a hash of its bytes when read), named by a hash of
+            everything that determines it (what the fp32 export depends on, the calibration
+            inputs, options, the quantizer's versions), so the next call with the same model
+            skips the export and calibration; None: no cache. ``Upscaler`` uses
+            ``<lightsr cache>/int8``.
         isolate: run ONNX Runtime's calibration in a child process. The calibrator holds every
             intermediate activation of every calibration patch at once (about 1.1 GiB for
             A2F-SD's 32 patches of 48x48): in a child, that memory is gone before the image
@@ -727,7 +730,6 @@ def quantize_int8(
             f"int8 activations {activations!r} is not one of {', '.join(ACTIVATIONS)}."
         )
     ort = _import_onnxruntime()
-    onnx = _import_onnx()
 
     folded = reparameterize(model).cpu().float().eval()
     for p in folded.parameters():
@@ -759,55 +761,98 @@ def quantize_int8(
             f"keep_fp32 names {unknown} are not convs of this {folded.arch_name}; its convs "
             f"are e.g. {sorted(conv_names)[:6]}."
         )
-    graph_bytes = onnx_graph_bytes(folded, patches[0])
-    proto = onnx.load_from_string(graph_bytes)
-    nodes = _conv_nodes(proto.graph)
-    exclude = [node for node, module in nodes.items() if module in keep]
-    missing = sorted(set(keep) - {nodes[n] for n in exclude})
-    if missing:
-        raise LightSRError(f"convs {missing} were not found in the exported ONNX graph.")
-
     options = {
-        "exclude": sorted(exclude),
+        "keep_fp32": keep,
         "method": method,
         "activations": activations,
         "reduce_range": bool(reduce_range),
     }
-    key = _cache_key(graph_bytes, patches, options, ort.__version__, onnx.__version__)
-    cached_file = Path(cache_dir) / f"{key}.onnx" if cache_dir is not None else None
-    quantized_bytes = _read_cached(cached_file)
-    from_cache = quantized_bytes is not None
-    if quantized_bytes is None:
-        arrays = [np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in patches]
-        if isolate:
-            quantized_bytes = _quantize_in_child(graph_bytes, arrays, options)
-        else:
-            quantized_bytes = _quantize_graph(graph_bytes, arrays, options)
-        if cached_file is not None:
-            _write_cached(cached_file, quantized_bytes)
+    versions = {"onnxruntime": ort.__version__, "onnx": _package_version("onnx")}
+    folder = Path(cache_dir) if cache_dir is not None else None
+    # Keyed without exporting: a hit needs neither the export nor the onnx package (~1.1 s).
+    key = _int8_cache_key(folded, patches, options, versions)
+    hit = _read_int8_cache(folder, key) if folder is not None else None
+    if hit is not None:
+        quantized_bytes, quantized = hit
+    else:
+        quantized_bytes, quantized = _quantized_graph(folded, patches, keep, options, isolate)
+        if folder is not None:
+            _write_int8_cache(folder, key, quantized_bytes, quantized)
 
     report = Int8Report(
         arch=getattr(folded, "arch_name", type(folded).__name__),
         engine=engine,
         method=method if method == "minmax" else f"percentile {_PERCENTILE}",
-        quantized=sorted(m for n, m in nodes.items() if n not in exclude),
+        quantized=quantized,
         kept_fp32=keep,
         calibration=source,
         calibration_patches=len(patches),
         activations=activations,
         reduce_range=bool(reduce_range),
-        cached=from_cache,
+        cached=hit is not None,
         int8_dot=cpu_int8_dot(),
-        versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
+        versions=versions,
     )
-    return Int8Model(
-        quantized_bytes,
-        scale=scale,
-        min_input_size=int(getattr(folded, "min_input_size", 1)),
-        report=report,
-        engine=engine,
-        threads=threads,
-    )
+
+    def run(graph: bytes) -> Int8Model:
+        return Int8Model(
+            graph,
+            scale=scale,
+            min_input_size=int(getattr(folded, "min_input_size", 1)),
+            report=report,
+            engine=engine,
+            threads=threads,
+        )
+
+    if hit is None:
+        return run(quantized_bytes)
+    try:
+        return run(quantized_bytes)
+    except Exception:  # noqa: BLE001 - a cache entry the engine cannot load is made again
+        quantized_bytes, quantized = _quantized_graph(folded, patches, keep, options, isolate)
+        if folder is not None:
+            _write_int8_cache(folder, key, quantized_bytes, quantized)
+        report.cached = False
+        report.quantized = quantized
+        return run(quantized_bytes)
+
+
+def _quantized_graph(
+    folded: nn.Module,
+    patches: Sequence[torch.Tensor],
+    keep: Sequence[str],
+    options: dict[str, Any],
+    isolate: bool,
+) -> tuple[bytes, list[str]]:
+    """Export, find the convs to keep in the graph, calibrate and quantize: the QDQ graph
+    and the (module) names of the convs it quantized."""
+    onnx = _import_onnx()
+    graph_bytes = onnx_graph_bytes(folded, patches[0])
+    nodes = _conv_nodes(onnx.load_from_string(graph_bytes).graph)
+    exclude = [node for node, module in nodes.items() if module in keep]
+    missing = sorted(set(keep) - {nodes[n] for n in exclude})
+    if missing:
+        raise LightSRError(f"convs {missing} were not found in the exported ONNX graph.")
+    quantizer_options = {
+        "exclude": sorted(exclude),
+        "method": options["method"],
+        "activations": options["activations"],
+        "reduce_range": options["reduce_range"],
+    }
+    arrays = [np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in patches]
+    if isolate:
+        quantized_bytes = _quantize_in_child(graph_bytes, arrays, quantizer_options)
+    else:
+        quantized_bytes = _quantize_graph(graph_bytes, arrays, quantizer_options)
+    return quantized_bytes, sorted(m for n, m in nodes.items() if n not in exclude)
+
+
+def _package_version(name: str) -> str | None:
+    """An installed package's version, looked up without importing it."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _import_onnx():
@@ -822,29 +867,43 @@ def _import_onnx():
     return onnx
 
 
-def _cache_key(
-    graph: bytes, patches: Sequence[torch.Tensor], options: dict[str, Any], *versions: str
+def _int8_cache_key(
+    folded: nn.Module,
+    patches: Sequence[torch.Tensor],
+    options: dict[str, Any],
+    versions: dict[str, str | None],
 ) -> str:
-    digest = hashlib.sha256()
-    digest.update(graph)
+    """Everything the quantized graph depends on: the fp32 export's (:func:`_export_key`),
+    the calibration inputs, the options and the quantizer's versions."""
+    digest = hashlib.sha256(_export_key(folded, patches[0]).encode())
     for t in patches:
         digest.update(np.ascontiguousarray(t.numpy(), dtype=np.float32).tobytes())
     digest.update(json.dumps([options, versions, _PERCENTILE], sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
 
-def _read_cached(path: Path | None) -> bytes | None:
-    """The cached graph, or None when absent or unreadable (then it is made again)."""
-    if path is None or not path.is_file():
-        return None
+def _read_int8_cache(folder: Path, key: str) -> tuple[bytes, list[str]] | None:
+    """The cached graph and the convs it quantized, or None when absent or damaged (the graph
+    is checked against the hash in its name; then it is made again)."""
     try:
-        data = path.read_bytes()
-        import onnx
-
-        onnx.load_from_string(data)  # a truncated or foreign file is remade, not run
-    except Exception:  # noqa: BLE001 - any unreadable cache entry is simply remade
+        quantized = json.loads((folder / f"{key}.json").read_text())["quantized"]
+        if not isinstance(quantized, list) or not all(isinstance(q, str) for q in quantized):
+            return None
+        for path in sorted(folder.glob(f"{key}-*.onnx")):
+            data = path.read_bytes()
+            if path.stem.endswith("-" + hashlib.sha256(data).hexdigest()[:16]):
+                return data, quantized
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return data
+    return None
+
+
+def _write_int8_cache(folder: Path, key: str, data: bytes, quantized: list[str]) -> None:
+    for stale in folder.glob(f"{key}-*.onnx"):  # damaged, or refused by an engine
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    _write_cached(folder / f"{key}-{hashlib.sha256(data).hexdigest()[:16]}.onnx", data)
+    _write_cached(folder / f"{key}.json", json.dumps({"quantized": quantized}).encode())
 
 
 def _write_cached(path: Path, data: bytes) -> None:
