@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,11 +142,16 @@ def test_activation_type_and_weight_range_are_applied_and_reported(activations, 
     assert float((q(x) - model(x)).detach().abs().mean()) < 0.02
 
 
-def test_the_cache_returns_the_same_graph_and_a_damaged_entry_is_remade(tmp_path):
+def _cached_fmen_s(cache: Path):
+    """(model, calibration, its int8 model) of a seeded FMEN-S x2, quantized into ``cache``."""
     torch.manual_seed(0)
     model = lightsr.create_model("fmen_s", scale=2)
     cal = synthetic_calibration(scale=2, **SMALL)
-    first = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    return model, cal, quantize_int8(model, calibration=cal, cache_dir=cache)
+
+
+def test_the_cache_returns_the_same_graph_and_a_damaged_entry_is_remade(tmp_path):
+    model, cal, first = _cached_fmen_s(tmp_path)
     (entry,) = tmp_path.glob("*.onnx")
     assert not first.report.cached and entry.read_bytes() == first.onnx
     again = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
@@ -235,10 +241,7 @@ def test_openvino_runs_the_same_quantized_graph():
 def test_a_cache_hit_needs_neither_the_export_nor_onnx(tmp_path, monkeypatch):
     import lightsr.quantize as quantize
 
-    torch.manual_seed(0)
-    model = lightsr.create_model("fmen_s", scale=2)
-    cal = synthetic_calibration(scale=2, **SMALL)
-    first = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    model, cal, first = _cached_fmen_s(tmp_path)
 
     def refused(*args, **kwargs):
         raise AssertionError("exported or imported onnx on a cache hit")
@@ -256,10 +259,7 @@ def test_a_cached_int8_graph_the_engine_refuses_is_made_again(tmp_path):
     import hashlib
     import json
 
-    torch.manual_seed(0)
-    model = lightsr.create_model("fmen_s", scale=2)
-    cal = synthetic_calibration(scale=2, **SMALL)
-    first = quantize_int8(model, calibration=cal, cache_dir=tmp_path)
+    model, cal, first = _cached_fmen_s(tmp_path)
     (entry,) = tmp_path.glob("*.onnx")
     key = entry.stem.rsplit("-", 1)[0]
     junk = b"no graph"
