@@ -199,7 +199,28 @@ def test_bands_into_pillow_formats_give_the_array_bytes(tmp_path, name, channels
     assert banded.read_bytes() == whole.read_bytes()
 
 
-def test_sixteen_bit_tiff_from_bands_keeps_its_pixels(tmp_path):
-    image = _photo_like(20, 9, 3, np.uint16)
-    rows = RowBands(20, 9, 3, image.dtype, lambda: iter([image[:5], image[5:]]))
-    np.testing.assert_array_equal(read_image(write_image(tmp_path / "a.tif", rows)), image)
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_sixteen_bit_tiff_from_bands_is_the_arrays_file(tmp_path, monkeypatch, channels):
+    import lightsr.data.io as lio
+
+    monkeypatch.setattr(lio, "_TIFF_STRIP_BYTES", 100)  # strips of a few rows, across bands
+    image = _photo_like(20, 9, channels, np.uint16)
+    edges = [0, 1, 6, 7, 20]
+
+    def bands():
+        for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+            yield image[r0:r1].copy()
+
+    exif = Image.Exif()
+    exif[0x013B] = "an artist"
+    meta = {"exif": exif.tobytes(), "icc_profile": b"\0\0\0\x10fake-profile-RGB " * 4}
+    if channels == 1:
+        meta.pop("icc_profile")  # an RGB profile does not fit grey pixels
+    whole = write_image(tmp_path / "whole.tif", image, **meta)
+    banded = write_image(
+        tmp_path / "bands.tif", RowBands(20, 9, channels, image.dtype, bands), **meta
+    )
+    assert banded.read_bytes() == whole.read_bytes()
+    np.testing.assert_array_equal(read_image(banded).reshape(image.shape), image)
+    with Image.open(banded) as im:
+        assert im.getexif()[0x013B] == "an artist"

@@ -52,7 +52,8 @@ The output image is assembled tile by tile in an array of the output dtype; no f
 the whole output is held (an ``outscale`` resize holds float64 copies of one channel).
 :meth:`Upscaler.bands` gives the same pixels a row of tiles at a time, and
 :func:`upscale_files` writes PNGs from it as they are computed (:mod:`lightsr.data.png`), so a
-PNG output never exists whole in memory; other formats, and ``outscale``, need the whole image.
+PNG or 16-bit TIFF output never exists whole in memory; Pillow's formats (JPEG, WebP, ...)
+fill Pillow's own image band by band; only ``outscale`` needs the output array.
 
 Files (:func:`upscale_files`): the output format is the input's own (``format="auto"``: PNG,
 JPEG, WebP and TIFF inputs) or the one asked for, falling back to PNG, with a note in the
@@ -160,14 +161,15 @@ _MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
 
 #: The largest output (pixels) an :class:`Upscaler` makes unless told otherwise: 16384^2 =
 #: 268 MP. Why this figure: a laptop user's 4000x3000 photo x4 is 192 MP and must pass, as
-#: must an 8K frame x2 (133 MP). What it costs: a PNG file (the default output) is written
-#: band by band and never held whole, so its memory is bounded by the tiles, but its time and
-#: disk are not; every other format, and an array returned, holds the output (H*W*C bytes, x2
-#: for 16-bit), and writing an 8-bit JPEG/WebP/TIFF through Pillow holds a 4-byte-per-pixel
-#: copy beside it, about 7 bytes a pixel (benchmarks/results/upscale_memory.json, from before
-#: PNGs streamed: that 192 MP output peaked at 1.53 GiB in all, with FMEN-S and ~0.3 GB of
-#: interpreter and torch): ~2.2 GB at this limit, which fits beside a desktop on an 8 GB
-#: laptop, where the next power of two (1.07 GP, ~7.5 GB) would not. A 10 KB PNG that says
+#: must an 8K frame x2 (133 MP). What it costs: a PNG or 16-bit TIFF file is written band by
+#: band and never held whole, so its memory is bounded by the tiles, but its time and disk are
+#: not; Pillow's formats (JPEG, WebP, 8-bit TIFF, ...) need Pillow's whole image (4 bytes a
+#: pixel for RGB), an array returned (or resized by ``outscale``) is H*W*C bytes (x2 for
+#: 16-bit), and both together, as before outputs were written from bands, are about 7 bytes a
+#: pixel (benchmarks/results/upscale_memory.json: that 192 MP output peaked at 1.53 GiB in
+#: all, with FMEN-S and ~0.3 GB of interpreter and torch): ~2.2 GB at this limit, which fits
+#: beside a desktop on an 8 GB laptop, where the next power of two (1.07 GP, ~7.5 GB) would
+#: not. A 10 KB PNG that says
 #: 9000x9000 (x4: 1.3 GP; 9.1 GB measured before this limit) is refused from its header
 #: (benchmarks/bench_untrusted_images.py). Raise it with ``max_output_pixels`` /
 #: ``--max-output-pixels``; None turns the check off.

@@ -17,6 +17,7 @@ iCCP/eXIf, JPEG APP2/APP1, WebP, TIFF tags).
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import sys
@@ -24,7 +25,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from PIL import Image, TiffImagePlugin
 
 from ..atomic import atomic_write, atomic_write_unique
 from ..errors import ImageReadError, LightSRError
-from .png import PNG_SIGNATURE, RowBands, encode_png, write_png
+from .png import PNG_SIGNATURE, RowBands, encode_png, row_blocks, write_png
 
 #: File suffixes treated as images when listing a folder (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -655,7 +656,7 @@ def write_image(
     ``array`` may be :class:`~lightsr.data.png.RowBands` (an image computed band by band):
     a PNG is then written as the bands come, holding one at a time; for Pillow's formats
     (JPEG, WebP, BMP, ...) the bands are pasted into Pillow's image, with no numpy copy of the
-    whole; a 16-bit TIFF joins them first.
+    whole; a 16-bit TIFF is written strip by strip as they come (:func:`write_tiff16`).
 
     uint16 needs ``.png`` or ``.tif``/``.tiff``. PNGs are written by
     :func:`lightsr.data.png.write_png` on ``torch.get_num_threads()`` threads (no copy of the
@@ -704,11 +705,13 @@ def write_image(
 
         png_threads = max(1, torch.get_num_threads())
         return _publish(path, write_png_file, overwrite, unique)
-    if dtype == np.uint16:  # the 16-bit TIFF writer needs the whole image
-        whole = rows.array() if rows is not None else array
-        assert isinstance(whole, np.ndarray)
-        data = encode_tiff16(whole, icc_profile=icc, exif=exif)
-        return _publish(path, lambda tmp: Path(tmp).write_bytes(data), overwrite, unique)
+    if dtype == np.uint16:  # a 16-bit TIFF, strip by strip as the rows come
+
+        def write_tiff_file(tmp: str) -> None:
+            with open(tmp, "wb") as file:
+                write_tiff16(file, array, icc_profile=icc, exif=exif)
+
+        return _publish(path, write_tiff_file, overwrite, unique)
 
     fmt = Image.registered_extensions()[suffix]
     if rows is not None:
@@ -879,26 +882,32 @@ def cannot_hold(
 
 # Uncompressed bytes per strip of a written TIFF: readers decode a strip at a time.
 _TIFF_STRIP_BYTES = 1 << 18
+_LONG_PLACEHOLDER = 1 << 31
 
 
-def encode_tiff16(
-    array: np.ndarray,
+def write_tiff16(
+    file: BinaryIO,
+    image: np.ndarray | RowBands,
     *,
     level: int = 6,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
-) -> bytes:
-    """A 16-bit TIFF (C = 1 grey, 3 RGB, 4 RGBA with unassociated alpha; little-endian,
-    Deflate-compressed strips) of a uint16 array, with ``icc_profile`` (tag 34675) and the
-    tags of ``exif`` (its IFD0 tags and Exif/GPS sub-directories) when given. The directory
-    is serialised by Pillow's ``ImageFileDirectory_v2``, which places the strips after it."""
-    array = _as_hwc(array, "encode_tiff16")
-    if array.dtype != np.uint16:
-        raise LightSRError(f"encode_tiff16 needs a uint16 array, got {array.dtype}.")
-    h, w, c = array.shape
-    data = np.ascontiguousarray(array, dtype="<u2")
-    rows = max(1, _TIFF_STRIP_BYTES // (w * c * 2))
-    strips = [zlib.compress(data[r : r + rows].tobytes(), level) for r in range(0, h, rows)]
+) -> None:
+    """Write a 16-bit TIFF (C = 1 grey, 3 RGB, 4 RGBA with unassociated alpha; little-endian,
+    Deflate-compressed strips) of a uint16 array or :class:`RowBands` to the open, seekable
+    binary ``file``, with ``icc_profile`` (tag 34675) and the tags of ``exif`` (its IFD0 tags
+    and Exif/GPS sub-directories) when given.
+
+    The directory (serialised by Pillow's ``ImageFileDirectory_v2``) comes first, the strips
+    after it, each compressed and written as its rows arrive: the directory is written with
+    placeholder strip offsets of the same width and rewritten at the end, so only one strip is
+    held, never the image."""
+    rows = image if isinstance(image, RowBands) else RowBands.of(_as_hwc(image, "write_tiff16"))
+    if np.dtype(rows.dtype) != np.uint16:
+        raise LightSRError(f"a 16-bit TIFF needs uint16 samples, got {rows.dtype}.")
+    h, w, c = rows.shape
+    per_strip = max(1, _TIFF_STRIP_BYTES // (w * c * 2))
+    strips = -(-h // per_strip)
     ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
     if exif:
         parsed = Image.Exif()
@@ -912,19 +921,50 @@ def encode_tiff16(
     ifd[259] = 8  # Compression: Deflate (Adobe)
     ifd[262] = 1 if c == 1 else 2  # Photometric: min-is-black, RGB
     ifd[277] = c  # SamplesPerPixel
-    ifd[278] = rows  # RowsPerStrip
+    ifd[278] = per_strip  # RowsPerStrip
     ifd[284] = 1  # PlanarConfiguration: chunky
     ifd[339] = (1,) * c  # SampleFormat: unsigned integer
     if c == 4:
         ifd[338] = 2  # ExtraSamples: unassociated alpha
-    # StripOffsets relative to the end of the directory: Pillow adds that end when it writes
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in strips])[:-1]])
-    ifd[273] = tuple(int(o) for o in offsets)
-    ifd[279] = tuple(len(s) for s in strips)
     if icc_profile:
         ifd[34675] = icc_profile
+    # Placeholders too large for SHORT: the tags are typed LONG now and stay so, so the real
+    # offsets and counts rewrite the directory at the same length.
+    ifd[273] = (_LONG_PLACEHOLDER,) * strips  # StripOffsets
+    ifd[279] = (_LONG_PLACEHOLDER,) * strips  # StripByteCounts
     head = ifd.tobytes(8)
-    return b"II*\0" + struct.pack("<I", 8) + head + b"".join(strips)
+    start = file.tell()
+    file.write(b"II*\0" + struct.pack("<I", 8) + head)
+    offsets: list[int] = []
+    counts: list[int] = []
+    for block, _ in row_blocks(rows, per_strip):
+        data = zlib.compress(np.ascontiguousarray(block, dtype="<u2").tobytes(), level)
+        # relative to the end of the directory: Pillow adds that end when it writes them
+        offsets.append(sum(counts))
+        counts.append(len(data))
+        file.write(data)
+    end = file.tell()
+    ifd[273] = tuple(offsets)
+    ifd[279] = tuple(counts)
+    final = ifd.tobytes(8)
+    if len(final) != len(head):
+        raise LightSRError("the TIFF directory changed size when its strips were filled in.")
+    file.seek(start + 8)
+    file.write(final)
+    file.seek(end)
+
+
+def encode_tiff16(
+    array: np.ndarray,
+    *,
+    level: int = 6,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> bytes:
+    """The bytes :func:`write_tiff16` writes for ``array`` (for small images and tests)."""
+    buffer = io.BytesIO()
+    write_tiff16(buffer, array, level=level, icc_profile=icc_profile, exif=exif)
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -987,6 +1027,7 @@ __all__ = [
     "dropped_metadata",
     "encode_png",
     "encode_tiff16",
+    "write_tiff16",
     "image_header",
     "image_to_tensor",
     "is_image_suffix",

@@ -158,7 +158,7 @@ class RowBands:
         return out
 
 
-def _row_blocks(image: RowBands, step: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def row_blocks(image: RowBands, step: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """``(rows, row above)`` blocks of ``step`` rows (the last one shorter) from the bands, at
     the same rows whatever the bands' heights; views into the bands except where a block
     spans two of them."""
@@ -199,7 +199,7 @@ def _blocks(image: RowBands, threads: int) -> Iterator[tuple[bytes, int, int]]:
     bpp = image.channels * itemsize
     step = png_rows_per_block(image.width, image.channels, itemsize)
     sample = np.dtype(">u2") if itemsize == 2 else np.dtype(np.uint8)  # big-endian 16-bit
-    blocks = _row_blocks(image, step)
+    blocks = row_blocks(image, step)
     if threads <= 1:
         yield from (_compress_block(rows, above, sample, bpp) for rows, above in blocks)
         return
