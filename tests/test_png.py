@@ -224,3 +224,19 @@ def test_sixteen_bit_tiff_from_bands_is_the_arrays_file(tmp_path, monkeypatch, c
     np.testing.assert_array_equal(read_image(banded).reshape(image.shape), image)
     with Image.open(banded) as im:
         assert im.getexif()[0x013B] == "an artist"
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.tif"])
+def test_a_band_of_another_width_is_refused_and_nothing_is_published(tmp_path, name):
+    dtype = np.uint16 if name.endswith(".tif") else np.uint8
+    image = _photo_like(12, 10, 3, dtype)
+    # 6 x 20 x 3 holds as many samples as 12 x 10 x 3: only the shape check can tell
+    wrong = RowBands(12, 10, 3, image.dtype, lambda: iter([image[:6].reshape(3, 20, 3)] * 2))
+    with pytest.raises(LightSRError, match=r"a band of shape \(3, 20, 3\) in a 10-wide image"):
+        write_image(tmp_path / name, wrong)
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary left behind
+
+
+def test_an_array_that_is_no_image_is_refused():
+    with pytest.raises(LightSRError, match="H x W or H x W x C"):
+        encode_png(np.zeros(12, np.uint8))

@@ -469,13 +469,12 @@ def _exported(
         )
 
     graph, cached = exported_graph_bytes(folded, cache_dir=cache_dir)
-    if not cached:
-        return run(graph)
-    try:
-        return run(graph)
-    except Exception:  # noqa: BLE001 - a cache entry the engine cannot load is made again
-        graph, _ = exported_graph_bytes(folded, cache_dir=cache_dir, refresh=True)
-        return run(graph)
+    if cached:
+        try:
+            return run(graph)
+        except Exception:  # noqa: BLE001 - a cache entry the engine cannot load is made again
+            graph, _ = exported_graph_bytes(folded, cache_dir=cache_dir, refresh=True)
+    return run(graph)
 
 
 def _export_example(model: nn.Module) -> torch.Tensor:
@@ -500,18 +499,32 @@ def exported_graph_bytes(
         return onnx_graph_bytes(folded, example), False
     folder = Path(cache_dir)
     key = _export_key(folded, example)
-    if not refresh:
-        for path in sorted(folder.glob(f"{key}-*.onnx")):
-            with contextlib.suppress(OSError):
-                data = path.read_bytes()
-                if path.stem.endswith("-" + hashlib.sha256(data).hexdigest()[:16]):
-                    return data, True
-    for stale in folder.glob(f"{key}-*.onnx"):  # damaged, or refused by an engine
+    cached = None if refresh else _read_hashed(folder, key)
+    if cached is not None:
+        return cached, True
+    data = onnx_graph_bytes(folded, example)
+    _write_hashed(folder, key, data)
+    return data, False
+
+
+def _read_hashed(folder: Path, key: str) -> bytes | None:
+    """The cache entry ``<key>-<hash of its bytes>.onnx``, or None when absent, unreadable or
+    damaged (its bytes no longer match the hash in its name)."""
+    for path in sorted(folder.glob(f"{key}-*.onnx")):
+        with contextlib.suppress(OSError):
+            data = path.read_bytes()
+            if path.stem.endswith("-" + hashlib.sha256(data).hexdigest()[:16]):
+                return data
+    return None
+
+
+def _write_hashed(folder: Path, key: str, data: bytes) -> None:
+    """Keep ``data`` as ``key``'s entry, replacing any earlier one (damaged, or refused by an
+    engine)."""
+    for stale in folder.glob(f"{key}-*.onnx"):
         with contextlib.suppress(OSError):
             stale.unlink()
-    data = onnx_graph_bytes(folded, example)
     _write_cached(folder / f"{key}-{hashlib.sha256(data).hexdigest()[:16]}.onnx", data)
-    return data, False
 
 
 @functools.lru_cache(maxsize=1)
@@ -772,29 +785,22 @@ def quantize_int8(
     # Keyed without exporting: a hit needs neither the export nor the onnx package (~1.1 s).
     key = _int8_cache_key(folded, patches, options, versions)
     hit = _read_int8_cache(folder, key) if folder is not None else None
-    if hit is not None:
-        quantized_bytes, quantized = hit
-    else:
-        quantized_bytes, quantized = _quantized_graph(folded, patches, keep, options, isolate)
-        if folder is not None:
-            _write_int8_cache(folder, key, quantized_bytes, quantized)
 
-    report = Int8Report(
-        arch=getattr(folded, "arch_name", type(folded).__name__),
-        engine=engine,
-        method=method if method == "minmax" else f"percentile {_PERCENTILE}",
-        quantized=quantized,
-        kept_fp32=keep,
-        calibration=source,
-        calibration_patches=len(patches),
-        activations=activations,
-        reduce_range=bool(reduce_range),
-        cached=hit is not None,
-        int8_dot=cpu_int8_dot(),
-        versions=versions,
-    )
-
-    def run(graph: bytes) -> Int8Model:
+    def built(graph: bytes, quantized: list[str], cached: bool) -> Int8Model:
+        report = Int8Report(
+            arch=getattr(folded, "arch_name", type(folded).__name__),
+            engine=engine,
+            method=method if method == "minmax" else f"percentile {_PERCENTILE}",
+            quantized=quantized,
+            kept_fp32=keep,
+            calibration=source,
+            calibration_patches=len(patches),
+            activations=activations,
+            reduce_range=bool(reduce_range),
+            cached=cached,
+            int8_dot=cpu_int8_dot(),
+            versions=versions,
+        )
         return Int8Model(
             graph,
             scale=scale,
@@ -804,17 +810,13 @@ def quantize_int8(
             threads=threads,
         )
 
-    if hit is None:
-        return run(quantized_bytes)
-    try:
-        return run(quantized_bytes)
-    except Exception:  # noqa: BLE001 - a cache entry the engine cannot load is made again
-        quantized_bytes, quantized = _quantized_graph(folded, patches, keep, options, isolate)
-        if folder is not None:
-            _write_int8_cache(folder, key, quantized_bytes, quantized)
-        report.cached = False
-        report.quantized = quantized
-        return run(quantized_bytes)
+    if hit is not None:
+        with contextlib.suppress(Exception):  # an entry the engine cannot load is made again
+            return built(*hit, cached=True)
+    quantized_bytes, quantized = _quantized_graph(folded, patches, keep, options, isolate)
+    if folder is not None:
+        _write_int8_cache(folder, key, quantized_bytes, quantized)
+    return built(quantized_bytes, quantized, cached=False)
 
 
 def _quantized_graph(
@@ -883,26 +885,20 @@ def _int8_cache_key(
 
 
 def _read_int8_cache(folder: Path, key: str) -> tuple[bytes, list[str]] | None:
-    """The cached graph and the convs it quantized, or None when absent or damaged (the graph
-    is checked against the hash in its name; then it is made again)."""
+    """The cached graph and the convs it quantized, or None when absent or damaged (then it
+    is made again)."""
     try:
         quantized = json.loads((folder / f"{key}.json").read_text())["quantized"]
-        if not isinstance(quantized, list) or not all(isinstance(q, str) for q in quantized):
-            return None
-        for path in sorted(folder.glob(f"{key}-*.onnx")):
-            data = path.read_bytes()
-            if path.stem.endswith("-" + hashlib.sha256(data).hexdigest()[:16]):
-                return data, quantized
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return None
+    if not isinstance(quantized, list) or not all(isinstance(q, str) for q in quantized):
+        return None
+    data = _read_hashed(folder, key)
+    return None if data is None else (data, quantized)
 
 
 def _write_int8_cache(folder: Path, key: str, data: bytes, quantized: list[str]) -> None:
-    for stale in folder.glob(f"{key}-*.onnx"):  # damaged, or refused by an engine
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    _write_cached(folder / f"{key}-{hashlib.sha256(data).hexdigest()[:16]}.onnx", data)
+    _write_hashed(folder, key, data)
     _write_cached(folder / f"{key}.json", json.dumps({"quantized": quantized}).encode())
 
 

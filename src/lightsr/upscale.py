@@ -62,13 +62,13 @@ WebP's 16,383 pixels); the name is ``<stem><name_suffix>.<ext>``; the input's IC
 EXIF (orientation reset to 1: the pixels were turned when read) are written where the format
 holds them (:func:`lightsr.data.io.write_image`).
 
-Inputs are untrusted. Tiling bounds the model's working memory but not the output array (for
-formats other than PNG, and to return an array), so the output size is bounded
-(``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and checked from the file's header
-before any pixel is decoded. :func:`upscale_files` checks every input (header, output size,
-whether the output format can hold it, whether the output folder takes files) before the model
-runs on any. A model whose output holds NaN/Inf (damaged or diverged weights) fails that image
-with :class:`~lightsr.errors.DivergedError` instead of writing a black image.
+Inputs are untrusted. Tiling bounds the model's working memory but not the output (Pillow's
+formats hold a whole image, as do ``outscale`` and a returned array), so the output size is
+bounded (``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and checked from the file's
+header before any pixel is decoded. :func:`upscale_files` checks every input (header, output
+size, whether the output format can hold it, whether the output folder takes files) before the
+model runs on any. A model whose output holds NaN/Inf (damaged or diverged weights) fails that
+image with :class:`~lightsr.errors.DivergedError` instead of writing a black image.
 """
 
 from __future__ import annotations
@@ -159,19 +159,18 @@ _MEMORY_SHARE = 0.25
 _MAX_AUTO_TILE_BYTES = 512 * 2**20
 _MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
 
-#: The largest output (pixels) an :class:`Upscaler` makes unless told otherwise: 16384^2 =
-#: 268 MP. Why this figure: a laptop user's 4000x3000 photo x4 is 192 MP and must pass, as
-#: must an 8K frame x2 (133 MP). What it costs: a PNG or 16-bit TIFF file is written band by
-#: band and never held whole, so its memory is bounded by the tiles, but its time and disk are
-#: not; Pillow's formats (JPEG, WebP, 8-bit TIFF, ...) need Pillow's whole image (4 bytes a
-#: pixel for RGB), an array returned (or resized by ``outscale``) is H*W*C bytes (x2 for
-#: 16-bit), and both together, as before outputs were written from bands, are about 7 bytes a
-#: pixel (benchmarks/results/upscale_memory.json: that 192 MP output peaked at 1.53 GiB in
-#: all, with FMEN-S and ~0.3 GB of interpreter and torch): ~2.2 GB at this limit, which fits
-#: beside a desktop on an 8 GB laptop, where the next power of two (1.07 GP, ~7.5 GB) would
-#: not. A 10 KB PNG that says
-#: 9000x9000 (x4: 1.3 GP; 9.1 GB measured before this limit) is refused from its header
-#: (benchmarks/bench_untrusted_images.py). Raise it with ``max_output_pixels`` /
+#: The largest output (pixels) an :class:`Upscaler` makes unless told otherwise: 16384^2 = 268
+#: MP. Why this figure: a laptop user's 4000x3000 photo x4 is 192 MP and must pass, as must an
+#: 8K frame x2 (133 MP). What it costs: a PNG or 16-bit TIFF file is written band by band and
+#: never held whole, so its memory is bounded by the tiles, but its time and disk are not;
+#: Pillow's formats (JPEG, WebP, 8-bit TIFF, ...) need Pillow's whole image (4 bytes a pixel
+#: for RGB), an array returned (or resized by ``outscale``) is H*W*C bytes (x2 for 16-bit), and
+#: both together, as before outputs were written from bands, are about 7 bytes a pixel
+#: (benchmarks/results/upscale_memory.json: that 192 MP output peaked at 1.53 GiB in all, with
+#: FMEN-S and ~0.3 GB of interpreter and torch): ~2.2 GB at this limit, which fits beside a
+#: desktop on an 8 GB laptop, where the next power of two (1.07 GP, ~7.5 GB) would not. A 10 KB
+#: PNG that says 9000x9000 (x4: 1.3 GP; 9.1 GB measured before this limit) is refused from its
+#: header (benchmarks/bench_untrusted_images.py). Raise it with ``max_output_pixels`` /
 #: ``--max-output-pixels``; None turns the check off.
 DEFAULT_MAX_OUTPUT_PIXELS = 16384 * 16384
 
@@ -843,8 +842,12 @@ class Upscaler:
         def sink(r0: int, c0: int, y: torch.Tensor) -> None:
             out[:, :, r0 : r0 + y.shape[-2], c0 : c0 + y.shape[-1]] = y.cpu()
 
-        to_tensor = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))  # noqa: E731
-        self._tiled(arr, to_tensor, sink, self._resolve_tile(h, w))
+        self._tiled(
+            arr,
+            lambda a: torch.from_numpy(np.array(a, dtype=np.float32)),
+            sink,
+            self._resolve_tile(h, w),
+        )
         return out
 
     # -- arrays -------------------------------------------------------------------------------
@@ -923,7 +926,8 @@ class Upscaler:
             raise LightSRError("the input image holds NaN/Inf values: pass values in [0, 1].")
         return image, squeeze, peak
 
-    def output_dtype(self, dtype: Any) -> np.dtype:
+    @staticmethod
+    def output_dtype(dtype: Any) -> np.dtype:
         """The dtype of the output for an input of ``dtype``: the same for uint8 and uint16,
         float32 for float."""
         dtype = np.dtype(dtype)
@@ -1676,9 +1680,8 @@ def upscale_files(
 
 
 def _upscaled(runner: Upscaler, image: np.ndarray) -> np.ndarray | RowBands:
-    """What ``upscale_files`` writes: the output as bands computed while a PNG is written
-    (memory for one row of tiles, not the image), or, to be resized (``outscale``), the array.
-    """
+    """What ``upscale_files`` writes: the output as bands, computed as the writer takes them
+    (memory for one row of tiles, not the image), or, to be resized (``outscale``), the array."""
     if runner.outscale is not None:
         return runner(image)
     image, _, _ = runner._checked(image)  # refused here, before any name is claimed

@@ -699,11 +699,12 @@ def write_image(
         exif = _exif_with_size(exif, width=w, height=h)
     if suffix == ".png":
         # Our writer, not Pillow's: no copy of the image, several times faster (data/png.py)
+        png_threads = max(1, torch.get_num_threads())
+
         def write_png_file(tmp: str) -> None:
             with open(tmp, "wb") as file:
                 write_png(file, array, icc_profile=icc, exif=exif, threads=png_threads)
 
-        png_threads = max(1, torch.get_num_threads())
         return _publish(path, write_png_file, overwrite, unique)
     if dtype == np.uint16:  # a 16-bit TIFF, strip by strip as the rows come
 
@@ -736,12 +737,9 @@ def _pillow_image_of(rows: RowBands) -> Image.Image:
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[rows.channels]
     im = Image.new(mode, (rows.width, rows.height))
     row = 0
-    for band in rows.bands():
-        band = band.reshape(band.shape[0], rows.width, rows.channels)
+    for band in rows.checked():
         im.paste(Image.fromarray(band[:, :, 0] if rows.channels == 1 else band), (0, row))
         row += band.shape[0]
-    if row != rows.height:
-        raise LightSRError(f"the bands held {row} rows, not the image's {rows.height}.")
     return im
 
 
@@ -937,11 +935,13 @@ def write_tiff16(
     file.write(b"II*\0" + struct.pack("<I", 8) + head)
     offsets: list[int] = []
     counts: list[int] = []
+    written = 0
     for block, _ in row_blocks(rows, per_strip):
         data = zlib.compress(np.ascontiguousarray(block, dtype="<u2").tobytes(), level)
         # relative to the end of the directory: Pillow adds that end when it writes them
-        offsets.append(sum(counts))
+        offsets.append(written)
         counts.append(len(data))
+        written += len(data)
         file.write(data)
     end = file.tell()
     ifd[273] = tuple(offsets)

@@ -4,9 +4,9 @@ Pillow's PNG encoder (adaptive filters, zlib level 6, ``Z_FILTERED``) copies an 
 array into a 4-byte-per-pixel image first (768 MB for a 16000 x 12000 output) and compresses
 on one core. This writer:
 
-- filters every row with Paeth (what Pillow's adaptive choice picks for nearly every row of a
-  photograph or an SR output) and compresses with zlib's run-length strategy (``Z_RLE``: the
-  only matches it looks for are runs, which is where filtered photographs have them);
+- filters every row with Paeth (one predictor for all rows, no per-row trial of the five)
+  and compresses with zlib's run-length strategy (``Z_RLE``: the only matches it looks for
+  are runs, which is where filtered photographs have them);
 - works on blocks of rows (about 64 KiB of pixels each), so its temporaries are a few blocks,
   never a copy of the image; the image may arrive as :class:`RowBands` (computed band by band,
   ``lightsr.upscale.Upscaler.bands``), so it need never exist whole;
@@ -141,20 +141,40 @@ class RowBands:
 
     @classmethod
     def of(cls, array: np.ndarray) -> RowBands:
-        """An array as one band (no copy)."""
+        """An array (H x W or H x W x C) as one band (no copy)."""
+        if array.ndim not in (2, 3):
+            raise LightSRError(f"expected an H x W or H x W x C image, got shape {array.shape}.")
         image = array[:, :, None] if array.ndim == 2 else array
         h, w, c = image.shape
         return cls(h, w, c, image.dtype, lambda: iter([image]))
 
+    def checked(self) -> Iterator[np.ndarray]:
+        """The bands, each as ``n x width x channels``; a band of another width, channel
+        count or dtype, or bands that do not add up to ``height``, raise LightSRError (the
+        writer's temporary file is then dropped, nothing is published)."""
+        total = 0
+        for band in self.bands():
+            if band.ndim == 2 and self.channels == 1:
+                band = band[:, :, None]
+            if band.ndim != 3 or band.shape[1:] != (self.width, self.channels):
+                raise LightSRError(
+                    f"a band of shape {band.shape} in a {self.width}-wide image of "
+                    f"{self.channels} channel(s)."
+                )
+            if band.dtype != self.dtype:
+                raise LightSRError(f"a band of {band.dtype}, in an image of {self.dtype}.")
+            total += band.shape[0]
+            yield band
+        if total != self.height:
+            raise LightSRError(f"the bands held {total} rows, not the image's {self.height}.")
+
     def array(self) -> np.ndarray:
+        """The whole image, joined from the bands."""
         out = np.empty(self.shape, self.dtype)
         row = 0
-        for band in self.bands():
-            n = band.shape[0]
-            out[row : row + n] = band.reshape(n, self.width, self.channels)
-            row += n
-        if row != self.height:
-            raise LightSRError(f"the bands held {row} rows, not the image's {self.height}.")
+        for band in self.checked():
+            out[row : row + band.shape[0]] = band
+            row += band.shape[0]
         return out
 
 
@@ -162,15 +182,9 @@ def row_blocks(image: RowBands, step: int) -> Iterator[tuple[np.ndarray, np.ndar
     """``(rows, row above)`` blocks of ``step`` rows (the last one shorter) from the bands, at
     the same rows whatever the bands' heights; views into the bands except where a block
     spans two of them."""
-    shape = (image.width, image.channels)
     carry: np.ndarray | None = None  # the rows of a block begun in the previous band
     above: np.ndarray | None = None
-    total = 0
-    for band in image.bands():
-        band = band.reshape(-1, *shape)
-        if band.dtype != image.dtype:
-            raise LightSRError(f"a band of {band.dtype}, in an image of {image.dtype}.")
-        total += band.shape[0]
+    for band in image.checked():
         start = 0
         if carry is not None:
             start = step - carry.shape[0]
@@ -188,8 +202,6 @@ def row_blocks(image: RowBands, step: int) -> Iterator[tuple[np.ndarray, np.ndar
             carry = band[start:]
     if carry is not None:
         yield carry, above
-    if total != image.height:
-        raise LightSRError(f"the bands held {total} rows, not the image's {image.height}.")
 
 
 def _blocks(image: RowBands, threads: int) -> Iterator[tuple[bytes, int, int]]:
