@@ -529,6 +529,9 @@ def memory_tables() -> str:
                 out.append(f"| {p['path']} | not measured: {p.get('why', '')} | - | - | - |")
                 continue
             ran = f"{p['precision']}, {p['backend']}"
+            if p.get("outscale_filter"):  # --outscale: another output size
+                ow, oh = p["output_size_wh"]
+                ran += f"; to {ow}x{oh} ({p['outscale_filter']})"
             out.append(
                 f"| {p['path']} | {ran} | {p['peak_rss_gib']:.2f} | {p['wall_s']:.0f} | "
                 f"{p['upscale_and_write_s']:.0f} |"
@@ -607,7 +610,9 @@ def write_markdown() -> str:
     lines.append(
         "`python benchmarks/bench_memory.py`: each path upscales one synthetic 4000x3000 photo "
         "to a 16000x12000 PNG in a fresh process (`upscale_files`, automatic tiles); peak: "
-        "that process's peak RSS; the bar: under 2 GiB on every path.\n"
+        "that process's peak RSS; the bar: under 2 GiB on every path. `auto_outscale` rows: "
+        "`--outscale 2`, the x4 output resized to 8000x6000 as its bands come; a row named "
+        "PATH@COMMIT ran that earlier commit's lightsr (`--src`), for comparison.\n"
     )
     lines.append(memory_tables())
     text = "\n".join(lines) + "\n"

@@ -20,7 +20,10 @@ which fixes the tile). The paths are what :class:`lightsr.upscale.Upscaler` offe
   recorded with what it resolved to and why;
 - ``auto_jpeg``: the same on the same photo saved as a JPEG (quality 95), so written back as a
   JPEG (the input's format, ``lightsr upscale``'s default): Pillow's JPEG encoder needs the
-  whole image, so the bands fill Pillow's own (4 bytes a pixel) and nothing else.
+  whole image, so the bands fill Pillow's own (4 bytes a pixel) and nothing else;
+- ``auto_outscale``, ``auto_outscale_lanczos``: ``auto`` with ``--outscale 2`` (the x4
+  network's output resized to 8000 x 6000 by MATLAB's bicubic or Pillow's Lanczos,
+  :class:`lightsr.data.resize.Resize`), resized band by band as the rows of tiles come.
 
 A path whose engine is not installed (ONNX Runtime, OpenVINO) is recorded as not measured, with the
 reason. Per path: peak RSS of its process (``os.wait4``'s rusage of that one child, see
@@ -38,6 +41,8 @@ is the bundled default x4 (what ``lightsr upscale`` loads with no ``--model``/``
     python benchmarks/bench_memory.py --model fmen_s            # official FMEN-S if present
     python benchmarks/bench_memory.py --force-emulated-bf16     # bf16 even where emulated
     python benchmarks/bench_memory.py --size 800x600 --no-save  # quick check
+    git worktree add /tmp/before 366a6d6                        # an earlier commit's figures,
+    python benchmarks/bench_memory.py --src /tmp/before/src --paths auto_outscale  # PATH@366a6d6
 
 Writes benchmarks/results/memory/<cpu-slug>.json (one file per CPU kind, named as
 benchmarks/bench_backends.py names its files; a rerun on the same kind replaces the paths it
@@ -64,11 +69,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# --src: the children import another checkout's lightsr (a git worktree of an earlier commit)
+SRC_ENV = "LIGHTSR_BENCH_SRC"
 PNG_WRITER = (
     "bands as the tiles finish, into lightsr's PNG encoder (lightsr.data.png; auto_jpeg: into "
     "Pillow's JPEG encoder); the +whole_output rows: the whole output array first"
 )
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, os.environ.get(SRC_ENV) or str(ROOT / "src"))
 
 import lightsr.upscale  # noqa: E402
 from lightsr.atomic import atomic_write_text  # noqa: E402
@@ -110,6 +117,15 @@ PATHS: dict[str, dict[str, Any]] = {
     # a camera's JPEG: `lightsr upscale` writes a JPEG back (the input's format), which
     # Pillow's encoder needs whole
     "auto_jpeg": {"precision": "auto", "backend": "auto"},
+    # `lightsr upscale --outscale 2` (x4 network, then MATLAB bicubic / Pillow's Lanczos to
+    # 8000 x 6000): the network's bands are resized as they come
+    "auto_outscale": {"precision": "auto", "backend": "auto", "outscale": 2.0},
+    "auto_outscale_lanczos": {
+        "precision": "auto",
+        "backend": "auto",
+        "outscale": 2.0,
+        "outscale_filter": "lanczos",
+    },
 }
 # --whole-output's records: the path's name and this
 WHOLE_SUFFIX = "+whole_output"
@@ -226,6 +242,8 @@ def child(args: argparse.Namespace) -> None:
         # after the run: an out-of-memory retry halves the tile, and this is the one used
         "tile": runner._resolve_tile(h, w),
         "overlap": runner.overlap,
+        "output_size_wh": list(runner.output_size(h, w)[::-1]),
+        "outscale_filter": runner.outscale_filter if runner.outscale is not None else None,
         "describe": described,
         "weights": weights,
         "load_s": round(load_s, 2),
@@ -286,11 +304,14 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
         cmd += ["--model", args.model]
     if args.whole_output:
         cmd += ["--whole-output"]
+    env = dict(os.environ)
+    if args.src is not None:
+        env[SRC_ENV] = str(args.src.resolve())
     load_before = list(os.getloadavg())
     # stdout/stderr go to files, not pipes: nothing reads a pipe while wait4 blocks
     with open(tmp / f"{path}.out", "w+") as out, open(tmp / f"{path}.err", "w+") as err:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait
@@ -298,8 +319,12 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     peak = usage.ru_maxrss * 1024
+    name = path + WHOLE_SUFFIX if args.whole_output else path
+    if args.src is not None:
+        name += f"@{commit_of(args.src)}"
     record: dict[str, Any] = {
-        "path": path + WHOLE_SUFFIX if args.whole_output else path,
+        "path": name,
+        "src": None if args.src is None else str(args.src),
         "options": PATHS[path],
         "peak_rss_bytes": peak,
         "peak_rss_gib": round(peak / 2**30, 3),
@@ -319,11 +344,19 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
     return {"measured": True, **record, "under_limit": peak < LIMIT_BYTES, **json.loads(line[6:])}
 
 
+def commit_of(src: Path) -> str:
+    """The short commit of the checkout holding ``src`` (a path with no git: its name)."""
+    done = subprocess.run(
+        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() if done.returncode == 0 else src.name
+
+
 def summary_line(r: dict[str, Any]) -> str:
     if not r["measured"]:
-        return f"{r['path']:9s} not measured: {r['why']}"
+        return f"{r['path']:12s} not measured: {r['why']}"
     return (
-        f"{r['path']:9s} peak {r['peak_rss_gib']:.3f} GiB "
+        f"{r['path']:12s} peak {r['peak_rss_gib']:.3f} GiB "
         f"({'under' if r['under_limit'] else 'OVER'} {LIMIT_BYTES / 2**30:g} GiB), "
         f"wall {r['wall_s']} s, "
         f"upscale+write {r['upscale_and_write_s']} s; {r['precision']}/{r['backend']}, "
@@ -349,7 +382,9 @@ def save(result: dict[str, Any]) -> Path:
             kept = [dict(r, from_earlier_run=True) for r in old["paths"] if r["path"] not in mine]
             result["paths"] = kept + result["paths"]
             result["all_under_limit"] = all(
-                r.get("under_limit", True) for r in result["paths"] if r.get("measured", True)
+                r.get("under_limit", True)
+                for r in result["paths"]
+                if r.get("measured", True) and r.get("src") is None
             )
     atomic_write_text(path, json.dumps(result, indent=2) + "\n", overwrite=True)
     return path
@@ -384,6 +419,12 @@ def main() -> int:
         action="store_true",
         help="upscale_files given the whole output array (the flow before outputs were written "
         f"band by band), for comparison; recorded as PATH{WHOLE_SUFFIX}",
+    )
+    ap.add_argument(
+        "--src",
+        type=Path,
+        help="run the paths with another checkout's lightsr (its src folder, e.g. a git "
+        "worktree of an earlier commit), recorded as PATH@COMMIT",
     )
     ap.add_argument("--child", choices=tuple(PATHS), help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
@@ -441,7 +482,8 @@ def main() -> int:
         "output_array_bytes": SCALE * SCALE * w * h * 3,
         "limit_bytes": LIMIT_BYTES,
         "limit_gib": LIMIT_BYTES / 2**30,
-        "all_under_limit": all(r["under_limit"] for r in measured),
+        # this checkout's paths (--src rows are another commit's, for comparison)
+        "all_under_limit": all(r["under_limit"] for r in measured if r.get("src") is None),
         "cpu_kind": cpu_kind(),
         "machine": machine_record(args.threads),
         "platform": platform.platform(),
@@ -461,7 +503,7 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     if not args.no_save:
         print(f"wrote {save(result)}", file=sys.stderr)
-    over = [r["path"] for r in measured if not r["under_limit"]]
+    over = [r["path"] for r in measured if not r["under_limit"] and r.get("src") is None]
     failed = [r["path"] for r in records if r.get("failed")]
     if over:
         print(f"over {LIMIT_BYTES / 2**30:g} GiB: {', '.join(over)}", file=sys.stderr)

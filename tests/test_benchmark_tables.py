@@ -143,6 +143,17 @@ def test_memory_table_says_how_each_run_wrote_its_png(tmp_path, monkeypatch):
                 "upscale_and_write_s": 152.46,
             },
             {"path": "bf16", "measured": False, "why": "no native bf16 on this CPU"},
+            {
+                "path": "auto_outscale@abc123",
+                "measured": True,
+                "precision": "fp32",
+                "backend": "openvino",
+                "peak_rss_gib": 4.983,
+                "wall_s": 111.6,
+                "upscale_and_write_s": 109.5,
+                "output_size_wh": [8000, 6000],
+                "outscale_filter": "bicubic",
+            },
         ],
     }
     (memory / "old.json").write_text(json.dumps(run))
@@ -151,6 +162,11 @@ def test_memory_table_says_how_each_run_wrote_its_png(tmp_path, monkeypatch):
     text = bench.memory_tables()
     assert "| fp32 | fp32, torch | 1.04 | 156 | 152 |" in text
     assert "| bf16 | not measured: no native bf16 on this CPU | - | - | - |" in text
+    # --outscale: the row says the other output size and the filter
+    assert (
+        "| auto_outscale@abc123 | fp32, openvino; to 8000x6000 (bicubic) | 4.98 | 112 | 110 |"
+        in text
+    )
     # a run without the record predates it: the whole output, then Pillow's encoder
     assert (
         "written as bands, our encoder (`python benchmarks/bench_memory.py`; the last run: "

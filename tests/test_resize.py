@@ -1,15 +1,20 @@
 """MATLAB imresize: bit-exact against every published LR image in ../shared/data, and the
-fast torch path's measured deviation from the exact path."""
+fast torch path's measured deviation from the exact path; Resize band by band equals Resize
+whole; Pillow's Lanczos reproduced."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
 from conftest import shared_path
+from PIL import Image
 
+from lightsr.data import resize as resize_module
 from lightsr.data.io import read_image
-from lightsr.data.resize import imresize, imresize_torch, modcrop
+from lightsr.data.resize import Resize, imresize, imresize_torch, modcrop
 from lightsr.errors import LightSRError
 
 # (set, LR folder, boundary rule): LR_bicubic = MATLAB's mirror rule, _clamp = replicate.
@@ -134,3 +139,134 @@ def test_bad_arguments():
 def test_modcrop_keeps_top_left():
     img = np.arange(7 * 10).reshape(7, 10)
     assert np.array_equal(modcrop(img, 3), img[:6, :9])
+
+
+# ---------------------------------------------------------------------------------------------
+# Resize: band by band, and Pillow's Lanczos
+# ---------------------------------------------------------------------------------------------
+
+
+def _random_image(rng, h, w, c, dtype):
+    shape = (h, w) if c is None else (h, w, c)
+    if dtype in (np.uint8, np.uint16):
+        return rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    return rng.random(shape).astype(dtype)
+
+
+def _split(image, rng):
+    """``image``'s rows in bands of random heights (1 row included)."""
+    bands, row = [], 0
+    while row < image.shape[0]:
+        step = int(rng.choice([1, 2, 5, 17]))
+        bands.append(image[row : row + step])
+        row += step
+    return bands
+
+
+@pytest.mark.parametrize("filter", ["bicubic", "lanczos"])
+def test_bands_equal_the_whole_resize_bit_for_bit(filter, monkeypatch):
+    # a small step makes every output come in many steps, reading rows held from earlier
+    # bands and dropping the rows no later output reads
+    monkeypatch.setattr(resize_module, "_STEP_VALUES", 40)
+    rng = np.random.default_rng(5)
+    cases = 0
+    for dtype in (np.uint8, np.uint16, np.float32, np.float64):
+        for c in (None, 1, 3, 4):
+            # shrink and grow per axis, so both pass orders and skipped passes occur
+            for out_h, out_w in ((13, 40), (57, 11), (29, 23), (23, 19), (29, 61)):
+                image = _random_image(rng, 23, 19, c, dtype)
+                for boundary in ("mirror", "replicate") if filter == "bicubic" else ("mirror",):
+                    resize = Resize(
+                        (23, 19), (out_h, out_w), dtype=dtype, filter=filter, boundary=boundary
+                    )
+                    whole = resize(image)
+                    joined = np.concatenate(list(resize.bands(_split(image, rng))))
+                    assert joined.dtype == whole.dtype and joined.shape == whole.shape
+                    np.testing.assert_array_equal(joined, whole)
+                    cases += 1
+    assert cases == {"bicubic": 160, "lanczos": 80}[filter]
+
+
+def test_whole_resize_is_imresize():
+    rng = np.random.default_rng(2)
+    image = _random_image(rng, 31, 26, 3, np.uint8)
+    for shape in ((8, 7), (70, 50), (31, 52)):
+        ours = Resize((31, 26), shape, dtype=np.uint8)(image)
+        np.testing.assert_array_equal(ours, imresize(image, output_shape=shape))
+    # the scale form's own weights (scale 1/4, not out/in = 8/31)
+    ours = Resize((31, 26), (8, 7), dtype=np.uint8, scales=(0.25, 0.25))(image)
+    np.testing.assert_array_equal(ours, imresize(image, 1 / 4))
+    assert not np.array_equal(ours, imresize(image, output_shape=(8, 7)))
+
+
+def test_bands_stream_instead_of_holding_the_image():
+    """The first output band comes after a few input bands, not after the whole input."""
+    height, width = 400, 64
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    read = []
+
+    def source():
+        for row in range(0, height, 10):
+            read.append(row)
+            yield image[row : row + 10]
+
+    for filter in ("bicubic", "lanczos"):
+        read.clear()
+        for out_h in (170, 900):  # shrink (a wide kernel) and grow
+            resize = Resize((height, width), (out_h, 100), dtype=np.uint8, filter=filter)
+            bands = resize.bands(source())
+            first = next(bands)
+            assert len(read) <= 3, (filter, out_h, len(read))
+            rows = first.shape[0] + sum(b.shape[0] for b in bands)
+            assert rows == out_h
+            read.clear()
+
+
+def test_bad_bands_are_refused():
+    resize = Resize((10, 8), (20, 16), dtype=np.uint8)
+    image = np.zeros((10, 8, 3), np.uint8)
+    with pytest.raises(LightSRError, match="rows of 8 pixels"):
+        list(resize.bands([image[:, :7]]))
+    with pytest.raises(LightSRError, match="same width and channels"):
+        list(resize.bands([image[:5], image[5:, :, :2]]))
+    with pytest.raises(LightSRError, match="too many rows"):
+        list(resize.bands([image, image[:1]]))
+    with pytest.raises(LightSRError, match="too few rows"):
+        list(resize.bands([image[:9]]))
+    with pytest.raises(LightSRError, match="uint16"):
+        list(Resize((10, 8), (20, 16), dtype=np.uint16).bands([image]))
+    with pytest.raises(LightSRError, match="filter must be one of bicubic, lanczos"):
+        Resize((10, 8), (20, 16), dtype=np.uint8, filter="nearest")
+    with pytest.raises(LightSRError, match="dtype int32"):
+        Resize((10, 8), (20, 16), dtype=np.int32)
+
+
+def test_lanczos_is_pillows_bit_for_bit():
+    """Each pass is Pillow's (its coefficients and float arithmetic), horizontal first, float32
+    between: equal to Pillow's width resize followed by its height resize. Pillow 13 runs the
+    height first in one call when the height shrinks much more than the width (PR 9549);
+    outscale scales both axes alike, where a single Pillow call is equal as well."""
+    lanczos = Image.Resampling.LANCZOS
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        out_h, out_w = (int(v) for v in rng.integers(1, 110, 2))
+        plane = (rng.random((h, w)) * 300 - 20).astype(np.float32)
+        im = Image.fromarray(plane)
+        pillow = np.asarray(im.resize((out_w, h), lanczos).resize((out_w, out_h), lanczos))
+        ours = Resize((h, w), (out_h, out_w), dtype=np.float32, filter="lanczos")(plane)
+        assert ours.dtype == np.float32
+        np.testing.assert_array_equal(ours, pillow)
+    for factor in (1.25, 1.5, 2.5, 3.5):  # outscale's shapes: both axes grow alike
+        h, w = (int(v) for v in rng.integers(5, 60, 2))
+        size = (math.floor(h * factor + 0.5), math.floor(w * factor + 0.5))
+        plane = (rng.random((h, w)) * 255).astype(np.float32)
+        pillow = np.asarray(Image.fromarray(plane).resize(size[::-1], lanczos))
+        ours = Resize((h, w), size, dtype=np.float32, filter="lanczos")(plane)
+        np.testing.assert_array_equal(ours, pillow)
+    # integers: Pillow's float result rounded half up and clipped
+    image = rng.integers(0, 256, (9, 7), dtype=np.uint8)
+    want = np.asarray(Image.fromarray(image.astype(np.float32)).resize((18, 21), lanczos))
+    want = np.floor(np.clip(want, 0, 255) + 0.5).astype(np.uint8)
+    got = Resize((9, 7), (21, 18), dtype=np.uint8, filter="lanczos")(image)
+    np.testing.assert_array_equal(got, want)

@@ -231,9 +231,32 @@ def test_bands_of_a_grey_2d_image_are_2d():
     np.testing.assert_array_equal(np.concatenate(bands), runner(grey))
 
 
-def test_bands_refuse_outscale_and_bad_input():
-    with pytest.raises(LightSRError, match="resizing needs the whole image"):
-        next(Upscaler(_net(), tile=8, outscale=1.5).bands(_image(20, 20)))
+@pytest.mark.parametrize(
+    "c, dtype, tile, outscale, filter",
+    [
+        (3, np.uint8, 13, 1.5, "bicubic"),  # shrinks the x2 output
+        (1, np.uint8, 9, 3.5, "bicubic"),
+        (4, np.uint16, 11, 2.5, "lanczos"),
+        (3, np.float32, 10, 0.7, "lanczos"),
+        (3, np.uint8, None, 3.5, "lanczos"),
+    ],
+)
+def test_bands_with_outscale_are_the_call_bit_for_bit(c, dtype, tile, outscale, filter):
+    model = _net(cls=GlobalNet)
+    img = _image(61, 47, c=c, dtype=None if dtype == np.float32 else dtype, seed=4)
+    if dtype == np.float32:
+        img = img.astype(np.float32) / 255.0
+    runner = Upscaler(model, tile=tile, overlap=3, outscale=outscale, outscale_filter=filter)
+    whole = runner(img)
+    assert whole.shape[:2] == runner.output_size(61, 47)
+    joined, heights = _joined(runner, img)
+    assert joined.dtype == whole.dtype
+    np.testing.assert_array_equal(joined, whole)
+    if tile is not None:  # resized as the rows of tiles come, not at the end
+        assert len(heights) > 1
+
+
+def test_bands_refuse_bad_input():
     with pytest.raises(LightSRError, match="uint8, uint16 or float"):
         next(Upscaler(_net(), tile=8).bands(_image(20, 20).astype(np.int32)))
 

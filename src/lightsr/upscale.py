@@ -45,15 +45,17 @@ float RGB (N, 3, sH, sW); this module turns any image array into that and back:
   window, so tiled and untiled inference still agree.
 - **outscale** (``outscale=3.5``): the network runs at its own scale, then the result is
   resized to ``round(3.5 * h) x round(3.5 * w)`` (rounded half up) by MATLAB's bicubic
-  (:func:`lightsr.data.resize.imresize`, antialiased when shrinking) or Pillow's Lanczos,
-  channel by channel (alpha too; 16-bit stays 16-bit).
+  (:func:`lightsr.data.resize.imresize`, antialiased when shrinking) or Pillow's Lanczos
+  (:class:`lightsr.data.resize.Resize`), every channel alike (alpha too; 16-bit stays
+  16-bit).
 
 The output image is assembled tile by tile in an array of the output dtype; no float copy of
-the whole output is held (an ``outscale`` resize holds float64 copies of one channel).
-:meth:`Upscaler.bands` gives the same pixels a row of tiles at a time, and
-:func:`upscale_files` writes PNGs from it as they are computed (:mod:`lightsr.data.png`), so a
-PNG or 16-bit TIFF output never exists whole in memory; Pillow's formats (JPEG, WebP, ...)
-fill Pillow's own image band by band; only ``outscale`` needs the output array.
+the whole output is held (a resize's float temporaries are a few rows at a time).
+:meth:`Upscaler.bands` gives the same pixels a row of tiles at a time (resized as they come,
+with ``outscale``), and :func:`upscale_files` writes PNGs from it as they are computed
+(:mod:`lightsr.data.png`), so a PNG or 16-bit TIFF output never exists whole in memory, nor
+does the network's output before an ``outscale`` resize; Pillow's formats (JPEG, WebP, ...)
+fill Pillow's own image band by band.
 
 Files (:func:`upscale_files`): the output format is the input's own (``format="auto"``: PNG,
 JPEG, WebP and TIFF inputs) or the one asked for, falling back to PNG, with a note in the
@@ -63,7 +65,7 @@ EXIF (orientation reset to 1: the pixels were turned when read) are written wher
 holds them (:func:`lightsr.data.io.write_image`).
 
 Inputs are untrusted. Tiling bounds the model's working memory but not the output (Pillow's
-formats hold a whole image, as do ``outscale`` and a returned array), so the output size is
+formats hold a whole image, as does a returned array), so the output size is
 bounded (``max_output_pixels``, :data:`DEFAULT_MAX_OUTPUT_PIXELS`) and checked from the file's
 header before any pixel is decoded. :func:`upscale_files` checks every input (header, output
 size, whether the output format can hold it, whether the output folder takes files) before the
@@ -84,7 +86,7 @@ import stat
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -112,7 +113,8 @@ from .data.io import (
     read_image_info,
     write_image,
 )
-from .data.resize import imresize
+from .data.resize import FILTERS as RESIZE_FILTERS
+from .data.resize import Resize
 from .deploy import PaddingReport, pad_channels, reparameterize
 from .errors import (
     DivergedError,
@@ -164,7 +166,7 @@ _MAX_AUTO_TILE = {"cpu": 512, "cuda": 2048}
 #: 8K frame x2 (133 MP). What it costs: a PNG or 16-bit TIFF file is written band by band and
 #: never held whole, so its memory is bounded by the tiles, but its time and disk are not;
 #: Pillow's formats (JPEG, WebP, 8-bit TIFF, ...) need Pillow's whole image (4 bytes a pixel
-#: for RGB), an array returned (or resized by ``outscale``) is H*W*C bytes (x2 for 16-bit), and
+#: for RGB), an array returned is H*W*C bytes (x2 for 16-bit), and
 #: both together, as before outputs were written from bands, are about 7 bytes a pixel
 #: (benchmarks/results/upscale_memory.json: that 192 MP output peaked at 1.53 GiB in all, with
 #: FMEN-S and ~0.3 GB of interpreter and torch): ~2.2 GB at this limit, which fits beside a
@@ -177,7 +179,7 @@ DEFAULT_MAX_OUTPUT_PIXELS = 16384 * 16384
 #: ``format=`` choices of :func:`upscale_files` (``--format``) and the suffix each writes.
 OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 #: Resampling filters for ``outscale``.
-OUTSCALE_FILTERS = ("bicubic", "lanczos")
+OUTSCALE_FILTERS = RESIZE_FILTERS
 #: JPEG/WebP quality when none is given: visually lossless for photos, about half the size of
 #: quality 100.
 DEFAULT_QUALITY = 95
@@ -802,8 +804,9 @@ class Upscaler:
     ) -> None:
         """Raise :class:`LightSRError` when an ``height`` x ``width`` input would make an
         output over ``max_output_pixels``, saying how large and what to pass to allow it. With
-        ``outscale`` the network's output and the final image are both held: the larger
-        counts."""
+        ``outscale`` the larger of the network's output and the final image counts (a call
+        holds both; files are written from bands, but the network's time grows with its
+        output)."""
         limit = self.max_output_pixels
         if limit is None:
             return
@@ -869,13 +872,33 @@ class Upscaler:
         bit for bit, but only one band is held (the output of one row of tiles, ``scale x
         (tile + 2 overlap)`` rows) instead of the whole image, so a writer that streams
         (:func:`lightsr.data.png.write_png`) needs memory for a band. Each band is computed
-        when asked for. Not with ``outscale`` (resizing needs the whole image)."""
-        if self.outscale is not None:
-            raise LightSRError(
-                "Upscaler.bands cannot resize (outscale): resizing needs the whole image; "
-                "call the Upscaler instead."
-            )
+        when asked for. With ``outscale`` the network's bands are resized as they come
+        (:meth:`lightsr.data.resize.Resize.bands`: the rows the kernel still needs are held,
+        not the network's whole output)."""
         image, squeeze, peak = self._checked(image)
+        h, w, _ = image.shape
+        s = self.scale
+        network = self._network_bands(image, peak)
+        size = self.output_size(h, w)
+        out: Iterator[np.ndarray] = network
+        if size != (h * s, w * s):
+            resize = Resize(
+                (h * s, w * s),
+                size,
+                dtype=self.output_dtype(image.dtype),
+                filter=self.outscale_filter,
+            )
+            out = resize.bands(network)
+        try:
+            for band in out:
+                yield band[:, :, 0] if squeeze else band
+        finally:
+            network.close()  # the tiles' progress bar, when a consumer stops early
+
+    def _network_bands(
+        self, image: np.ndarray, peak: float | None
+    ) -> Generator[np.ndarray, None, None]:
+        """The network's output for ``image`` (checked, H x W x C) a row of tiles at a time."""
         h, w, c = image.shape
         tile = self._resolve_tile(h, w)
         if tile is None or max(h, w) <= tile:
@@ -893,8 +916,7 @@ class Upscaler:
         try:
             for r0, r1, wr0, wr1 in rows:
                 out = self._upscale_window(image[wr0:wr1], peak, (h, w), alpha_constant)
-                band = out[(r0 - wr0) * s : (r1 - wr0) * s]
-                yield band[:, :, 0] if squeeze else band
+                yield out[(r0 - wr0) * s : (r1 - wr0) * s]
         finally:
             if self._bar is not None:
                 self._bar.close()
@@ -1116,32 +1138,20 @@ def resize_image(
     image: np.ndarray, size: tuple[int, int], *, filter: str = "bicubic"
 ) -> np.ndarray:
     """Resize an ``H x W x C`` array (uint8, uint16 or float) to ``size`` = (height, width),
-    channel by channel (alpha like the colour; no premultiplication), keeping its dtype.
+    every channel alike (alpha like the colour; no premultiplication), keeping its dtype
+    (float32 for float input with ``"lanczos"``).
 
-    ``"bicubic"``: MATLAB's ``imresize(img, [h w], 'bicubic')``
-    (:func:`lightsr.data.resize.imresize`: antialiased when shrinking; integer images rounded
-    between its two passes, as MATLAB does). ``"lanczos"``: Pillow's Lanczos (3 lobes),
-    computed in float32 and rounded half up (no 8-bit step for 16-bit images)."""
+    ``"bicubic"``: MATLAB's ``imresize(img, [h w], 'bicubic')`` (antialiased when shrinking;
+    integer images rounded between its two passes, as MATLAB does). ``"lanczos"``: Pillow's
+    Lanczos (3 lobes) of each channel as a float32 image, horizontal pass first, rounded half up
+    (no 8-bit step for 16-bit images). Both are :class:`lightsr.data.resize.Resize`, which gives
+    the same pixels band by band (:meth:`Upscaler.bands` with ``outscale``)."""
     if filter not in OUTSCALE_FILTERS:
         raise LightSRError(f"filter must be one of {', '.join(OUTSCALE_FILTERS)}, not {filter!r}.")
     h, w = (int(v) for v in size)
     if h < 1 or w < 1:
         raise LightSRError(f"cannot resize to {w}x{h}: the output needs at least 1x1 pixels.")
-    integer = image.dtype in (np.uint8, np.uint16)
-    out = np.empty((h, w, image.shape[2]), dtype=image.dtype if integer else np.float32)
-    # One channel at a time: the float temporaries are a channel, not the whole image.
-    for ch in range(image.shape[2]):
-        plane = image[:, :, ch]
-        if filter == "bicubic":
-            out[:, :, ch] = imresize(plane, output_shape=(h, w))
-            continue
-        resized = Image.fromarray(plane.astype(np.float32)).resize((w, h), Image.Resampling.LANCZOS)
-        values = np.asarray(resized)
-        if integer:
-            peak = float(np.iinfo(image.dtype).max)
-            values = np.floor(np.clip(values, 0.0, peak) + 0.5)
-        out[:, :, ch] = values
-    return out
+    return Resize(image.shape[:2], (h, w), dtype=image.dtype, filter=filter)(image)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1679,16 +1689,14 @@ def upscale_files(
     return report
 
 
-def _upscaled(runner: Upscaler, image: np.ndarray) -> np.ndarray | RowBands:
-    """What ``upscale_files`` writes: the output as bands, computed as the writer takes them
-    (memory for one row of tiles, not the image), or, to be resized (``outscale``), the array."""
-    if runner.outscale is not None:
-        return runner(image)
+def _upscaled(runner: Upscaler, image: np.ndarray) -> RowBands:
+    """What ``upscale_files`` writes: the output as bands, computed (and resized, with
+    ``outscale``) as the writer takes them: memory for one row of tiles, not the image."""
     image, _, _ = runner._checked(image)  # refused here, before any name is claimed
     h, w, c = image.shape
-    s = runner.scale
+    out_h, out_w = runner.output_size(h, w)
     dtype = runner.output_dtype(image.dtype)
-    return RowBands(h * s, w * s, c, dtype, lambda: runner.bands(image))
+    return RowBands(out_h, out_w, c, dtype, lambda: runner.bands(image))
 
 
 def _plan_write(
