@@ -242,8 +242,9 @@ def test_bad_bands_are_refused():
 
 
 def test_lanczos_is_pillows_bit_for_bit():
-    """Each pass is Pillow's (its coefficients and float arithmetic), horizontal first, float32
-    between: equal to Pillow's width resize followed by its height resize. Pillow 13 runs the
+    """Pillow runs the horizontal pass; the vertical one reproduces Pillow's (its weights and
+    float arithmetic), float32 between: equal to Pillow's width resize followed by its height
+    resize. Pillow 13 runs the
     height first in one call when the height shrinks much more than the width (PR 9549);
     outscale scales both axes alike, where a single Pillow call is equal as well."""
     lanczos = Image.Resampling.LANCZOS

@@ -1,4 +1,5 @@
-"""MATLAB's bicubic ``imresize``, exactly, and a fast approximate torch path.
+"""MATLAB's bicubic ``imresize`` and Pillow's Lanczos, exactly, whole or band by band, and a
+fast approximate torch path.
 
 :func:`imresize` reproduces ``imresize(img, scale, 'bicubic')``: cubic kernel with a = -0.5,
 stretched by the scale when downscaling (MATLAB's antialiasing), output size
@@ -19,8 +20,10 @@ computed once and applied tap by tap (in MATLAB's summation order).
 :class:`Resize` runs those passes on an image that arrives band by band (rows, top to bottom)
 and gives its output band by band: every value is computed by the same operations as on the
 whole image, so the bands put together equal the whole resize bit for bit, while only the rows
-a band's kernel reaches are held. It also holds Pillow's Lanczos (``filter="lanczos"``),
-reproduced bit for bit (:func:`_lanczos_contributions`) so that it streams too.
+a band's kernel reaches are held. It also runs Pillow's Lanczos (``filter="lanczos"``): Pillow
+does the horizontal pass (each row's output depends on that row alone), and the vertical pass,
+whose weights Pillow would compute from a band's height instead of the image's, is reproduced
+bit for bit (:func:`_lanczos_contributions`), so that it streams too.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..errors import LightSRError
 
@@ -172,8 +176,8 @@ _STEP_VALUES = 1 << 21
 @dataclass(frozen=True)
 class _Pass:
     axis: int  # 0: rows (vertical), 1: columns (horizontal)
-    weights: np.ndarray
-    index: np.ndarray
+    weights: np.ndarray | None  # None: Pillow's Lanczos runs the pass (_pillow_lanczos_rows)
+    index: np.ndarray | None
 
 
 class Resize:
@@ -234,11 +238,15 @@ class Resize:
                 passes.append(_Pass(axis, w, idx))
             self.out_dtype = self.dtype
         else:
-            # Pillow: the horizontal pass first, each pass only where the size changes
-            for axis in (1, 0):
-                if self.out_size[axis] != self.in_size[axis]:
-                    w, idx = _lanczos_contributions(self.in_size[axis], self.out_size[axis])
-                    passes.append(_Pass(axis, w, idx))
+            # Pillow: the horizontal pass first, each pass only where the size changes. Pillow
+            # itself runs the horizontal one (2.6x numpy's speed, the same values: a row's
+            # output depends on that row alone); the vertical one, which a band cannot hand
+            # to Pillow (its weights depend on the whole height), is reproduced here.
+            if self.out_size[1] != self.in_size[1]:
+                passes.append(_Pass(1, None, None))
+            if self.out_size[0] != self.in_size[0]:
+                w, idx = _lanczos_contributions(self.in_size[0], self.out_size[0])
+                passes.append(_Pass(0, w, idx))
             self.out_dtype = self.dtype if self._peak is not None else np.dtype(np.float32)
         self._passes = passes
 
@@ -267,7 +275,10 @@ class Resize:
 
     def _columns(self, x: np.ndarray, passes: list[_Pass]) -> np.ndarray:
         for p in passes:
-            x = self._after_pass(_resize_axis(x, 1, p.weights, p.index))
+            if p.weights is None or p.index is None:
+                x = _pillow_lanczos_rows(x, self.out_size[1])
+            else:
+                x = self._after_pass(_resize_axis(x, 1, p.weights, p.index))
         return x
 
     # -- running ----------------------------------------------------------------------------
@@ -354,6 +365,17 @@ class Resize:
                         held = [(r0, a) for r0, a in held if r0 + a.shape[0] > keep_from]
         if arrived != in_h:
             raise LightSRError(f"Resize from {in_h} rows got {arrived}: too few rows.")
+
+
+def _pillow_lanczos_rows(x: np.ndarray, width: int) -> np.ndarray:
+    """Pillow's Lanczos of each row of ``x`` (H x W [x C]) to ``width``, channel by channel as
+    float32 ("F") images: float32 (rows x width [x C])."""
+    planes = x[:, :, None] if x.ndim == 2 else x
+    out = np.empty((x.shape[0], width, planes.shape[2]), dtype=np.float32)
+    for c in range(planes.shape[2]):
+        plane = Image.fromarray(np.ascontiguousarray(planes[:, :, c], dtype=np.float32))
+        out[:, :, c] = np.asarray(plane.resize((width, x.shape[0]), Image.Resampling.LANCZOS))
+    return out[:, :, 0] if x.ndim == 2 else out
 
 
 def _rows_of(held: list[tuple[int, np.ndarray]], start: int, stop: int) -> np.ndarray:
