@@ -308,6 +308,10 @@ class Resize:
         before = self._passes if split is None else self._passes[:split]
         after = [] if split is None else self._passes[split + 1 :]
         vertical = None if split is None else self._passes[split]
+        # the vertical pass is always lightsr's own (weights and indices, never Pillow's)
+        v_weights = np.empty((0, 0)) if vertical is None else vertical.weights
+        v_index = np.empty((0, 0), np.int64) if vertical is None else vertical.index
+        assert v_weights is not None and v_index is not None
         in_h, in_w = self.in_size
         held: list[tuple[int, np.ndarray]] = []  # (first row, rows after the `before` passes)
         arrived = 0
@@ -316,8 +320,8 @@ class Resize:
         if vertical is not None:
             # output row i reads rows up to reach[i] (so it can run once they have arrived) and
             # the rows from lowest[i] on are read by row i or a later one (the others go)
-            reach = np.maximum.accumulate(vertical.index.max(axis=1))
-            lowest = np.minimum.accumulate(vertical.index.min(axis=1)[::-1])[::-1]
+            reach = np.maximum.accumulate(v_index.max(axis=1))
+            lowest = np.minimum.accumulate(v_index.min(axis=1)[::-1])[::-1]
         for band in bands:
             band = np.asarray(band)
             if shape is None:
@@ -354,10 +358,10 @@ class Resize:
                 ready = int(np.searchsorted(reach, arrived))  # rows whose every tap has come
                 while emitted < ready:
                     stop = min(ready, emitted + out_step)
-                    index = vertical.index[emitted:stop]
+                    index = v_index[emitted:stop]
                     lo = int(index.min())
                     window = _rows_of(held, lo, int(index.max()) + 1)
-                    x = _resize_axis(window, 0, vertical.weights[emitted:stop], index - lo)
+                    x = _resize_axis(window, 0, v_weights[emitted:stop], index - lo)
                     yield self._finish(self._columns(self._after_pass(x), after))
                     emitted = stop
                     if emitted < len(lowest):
