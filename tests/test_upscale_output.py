@@ -357,6 +357,30 @@ def test_outscale_is_the_network_then_matlab_bicubic_or_lanczos(tmp_path):
     assert np.array_equal(read_image(tmp_path / "in_x3.5.png"), want)
 
 
+@pytest.mark.parametrize(
+    "fmt, c, dtype, outscale, filter",
+    [
+        ("png", 4, np.uint8, 1.5, "bicubic"),  # shrinks the x2 network's output
+        ("tiff", 3, np.uint16, 3.5, "lanczos"),  # written strip by strip
+        ("png", 1, np.uint16, 2.5, "bicubic"),
+        ("tiff", 3, np.uint8, 3.5, "lanczos"),  # 8-bit: Pillow's image filled band by band
+    ],
+)
+def test_outscale_files_are_the_whole_call(tmp_path, fmt, c, dtype, outscale, filter):
+    """upscale_files resizes the network's bands as they come (Upscaler.bands): the file holds
+    the whole call's pixels, at the outscale's size, in every writer."""
+    img = _image(37, 29, c=c, dtype=dtype, seed=6)
+    src = tmp_path / f"in.{'tif' if fmt == 'tiff' else 'png'}"
+    write_image(src, img if c > 1 else img[:, :, 0])
+    runner = Upscaler(_net(), tile=8, outscale=outscale, outscale_filter=filter, progress=False)
+    report = _quiet(upscale_files, src, tmp_path / "out", model=runner, format=fmt)
+    assert not report.failed and len(report.written) == 1
+    got = read_image(report.written[0][1])
+    want = Upscaler(_net(), tile=None, outscale=outscale, outscale_filter=filter)(img)
+    assert got.shape[:2] == runner.output_size(37, 29) and got.dtype == want.dtype
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
+
+
 def test_outscale_keeps_alpha_and_16_bits():
     rgba = np.concatenate(
         [_image(9, 11, dtype=np.uint16), _image(9, 11, c=1, dtype=np.uint16, seed=2)], axis=2
