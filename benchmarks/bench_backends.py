@@ -432,7 +432,10 @@ default `auto`) choose what runs the model:
 - `openvino`: the same export (or int8's QDQ graph) run by OpenVINO's CPU plugin, fp32, int8,
   or bf16 where the CPU has native bf16 (refused elsewhere: OpenVINO would quietly compute
   f32); `pip install lightsr[openvino]`. Its precision hint is f32 for fp32 and int8 graphs,
-  so the convs int8 keeps in fp32 stay fp32 on a bf16 CPU.
+  so the convs int8 keeps in fp32 stay fp32 on a bf16 CPU. `lightsr export --openvino`
+  writes that model as an OpenVINO IR (`.xml` + `.bin`, fp32 weights; `--weights
+  NAME_int8`: the int8 graph, equal to what this backend runs, `tests/test_int8_entries.py`)
+  for deployments that load IR with OpenVINO alone.
 - `auto`, on the CPU: OpenVINO where installed, else ONNX Runtime, else torch, for fp32, int8
   and native bf16. Why: on a quiet machine (AMD EPYC Zen 1, the tables below) OpenVINO ran
   fp32 fastest of every path for all three models (`fp32_ov`), and int8 faster than ONNX

@@ -1,4 +1,5 @@
-"""lightsr.export: ONNX and TorchScript from the folded model match PyTorch at other sizes."""
+"""lightsr.export: ONNX, TorchScript and OpenVINO IR from the folded model match PyTorch at
+other sizes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from conftest import shared_path
 
 import lightsr
 from lightsr.cli import main
-from lightsr.errors import LightSRError
+from lightsr.errors import LightSRError, OutputExistsError
 from lightsr.export import (
     PARITY_TOLERANCE,
     TORCHSCRIPT_METADATA_FILE,
@@ -49,6 +50,70 @@ def test_onnx_matches_pytorch_at_two_sizes(tmp_path, name):
     if name == "fmen_s":
         assert report.params == sum(p.numel() for p in lightsr.reparameterize(model).parameters())
         assert report.params < sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["fmen_s", "maffsrn"])
+def test_openvino_ir_matches_pytorch_and_describes_itself(tmp_path, name):
+    pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    model = _model(name)
+    path = tmp_path / f"{name}.xml"
+    report = export_model(model, path, weights="w")
+    assert report.format == "openvino" and report.parity_status == "ok" and report.ok
+    assert [p["input_hw"] for p in report.parity] == [[32, 32], [45, 61]]
+    assert (tmp_path / f"{name}.bin").stat().st_size > 4 * report.params  # fp32 weights
+    assert 'element_type="f16"' not in path.read_text()  # not save_model's fp16 default
+    want = _expected_metadata(model, weights="w")
+    assert read_export_metadata(path) == want == report.metadata
+    # as an OpenVINO user reads it, at a third size (MAFFSRN resizes to a shape it reads)
+    core = ov.Core()
+    ir = core.read_model(str(path))
+    assert ir.get_rt_info(["lightsr"]).value["arch"] == name
+    ir.reshape({0: ov.PartialShape([1, 3, 23, 37])})
+    compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = torch.rand(1, 3, 23, 37)
+    y = torch.from_numpy(compiled.create_infer_request().infer({0: x.numpy()})[0].copy())
+    with torch.no_grad():
+        ref = model(x)
+    assert y.shape == (1, 3, 46, 74) and (y - ref).abs().max() <= PARITY_TOLERANCE
+
+
+def test_openvino_ir_never_replaces_a_bin_and_needs_an_xml_name(tmp_path):
+    pytest.importorskip("openvino")
+    binary = tmp_path / "m.bin"
+    binary.write_bytes(b"someone else's weights")
+    with pytest.raises(OutputExistsError, match="m.bin"):
+        export_model(_model("fsrcnn"), tmp_path / "m.xml")
+    assert binary.read_bytes() == b"someone else's weights"
+    assert not (tmp_path / "m.xml").exists()
+    with pytest.raises(LightSRError, match="name it 'm.xml'"):
+        export_model(_model("fsrcnn"), tmp_path / "m.ir", format="openvino")
+    report = export_model(_model("fsrcnn"), tmp_path / "m.xml", overwrite=True)
+    assert report.ok and binary.read_bytes() != b"someone else's weights"
+
+
+def test_cli_export_openvino_beside_onnx(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)
+    argv = ["export", "--model", "fsrcnn", "--scale", "2", "--onnx", "--openvino", "-o", "m.xml"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "m.onnx (onnx): parity ok" in out and "m.xml (openvino): parity ok" in out
+    for name in ("m.onnx", "m.onnx.json", "m.xml", "m.bin", "m.xml.json"):
+        assert (tmp_path / name).is_file(), name
+    assert main([*argv[:-2], "--openvino", "-o", "ir"]) == 0  # a stem: ir.xml + ir.bin
+    assert (tmp_path / "ir.xml").is_file() and (tmp_path / "ir.bin").is_file()
+    assert main(argv) == 2  # never silently replaced
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_openvino_export_without_openvino_names_the_fix(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(LightSRError, match=r"lightsr\[openvino\]"):
+        export_model(_model("fsrcnn"), tmp_path / "m.xml")
+    assert not (tmp_path / "m.xml").exists() and not (tmp_path / "m.bin").exists()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -91,7 +156,7 @@ def test_onnx_without_onnx_package_names_the_fix(tmp_path, monkeypatch):
 
 
 def test_unknown_suffix_is_refused(tmp_path):
-    with pytest.raises(LightSRError, match=".onnx or .pt"):
+    with pytest.raises(LightSRError, match=r"\.onnx, \.pt or \.xml \(OpenVINO IR\)"):
         export_model(_model("fmen_s"), tmp_path / "m.bin")
 
 
@@ -146,6 +211,22 @@ def test_a_file_failing_the_check_is_removed(tmp_path, monkeypatch, fault):
         export_model(_model("fsrcnn"), path)
     assert str(path) in str(info.value)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a sidecar, nor a temp file
+
+
+def test_an_ir_failing_the_check_is_removed_with_its_bin(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    import lightsr.export
+
+    real = lightsr.export._export_openvino
+
+    def broken(*args):
+        run, reference = real(*args)  # the .xml and .bin are written here
+        return (lambda inp: run(inp)[..., :-1]), reference
+
+    monkeypatch.setattr(lightsr.export, "_export_openvino", broken)
+    with pytest.raises(LightSRError, match="[Rr]emoved"):
+        export_model(_model("fsrcnn"), tmp_path / "m.xml")
+    assert list(tmp_path.iterdir()) == []  # no .xml, .bin, sidecar or temp file
 
 
 # ---- metadata in the exported files ---------------------------------------------------------

@@ -115,10 +115,33 @@ def test_export_of_an_int8_name_writes_the_graph_upscale_runs(tmp_path, small_ca
     assert np.array_equal(got, runner.int8(x).numpy())
 
 
+def test_openvino_ir_of_an_int8_name_is_what_the_openvino_backend_runs(tmp_path, small_calibration):
+    ov = pytest.importorskip("openvino")
+    path = tmp_path / "q.xml"
+    assert main(["export", "--weights", INT8, "--openvino", "-o", str(path)]) == 0
+    assert (tmp_path / "q.bin").is_file()
+    meta = read_export_metadata(path)
+    assert (meta["precision"], meta["weights"]) == ("int8", INT8)
+    sidecar = json.loads((tmp_path / "q.xml.json").read_text())
+    assert (
+        sidecar["parity_status"] == "ok" and max(p["max_abs_diff"] for p in sidecar["parity"]) == 0
+    )
+    # read as any OpenVINO user would, at another size: the openvino backend's int8 values
+    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({0: ov.PartialShape([1, 3, 20, 28])})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled.create_infer_request().infer({0: x.numpy()})[0]
+    runner = Upscaler(lightsr.load(BASE), tile=None, precision="int8", backend="openvino")
+    assert runner.int8 is not None
+    assert np.array_equal(got, runner.int8(x).numpy())
+
+
 @pytest.mark.parametrize(
     "argv, says",
     [
-        (["export", "--weights", INT8, "--torchscript"], "exports to ONNX only"),
+        (["export", "--weights", INT8, "--torchscript"], "exports to ONNX or OpenVINO IR only"),
         (["profile", "--weights", INT8, "--no-runtime"], f"profile --weights {BASE}"),
         (["compare", "x.png", "--weights", INT8, "--report", "r"], f"compare --weights {BASE}"),
     ],

@@ -1,4 +1,5 @@
-"""Export to ONNX and TorchScript, from the folded (inference) model, with a parity check.
+"""Export to ONNX, TorchScript and OpenVINO IR, from the folded (inference) model, with a
+parity check.
 
 Both formats take float32 RGB in [0, 1], NCHW, any height and width (at least the model's
 ``min_input_size``), and return float32 RGB (unclamped) at ``scale`` times the size, like the
@@ -12,12 +13,20 @@ so a size baked into the graph shows up as a failure).
   reason, without it (``pip install lightsr[onnx]`` installs both).
 - TorchScript: ``torch.jit.trace`` of the folded model (``SRModel.check_input`` is skipped while
   tracing), checked at another size.
+- OpenVINO IR (``lightsr export --openvino``; ``<name>.xml`` and its weights ``<name>.bin``):
+  the ONNX export converted by OpenVINO (``pip install lightsr[openvino]``), weights kept in
+  fp32 (OpenVINO's ``save_model`` would halve them to fp16 by default), dynamic height and
+  width; checked by OpenVINO's CPU plugin at f32 (its default on a CPU with native bf16 would
+  be bf16), as ``lightsr upscale --backend openvino`` runs it. The .bin is published before
+  the .xml that names it, each atomically.
 
 Both files describe themselves (:func:`export_metadata`; read back with
 :func:`read_export_metadata`): architecture, builder options, scale, input/output range and
 layout, the lightsr version, the sha256 of the source weights and, for named weights, their name.
 ONNX holds them as ``metadata_props`` (``onnxruntime``:
-``session.get_modelmeta().custom_metadata_map``), TorchScript as the extra file
+``session.get_modelmeta().custom_metadata_map``), OpenVINO IR in its ``rt_info`` under
+``lightsr`` (``core.read_model(path).get_rt_info(["lightsr"]).value``), TorchScript as the
+extra file
 ``lightsr_metadata.json`` (``torch.jit.load(path, _extra_files={"lightsr_metadata.json": ""})``;
 libtorch: ``torch::jit::load(path, device, extra_files)``). The check reads them back from the
 written file and fails when they differ from what was meant to be written.
@@ -25,9 +34,10 @@ written file and fails when they differ from what was meant to be written.
 **int8** (``precision="int8"``; ``lightsr export --weights NAME_int8 --onnx``): the statically
 quantized QDQ graph of :func:`lightsr.quantize.quantize_int8`, the one ``lightsr upscale
 --precision int8`` runs (made, or read from lightsr's cache, with the same settings), written
-as ONNX only (TorchScript cannot hold it) with ``precision: int8`` in its metadata. Its parity
-is checked against that quantized graph run in memory: the written file must compute the same
-values (what int8 costs against fp32 is measured on images, docs/ZOO.md, not here).
+as ONNX or OpenVINO IR (TorchScript cannot hold it) with ``precision: int8`` in its metadata.
+Its parity is checked against that quantized graph run in memory by the same engine (ONNX
+Runtime for ONNX, OpenVINO for IR): the written file must compute the same values (what int8
+costs against fp32 is measured on images, docs/ZOO.md, not here).
 """
 
 from __future__ import annotations
@@ -37,12 +47,14 @@ import copy
 import io
 import json
 import os
+import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._version import __version__
@@ -53,7 +65,10 @@ from .hub import cache_dir
 from .models.base import SRModel
 from .quantize import ONNX_OPSET, Int8Model, onnx_graph_bytes, quantize_int8
 
-FORMATS = ("onnx", "torchscript")
+#: The section of an OpenVINO IR's rt_info that holds lightsr's metadata.
+OPENVINO_METADATA_SECTION = "lightsr"
+
+FORMATS = ("onnx", "torchscript", "openvino")
 #: What :func:`export_model` writes: the fp32 folded model, or its int8 quantization (ONNX).
 EXPORT_PRECISIONS = ("fp32", "int8")
 #: The TorchScript extra file holding the metadata (JSON object of strings).
@@ -138,14 +153,17 @@ def export_metadata(
 
 def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a file written by :func:`export_model` (see :func:`export_metadata`),
-    from an ONNX file's ``metadata_props`` or a TorchScript file's extra file. The TorchScript
-    archive is read as a zip (no module is loaded); ONNX needs the ``onnx`` package.
+    from an ONNX file's ``metadata_props``, an OpenVINO IR's ``rt_info`` (a ``.xml`` file) or a
+    TorchScript file's extra file. The TorchScript archive is read as a zip (no module is
+    loaded); ONNX needs the ``onnx`` package, IR the ``openvino`` one.
 
     Raises :class:`~lightsr.errors.LightSRError` for a file that is neither, or that holds no
     lightsr metadata (exported by another tool or an older lightsr)."""
     path = Path(path)
     if not path.is_file():
         raise LightSRError(f"{str(path)!r} does not exist (or is not a file).")
+    if path.suffix.lower() == ".xml":
+        return _read_openvino_metadata(path)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = [
@@ -189,6 +207,34 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
+def _read_openvino_metadata(path: Path) -> dict[str, str]:
+    ov = _import_openvino_for(f"reading {str(path)!r} (an OpenVINO IR)")
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own exception types
+        raise LightSRError(
+            f"{str(path)!r} is not an OpenVINO IR that OpenVINO can read (with its .bin "
+            f"beside it): {type(exc).__name__}: {exc}"
+        ) from None
+    if not model.has_rt_info([OPENVINO_METADATA_SECTION, "arch"]):
+        raise LightSRError(
+            f"{str(path)!r} holds no lightsr metadata: it was not written by `lightsr export`; "
+            "export it again."
+        )
+    section = model.get_rt_info([OPENVINO_METADATA_SECTION]).value
+    return {str(k): str(v) for k, v in section.items()}
+
+
+def _import_openvino_for(what: str):
+    try:
+        import openvino as ov
+    except ImportError:
+        raise LightSRError(
+            f"{what} needs OpenVINO: pip install openvino onnx  (or lightsr[openvino])."
+        ) from None
+    return ov
+
+
 def _metadata_difference(written: dict[str, str], read: dict[str, str]) -> str:
     keys = sorted(set(written) | set(read))
     diffs = [
@@ -225,7 +271,8 @@ def export_model(
     calibration: Any = None,
 ) -> ExportReport:
     """Fold ``model`` and export it to ``path`` (format from ``format`` or the suffix:
-    ``.onnx`` -> ONNX, ``.pt``/``.ts``/``.torchscript`` -> TorchScript); write the JSON sidecar
+    ``.onnx`` -> ONNX, ``.pt``/``.ts``/``.torchscript`` -> TorchScript, ``.xml`` -> OpenVINO IR,
+    with its weights in the ``.bin`` beside it); write the JSON sidecar
     ``<path>.json`` and return its content as an :class:`ExportReport`.
 
     The file carries :func:`export_metadata` (``source_sha256``: of the weights file;
@@ -233,7 +280,7 @@ def export_model(
     written file (``metadata_status``) and the outputs compared with PyTorch's
     (``parity_status``); either failing makes ``report.ok`` False.
 
-    ``precision``: "fp32" (the folded model as it is) or "int8" (ONNX only: the quantized
+    ``precision``: "fp32" (the folded model as it is) or "int8" (ONNX or IR: the quantized
     graph ``lightsr upscale --precision int8`` runs, see the module docstring); ``calibration``:
     what int8 calibrates on, as :func:`lightsr.quantize.quantize_int8` takes it (None: generated
     patches, the graph ``upscale`` runs by default).
@@ -251,18 +298,24 @@ def export_model(
         raise LightSRError(
             f"export precision {precision!r} is not one of {', '.join(EXPORT_PRECISIONS)}."
         )
-    if precision == "int8" and fmt != "onnx":
+    if precision == "int8" and fmt == "torchscript":
         raise LightSRError(
-            "int8 exports to ONNX only (the quantized QDQ graph ONNX Runtime runs): use --onnx, "
-            "or export the fp32 weights to TorchScript."
+            "int8 exports to ONNX or OpenVINO IR only (the quantized QDQ graph the engines "
+            "run): use --onnx or --openvino, or export the fp32 weights to TorchScript."
+        )
+    if fmt == "openvino" and path.suffix.lower() != ".xml":
+        raise LightSRError(
+            f"an OpenVINO IR is a .xml file with its weights in a .bin beside it: name it "
+            f"{path.with_suffix('.xml').name!r}, not {path.name!r}."
         )
     if precision == "int8" and opset != ONNX_OPSET:
         raise LightSRError(f"the int8 graph is made at opset {ONNX_OPSET}: drop --opset {opset}.")
     sidecar = path.with_name(path.name + ".json")
-    taken = [str(p) for p in (path, sidecar) if os.path.lexists(p)]
+    written = [path, sidecar] + ([path.with_suffix(".bin")] if fmt == "openvino" else [])
+    taken = [str(p) for p in written if os.path.lexists(p)]
     if taken and not overwrite:
         raise OutputExistsError(
-            f"{' and '.join(repr(t) for t in taken)} exist{'s' if len(taken) == 1 else ''} and "
+            f"{', '.join(repr(t) for t in taken)} exist{'s' if len(taken) == 1 else ''} and "
             "lightsr replaces files only when told to: pass --overwrite (overwrite=True in "
             "Python) or choose another -o."
         )
@@ -314,6 +367,12 @@ def export_model(
     if fmt == "onnx":
         graph = quantized.onnx if quantized is not None else None
         run = _export_onnx(folded, xs[0], path, opset, report, overwrite, graph=graph)
+    elif fmt == "openvino":
+        graph = quantized.onnx if quantized is not None else None
+        run, reference = _export_openvino(folded, xs[0], path, opset, report, overwrite, graph)
+        if quantized is not None:
+            # the int8 graph as the openvino backend runs it, not as ONNX Runtime does
+            refs = [reference(x) for x in xs]
     else:
         run = _export_torchscript(folded, xs[0], path, overwrite, report.metadata)
 
@@ -321,7 +380,7 @@ def export_model(
         try:
             read = read_export_metadata(path)
         except LightSRError as exc:
-            _remove(path)  # a file that cannot describe itself is not a finished export
+            _remove(path, fmt)  # a file that cannot describe itself is not a finished export
             raise LightSRError(
                 f"the metadata of the exported {fmt} file cannot be read back ({exc}); removed "
                 f"{str(path)!r}."
@@ -342,13 +401,13 @@ def export_model(
             try:
                 y = run(x)
             except Exception as exc:  # noqa: BLE001 - any runtime failure means a broken file
-                _remove(path)
+                _remove(path, fmt)
                 raise LightSRError(
                     f"the exported {fmt} model fails on input {tuple(x.shape)} "
                     f"({type(exc).__name__}: {exc}); removed {str(path)!r}."
                 ) from exc
             if tuple(y.shape) != tuple(ref.shape):
-                _remove(path)
+                _remove(path, fmt)
                 raise LightSRError(
                     f"the exported {fmt} model gives shape {tuple(y.shape)} for input "
                     f"{tuple(x.shape)}, PyTorch {tuple(ref.shape)}: the size was baked into the "
@@ -364,25 +423,29 @@ def export_model(
     try:
         atomic_write_bytes(sidecar, text.encode("utf-8"), overwrite=overwrite)
     except BaseException:
-        _remove(path)  # without its sidecar it would look like a finished export
+        _remove(path, fmt)  # without its sidecar it would look like a finished export
         raise
     return report
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+def _remove(path: Path, fmt: str) -> None:
+    """Remove what the export of ``path`` wrote (an IR's .bin too)."""
+    for written in [path] + ([path.with_suffix(".bin")] if fmt == "openvino" else []):
+        with contextlib.suppress(FileNotFoundError):
+            written.unlink()
 
 
 def _format_from_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
+    if suffix == ".xml":
+        return "openvino"
     if suffix in (".pt", ".ts", ".torchscript", ".jit"):
         return "torchscript"
     raise LightSRError(
-        f"cannot tell the export format from {str(path)!r}: name it .onnx or .pt, or pass "
-        "--onnx / --torchscript."
+        f"cannot tell the export format from {str(path)!r}: name it .onnx, .pt or .xml "
+        "(OpenVINO IR), or pass --onnx / --torchscript / --openvino."
     )
 
 
@@ -435,6 +498,60 @@ def _export_onnx(
         return torch.from_numpy(session.run(None, {"lr": inp.numpy()})[0])
 
     return run
+
+
+def _export_openvino(
+    folded: SRModel,
+    x: torch.Tensor,
+    path: Path,
+    opset: int,
+    report: ExportReport,
+    overwrite: bool,
+    graph: bytes | None,
+):
+    """Write ``folded``'s ONNX export (or ``graph``: the int8 one) converted to OpenVINO IR
+    (``path`` and its .bin) with the report's metadata in its rt_info; return a runner of the
+    written file and one of the same graph converted in memory (the int8 reference)."""
+    ov = _import_openvino_for("OpenVINO IR export")
+    if graph is None:
+        graph = onnx_graph_bytes(folded, x, opset=opset)
+    core = ov.Core()
+    model = core.read_model(graph)
+    for key, value in report.metadata.items():
+        model.set_rt_info(value, [OPENVINO_METADATA_SECTION, key])
+    report.versions["openvino"] = ov.get_version()
+    report.versions["opset"] = str(opset)
+    report.input["dynamic_axes"] = ["height", "width"]
+    binary = path.with_suffix(".bin")
+    with tempfile.TemporaryDirectory(prefix="lightsr-ir-") as tmp:
+        # saved, then published from Python: each file atomically, the .bin before the .xml
+        # that names it, so no reader ever finds an IR without its weights
+        staged = Path(tmp) / "model.xml"
+        ov.save_model(model, str(staged), compress_to_fp16=False)
+        atomic_write_bytes(binary, staged.with_suffix(".bin").read_bytes(), overwrite=overwrite)
+        try:
+            atomic_write_bytes(path, staged.read_bytes(), overwrite=overwrite)
+        except BaseException:
+            _remove(path, "openvino")
+            raise
+
+    def runner(source: bytes | str):
+        """``source`` (the IR's path, or ONNX bytes) compiled per input shape, run at f32."""
+        compiled: dict[tuple[int, ...], Any] = {}
+
+        def run(inp: torch.Tensor) -> torch.Tensor:
+            key = tuple(inp.shape)
+            if key not in compiled:
+                shaped = core.read_model(source)
+                shaped.reshape({0: ov.PartialShape(list(key))})
+                config = {"INFERENCE_PRECISION_HINT": "f32"}
+                compiled[key] = core.compile_model(shaped, "CPU", config).create_infer_request()
+            out = compiled[key].infer({0: inp.numpy()})[0]
+            return torch.from_numpy(np.array(out, copy=True))
+
+        return run
+
+    return runner(str(path)), runner(graph)
 
 
 def _export_torchscript(

@@ -1,4 +1,5 @@
-"""``lightsr export CHECKPOINT --onnx/--torchscript``: deployable files with a parity check."""
+"""``lightsr export CHECKPOINT --onnx/--torchscript/--openvino``: deployable files with a
+parity check."""
 
 from __future__ import annotations
 
@@ -28,15 +29,19 @@ from ._args import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a model to ONNX / TorchScript (folded, dynamic image size, parity-checked)",
+        help="export a model to ONNX / TorchScript / OpenVINO IR (folded, dynamic image size, "
+        "parity-checked)",
         description=(
             "Export the folded model. Input: float32 RGB in [0, 1], NCHW, any H and W; output "
             "float32 RGB at scale x the size. The file records architecture, options, scale, "
             "input/output range and layout, lightsr version and the source weights' sha256 "
-            "(ONNX metadata_props; TorchScript extra file lightsr_metadata.json), read back "
-            "by the check. A JSON sidecar <file>.json records the max abs difference from "
-            "PyTorch at two input sizes. --weights NAME_int8 (an int8 entry) writes the "
-            "quantized graph `upscale` runs at int8, ONNX only, checked against that graph."
+            "(ONNX metadata_props; OpenVINO IR rt_info, section lightsr; TorchScript extra "
+            "file lightsr_metadata.json), read back by the check. A JSON sidecar "
+            "<file>.json records the max abs difference from PyTorch at two input sizes. "
+            "--openvino writes <name>.xml and <name>.bin (fp32 weights; needs "
+            "lightsr[openvino]). --weights NAME_int8 (an int8 entry) writes the quantized "
+            "graph `upscale` runs at int8, ONNX or IR, checked against that graph run by the "
+            "same engine."
         ),
     )
     p.add_argument(
@@ -53,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=scale_arg, help="scale factor (with --model; checked otherwise)")
     p.add_argument("--onnx", action="store_true", help="write an ONNX file")
     p.add_argument("--torchscript", action="store_true", help="write a TorchScript file")
+    p.add_argument(
+        "--openvino",
+        action="store_true",
+        help="write an OpenVINO IR (.xml and its .bin), what --backend openvino runs",
+    )
     p.add_argument(
         "-o",
         "--out",
@@ -71,8 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.onnx or args.torchscript):
-        raise LightSRError("choose a format: --onnx and/or --torchscript.")
+    if not (args.onnx or args.torchscript or args.openvino):
+        raise LightSRError("choose a format: --onnx, --torchscript and/or --openvino.")
     if args.checkpoint_file and args.checkpoint:
         raise LightSRError(
             "two checkpoints given (CHECKPOINT and --checkpoint): pass the file once."
@@ -86,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
         entry = get_weights(args.weights)
         if entry.precision == "int8" and args.torchscript:
             raise LightSRError(
-                f"--weights {entry.name} is {entry.base} run at int8, which exports to ONNX only "
-                f"(the quantized graph ONNX Runtime runs): drop --torchscript, or export "
-                f"--weights {entry.base} (fp32) to TorchScript."
+                f"--weights {entry.name} is {entry.base} run at int8, which exports to ONNX or "
+                f"OpenVINO IR only (the quantized graph the engines run): drop --torchscript, "
+                f"or export --weights {entry.base} (fp32) to TorchScript."
             )
         resolved = resolve_model(
             model=args.model,
@@ -118,25 +128,37 @@ def run(args: argparse.Namespace) -> int:
         raise LightSRError("name a checkpoint to export, or --model NAME --scale S.")
 
     targets = []
-    single = args.onnx != args.torchscript
+    formats = [
+        (fmt, suffix)
+        for fmt, flag, suffix in (
+            ("onnx", args.onnx, ".onnx"),
+            ("torchscript", args.torchscript, ".pt"),
+            ("openvino", args.openvino, ".xml"),
+        )
+        if flag
+    ]
+    single = len(formats) == 1
     base = Path(args.out) if args.out else Path(stem)
-    if not single and base.suffix.lower() in (".onnx", ".pt"):
-        base = base.with_suffix("")  # both formats: -o names the common stem
-    for fmt, flag, suffix in (
-        ("onnx", args.onnx, ".onnx"),
-        ("torchscript", args.torchscript, ".pt"),
-    ):
-        if flag:
-            path = base if (single and args.out) else base.with_name(base.name + suffix)
-            if args.checkpoint and same_file(path, args.checkpoint):
-                raise OutputPathError(f"{str(path)!r} is the input checkpoint: choose another -o.")
-            # Every target (and its sidecar) is checked before the first is written.
-            for taken in (path, path.with_name(path.name + ".json")):
-                if os.path.lexists(taken) and not args.overwrite:
-                    raise OutputExistsError(
-                        f"{str(taken)!r} exists: pass --overwrite to replace it, or another -o."
-                    )
-            targets.append((fmt, path))
+    if not single and base.suffix.lower() in (".onnx", ".pt", ".xml"):
+        base = base.with_suffix("")  # several formats: -o names the common stem
+    for fmt, suffix in formats:
+        path = base if (single and args.out) else base.with_name(base.name + suffix)
+        if fmt == "openvino" and path.suffix.lower() != ".xml":
+            path = path.with_name(path.name + ".xml")  # an IR is found by its .xml
+        written = [path, path.with_name(path.name + ".json")]
+        if fmt == "openvino":
+            written.append(path.with_suffix(".bin"))
+        for out in written:
+            if args.checkpoint and same_file(out, args.checkpoint):
+                raise OutputPathError(f"{str(out)!r} is the input checkpoint: choose another -o.")
+        # Every target (and its sidecar, and an IR's .bin) is checked before the first is
+        # written.
+        for taken in written:
+            if os.path.lexists(taken) and not args.overwrite:
+                raise OutputExistsError(
+                    f"{str(taken)!r} exists: pass --overwrite to replace it, or another -o."
+                )
+        targets.append((fmt, path))
 
     calibration = int8_calibration_of(
         args, precision, int(model.scale), how="name an int8 entry (--weights NAME_int8 --onnx)"
