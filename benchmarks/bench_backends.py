@@ -71,7 +71,12 @@ from lightsr.export import export_model  # noqa: E402
 from lightsr.hardware import cpu_has_native_bf16, cpu_int8_dot, cpu_kind, machine_record  # noqa: E402
 from lightsr.hub import bundled_weights  # noqa: E402
 from lightsr.metrics import psnr  # noqa: E402
-from lightsr.quantize import default_keep_fp32, image_convs, quantize_int8  # noqa: E402
+from lightsr.quantize import (  # noqa: E402
+    default_keep_fp32,
+    image_convs,
+    openvino_core,
+    quantize_int8,
+)
 from lightsr.upscale import Upscaler  # noqa: E402
 
 RESULTS = bu.ROOT / "benchmarks" / "results" / "backends"
@@ -136,9 +141,8 @@ def _onnxruntime(path: Path, threads: int):
 
 
 def _openvino(source, threads: int, precision: str):
-    import openvino as ov
-
-    core = ov.Core()
+    # lightsr's one Core (quantize.openvino_core says why Cores are not made per model)
+    core = openvino_core()
     model = core.read_model(source)
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
     request = core.compile_model(model, "CPU", config).create_infer_request()
@@ -155,7 +159,7 @@ def openvino_info() -> dict:
         import openvino as ov
     except ImportError:
         return {"available": False, "note": "openvino not importable: pip install openvino"}
-    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    caps = list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     return {"available": True, "version": ov.__version__, "cpu_capabilities": caps}
 
 

@@ -303,3 +303,40 @@ def test_a_cache_entry_the_engine_cannot_load_is_made_again(tmp_path) -> None:
     assert (runner(x) - folded(x)).abs().max() <= FLOAT_TOL
     (entry,) = tmp_path.glob(f"{key}-*.onnx")  # the refused entry is gone, the export kept
     assert entry.read_bytes() == runner.onnx
+
+
+# Two OpenVINO runners dropped in the order they were made, then Ctrl-C. Run in a child: the
+# failure this guards against kills the whole process (SIGSEGV, no traceback).
+_TWO_RUNNERS_THEN_CTRL_C = """
+import gc, os, signal
+import numpy as np, torch
+import lightsr
+from lightsr.quantize import openvino_model
+
+torch.manual_seed(0)
+first, second = (openvino_model(lightsr.create_model("fsrcnn", scale=s)) for s in (2, 3))
+first(torch.rand(1, 3, 12, 12))
+second(torch.rand(1, 3, 12, 12))
+del first
+gc.collect()
+del second
+gc.collect()
+handled = []
+signal.signal(signal.SIGINT, lambda *_: handled.append(True))
+os.kill(os.getpid(), signal.SIGINT)
+print("handled" if handled else "not handled")
+"""
+
+
+@requires_openvino
+def test_ctrl_c_after_openvino_runners_come_and_go_is_handled():
+    """Each openvino.Core swaps the thread's alternate signal stack and puts the previous one
+    back when it goes: Cores dropped in creation order left a freed stack, and Ctrl-C then
+    killed the process. lightsr keeps one Core (quantize.openvino_core)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _TWO_RUNNERS_THEN_CTRL_C], capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-500:]}"
+    assert done.stdout.strip().endswith("handled") and "not" not in done.stdout

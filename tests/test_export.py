@@ -20,6 +20,7 @@ from lightsr.export import (
     export_model,
     read_export_metadata,
 )
+from lightsr.quantize import openvino_core
 
 
 def _model(name: str, scale: int = 2):
@@ -66,7 +67,7 @@ def test_openvino_ir_matches_pytorch_and_describes_itself(tmp_path, name):
     want = _expected_metadata(model, weights="w")
     assert read_export_metadata(path) == want == report.metadata
     # as an OpenVINO user reads it, at a third size (MAFFSRN resizes to a shape it reads)
-    core = ov.Core()
+    core = openvino_core()  # lightsr's: see openvino_core for why not a second
     ir = core.read_model(str(path))
     assert ir.get_rt_info(["lightsr"]).value["arch"] == name
     ir.reshape({0: ov.PartialShape([1, 3, 23, 37])})

@@ -128,7 +128,7 @@ def test_openvino_ir_of_an_int8_name_is_what_the_openvino_backend_runs(tmp_path,
     )
     # read as any OpenVINO user would, at another size: the openvino backend's int8 values
     x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(1))
-    core = ov.Core()
+    core = quantize.openvino_core()  # lightsr's: see openvino_core for why not a second
     model = core.read_model(str(path))
     model.reshape({0: ov.PartialShape([1, 3, 20, 28])})
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

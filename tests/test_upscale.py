@@ -27,6 +27,7 @@ from lightsr.upscale import (
     _tile_windows,
     auto_tile_size,
     output_path,
+    resize_image,
     upscale_files,
     upscale_image,
 )
@@ -249,6 +250,14 @@ def test_bands_with_outscale_are_the_call_bit_for_bit(c, dtype, tile, outscale, 
     runner = Upscaler(model, tile=tile, overlap=3, outscale=outscale, outscale_filter=filter)
     whole = runner(img)
     assert whole.shape[:2] == runner.output_size(61, 47)
+    # the network's whole output, then the whole-image resize: what the bands must equal
+    network = Upscaler(model, tile=tile, overlap=3)(img)
+    resized = resize_image(
+        network if network.ndim == 3 else network[:, :, None],
+        runner.output_size(61, 47),
+        filter=filter,
+    )
+    np.testing.assert_array_equal(whole, resized.reshape(whole.shape))
     joined, heights = _joined(runner, img)
     assert joined.dtype == whole.dtype
     np.testing.assert_array_equal(joined, whole)

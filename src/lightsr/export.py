@@ -63,7 +63,7 @@ from .deploy import reparameterize
 from .errors import LightSRError, OutputExistsError
 from .hub import cache_dir
 from .models.base import SRModel
-from .quantize import ONNX_OPSET, Int8Model, onnx_graph_bytes, quantize_int8
+from .quantize import ONNX_OPSET, Int8Model, onnx_graph_bytes, openvino_core, quantize_int8
 
 #: The section of an OpenVINO IR's rt_info that holds lightsr's metadata.
 OPENVINO_METADATA_SECTION = "lightsr"
@@ -208,9 +208,9 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _read_openvino_metadata(path: Path) -> dict[str, str]:
-    ov = _import_openvino_for(f"reading {str(path)!r} (an OpenVINO IR)")
+    core = openvino_core(f"reading {str(path)!r} (an OpenVINO IR)")
     try:
-        model = ov.Core().read_model(str(path))
+        model = core.read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own exception types
         raise LightSRError(
             f"{str(path)!r} is not an OpenVINO IR that OpenVINO can read (with its .bin "
@@ -223,16 +223,6 @@ def _read_openvino_metadata(path: Path) -> dict[str, str]:
         )
     section = model.get_rt_info([OPENVINO_METADATA_SECTION]).value
     return {str(k): str(v) for k, v in section.items()}
-
-
-def _import_openvino_for(what: str):
-    try:
-        import openvino as ov
-    except ImportError:
-        raise LightSRError(
-            f"{what} needs OpenVINO: pip install openvino onnx  (or lightsr[openvino])."
-        ) from None
-    return ov
 
 
 def _metadata_difference(written: dict[str, str], read: dict[str, str]) -> str:
@@ -512,10 +502,11 @@ def _export_openvino(
     """Write ``folded``'s ONNX export (or ``graph``: the int8 one) converted to OpenVINO IR
     (``path`` and its .bin) with the report's metadata in its rt_info; return a runner of the
     written file and one of the same graph converted in memory (the int8 reference)."""
-    ov = _import_openvino_for("OpenVINO IR export")
+    core = openvino_core("OpenVINO IR export")
+    import openvino as ov  # importable: openvino_core has made its Core
+
     if graph is None:
         graph = onnx_graph_bytes(folded, x, opset=opset)
-    core = ov.Core()
     model = core.read_model(graph)
     for key, value in report.metadata.items():
         model.set_rt_info(value, [OPENVINO_METADATA_SECTION, key])

@@ -591,9 +591,29 @@ def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np
 _OPENVINO_SHAPES_KEPT = 2
 
 
+_OPENVINO_CORE: Any = None
+
+
+def openvino_core(what: str = "the openvino backend") -> Any:
+    """The one ``openvino.Core`` lightsr uses in this process, made on first use and kept.
+
+    Why one, kept: each Core's CPU plugin points the calling thread's alternate signal stack
+    (``sigaltstack``) at a stack of its own while it lives and puts the previous one back when
+    it goes. Two Cores that go in the order they came (the first runner dropped before the
+    second) leave the thread pointing at a freed stack, and the next signal Python handles
+    there (Ctrl-C: its handlers run on the alternate stack) kills the process with SIGSEGV,
+    with no traceback and no clean-up (tests/test_backend.py). ``what`` names the feature in
+    the error when OpenVINO is not installed."""
+    global _OPENVINO_CORE
+    ov = _import_openvino(what)  # checked on every call: the error names the feature
+    if _OPENVINO_CORE is None:
+        _OPENVINO_CORE = ov.Core()
+    return _OPENVINO_CORE
+
+
 def _openvino_runner(model: bytes, threads: int, hint: str) -> Callable[[np.ndarray], np.ndarray]:
     ov = _import_openvino("the openvino backend")
-    core = ov.Core()
+    core = openvino_core()
     source = core.read_model(model)
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint}
     # Compiled per input shape, the last two kept. With the export's fully dynamic height and
@@ -1019,6 +1039,7 @@ __all__ = [
     "onnxruntime_available",
     "onnxruntime_model",
     "openvino_available",
+    "openvino_core",
     "openvino_model",
     "quantize_int8",
     "save_int8",

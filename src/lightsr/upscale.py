@@ -804,9 +804,8 @@ class Upscaler:
     ) -> None:
         """Raise :class:`LightSRError` when an ``height`` x ``width`` input would make an
         output over ``max_output_pixels``, saying how large and what to pass to allow it. With
-        ``outscale`` the larger of the network's output and the final image counts (a call
-        holds both; files are written from bands, but the network's time grows with its
-        output)."""
+        ``outscale`` the larger of the network's output and the final image counts (neither is
+        held whole beside the other, but the network's time grows with its output)."""
         limit = self.max_output_pixels
         if limit is None:
             return
@@ -861,10 +860,17 @@ class Upscaler:
         :meth:`output_size`); a 2-D input gives a 2-D output."""
         image, squeeze, peak = self._checked(image)
         h, w, c = image.shape
-        out = self._upscale_window(image, peak, (h, w), alpha_constant=None)
         size = self.output_size(h, w)
-        if size != out.shape[:2]:
-            out = resize_image(out, size, filter=self.outscale_filter)
+        if size == (h * self.scale, w * self.scale):
+            out = self._upscale_window(image, peak, (h, w), alpha_constant=None)
+        else:
+            # resized as the network's rows of tiles come (bands): the network's whole output
+            # is never held beside the final image
+            out = np.empty((*size, c), dtype=self.output_dtype(image.dtype))
+            row = 0
+            for band in self.bands(image):
+                out[row : row + band.shape[0]] = band
+                row += band.shape[0]
         return out[:, :, 0] if squeeze else out
 
     def bands(self, image: np.ndarray) -> Iterator[np.ndarray]:
