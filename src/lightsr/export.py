@@ -358,8 +358,13 @@ def export_model(
         graph = quantized.onnx if quantized is not None else None
         run = _export_onnx(folded, xs[0], path, opset, report, overwrite, graph=graph)
     elif fmt == "openvino":
-        graph = quantized.onnx if quantized is not None else None
-        run, reference = _export_openvino(folded, xs[0], path, opset, report, overwrite, graph)
+        openvino_core("OpenVINO IR export")  # before exporting: the error names the extra
+        if quantized is not None:
+            graph = quantized.onnx
+        else:
+            graph = onnx_graph_bytes(folded, xs[0], opset=opset)
+        report.versions["opset"] = str(opset)  # the int8 graph's is checked to be the same
+        run, reference = _export_openvino(graph, path, report, overwrite)
         if quantized is not None:
             # the int8 graph as the openvino backend runs it, not as ONNX Runtime does
             refs = [reference(x) for x in xs]
@@ -490,28 +495,18 @@ def _export_onnx(
     return run
 
 
-def _export_openvino(
-    folded: SRModel,
-    x: torch.Tensor,
-    path: Path,
-    opset: int,
-    report: ExportReport,
-    overwrite: bool,
-    graph: bytes | None,
-):
-    """Write ``folded``'s ONNX export (or ``graph``: the int8 one) converted to OpenVINO IR
-    (``path`` and its .bin) with the report's metadata in its rt_info; return a runner of the
-    written file and one of the same graph converted in memory (the int8 reference)."""
+def _export_openvino(graph: bytes, path: Path, report: ExportReport, overwrite: bool):
+    """Write the ONNX ``graph`` (the folded model's export, or the int8 one) converted to
+    OpenVINO IR (``path`` and its .bin) with the report's metadata in its rt_info; return a
+    runner of the written file and one of the same graph converted in memory (the int8
+    reference)."""
     core = openvino_core("OpenVINO IR export")
     import openvino as ov  # importable: openvino_core has made its Core
 
-    if graph is None:
-        graph = onnx_graph_bytes(folded, x, opset=opset)
     model = core.read_model(graph)
     for key, value in report.metadata.items():
         model.set_rt_info(value, [OPENVINO_METADATA_SECTION, key])
     report.versions["openvino"] = ov.get_version()
-    report.versions["opset"] = str(opset)
     report.input["dynamic_axes"] = ["height", "width"]
     binary = path.with_suffix(".bin")
     with tempfile.TemporaryDirectory(prefix="lightsr-ir-") as tmp:
