@@ -290,11 +290,18 @@ class Resize:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The whole of ``image`` (``in_size``) resized."""
         image = np.asarray(image)
+        bands = self.bands([image])
+        first = next(bands)
+        if first.shape[0] == self.out_size[0]:  # one step: the band is the image (a new array)
+            for _ in bands:  # nothing left; runs the generator's final checks
+                raise AssertionError("Resize gave rows past the output's height")
+            return first
         out = np.empty(
             self.output_shape(image.shape[2] if image.ndim == 3 else None), self.out_dtype
         )
-        row = 0
-        for band in self.bands([image]):
+        out[: first.shape[0]] = first
+        row = first.shape[0]
+        for band in bands:
             out[row : row + band.shape[0]] = band
             row += band.shape[0]
         return out
