@@ -321,7 +321,11 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
     peak = usage.ru_maxrss * 1024
     name = path + WHOLE_SUFFIX if args.whole_output else path
     if args.src is not None:
-        name += f"@{commit_of(args.src)}"
+        # in the parent only, as in save(): the children are what is measured
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_startup import commit_of
+
+        name += f"@{commit_of(args.src) or args.src.name}"
     record: dict[str, Any] = {
         "path": name,
         "src": None if args.src is None else str(args.src),
@@ -342,14 +346,6 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
             **record,
         }
     return {"measured": True, **record, "under_limit": peak < LIMIT_BYTES, **json.loads(line[6:])}
-
-
-def commit_of(src: Path) -> str:
-    """The short commit of the checkout holding ``src`` (a path with no git: its name)."""
-    done = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return done.stdout.strip() if done.returncode == 0 else src.name
 
 
 def summary_line(r: dict[str, Any]) -> str:

@@ -93,7 +93,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--src", type=Path, help="another checkout's src folder to measure")
-    parser.add_argument("--label", help="the record's name (default: this checkout)")
+    parser.add_argument(
+        "--label", help="the record's name (default: this checkout, or --src's commit)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
@@ -101,6 +103,7 @@ def main() -> int:
         print("CHILD " + json.dumps(child(args.rounds)), flush=True)
         return 0
     from bench_backends import cpu_slug
+    from bench_startup import commit_of
 
     from lightsr.atomic import atomic_write_text
     from lightsr.hardware import cpu_kind, machine_record
@@ -108,7 +111,9 @@ def main() -> int:
     env = dict(os.environ)
     if args.src is not None:
         env["LIGHTSR_BENCH_SRC"] = str(args.src.resolve())
-    label = args.label or ("this checkout" if args.src is None else str(args.src))
+    label = args.label or (
+        "this checkout" if args.src is None else commit_of(args.src) or str(args.src)
+    )
     done = subprocess.run(
         [sys.executable, __file__, "--child", "--rounds", str(args.rounds)],
         env=env,

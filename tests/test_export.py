@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,6 +92,26 @@ def test_openvino_ir_never_replaces_a_bin_and_needs_an_xml_name(tmp_path):
         export_model(_model("fsrcnn"), tmp_path / "m.ir", format="openvino")
     report = export_model(_model("fsrcnn"), tmp_path / "m.xml", overwrite=True)
     assert report.ok and binary.read_bytes() != b"someone else's weights"
+
+
+def test_an_xml_appearing_meanwhile_is_left_alone_and_no_bin_is_left(tmp_path, monkeypatch):
+    """Another process creates the .xml after the check and before lightsr publishes its own:
+    lightsr's export fails naming it, leaves that file as it was and takes its .bin back."""
+    pytest.importorskip("openvino")
+    import lightsr.export
+
+    real = lightsr.export.atomic_write_bytes
+
+    def racing(target, data, **kwargs):
+        if Path(target).suffix == ".xml":
+            Path(target).write_text("another process's IR")
+        return real(target, data, **kwargs)
+
+    monkeypatch.setattr(lightsr.export, "atomic_write_bytes", racing)
+    with pytest.raises(OutputExistsError):
+        export_model(_model("fsrcnn"), tmp_path / "m.xml")
+    assert (tmp_path / "m.xml").read_text() == "another process's IR"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.xml"]
 
 
 def test_cli_export_openvino_beside_onnx(tmp_path, capsys, monkeypatch):

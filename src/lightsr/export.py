@@ -54,7 +54,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ._version import __version__
@@ -63,7 +62,14 @@ from .deploy import reparameterize
 from .errors import LightSRError, OutputExistsError
 from .hub import cache_dir
 from .models.base import SRModel
-from .quantize import ONNX_OPSET, Int8Model, onnx_graph_bytes, openvino_core, quantize_int8
+from .quantize import (
+    ONNX_OPSET,
+    Int8Model,
+    onnx_graph_bytes,
+    openvino_core,
+    openvino_runner,
+    quantize_int8,
+)
 
 #: The section of an OpenVINO IR's rt_info that holds lightsr's metadata.
 OPENVINO_METADATA_SECTION = "lightsr"
@@ -518,24 +524,15 @@ def _export_openvino(graph: bytes, path: Path, report: ExportReport, overwrite: 
         try:
             atomic_write_bytes(path, staged.read_bytes(), overwrite=overwrite)
         except BaseException:
-            _remove(path, "openvino")
+            # only the .bin is this call's: an .xml that appeared meanwhile is someone else's
+            with contextlib.suppress(FileNotFoundError):
+                binary.unlink()
             raise
 
-    def runner(source: bytes | str):
-        """``source`` (the IR's path, or ONNX bytes) compiled per input shape, run at f32."""
-        compiled: dict[tuple[int, ...], Any] = {}
-
-        def run(inp: torch.Tensor) -> torch.Tensor:
-            key = tuple(inp.shape)
-            if key not in compiled:
-                shaped = core.read_model(source)
-                shaped.reshape({0: ov.PartialShape(list(key))})
-                config = {"INFERENCE_PRECISION_HINT": "f32"}
-                compiled[key] = core.compile_model(shaped, "CPU", config).create_infer_request()
-            out = compiled[key].infer({0: inp.numpy()})[0]
-            return torch.from_numpy(np.array(out, copy=True))
-
-        return run
+    def runner(source: bytes | str) -> Any:
+        # f32 as the openvino backend runs fp32 and int8 graphs (never bf16 here)
+        run = openvino_runner(source, torch.get_num_threads(), "f32")
+        return lambda inp: torch.from_numpy(run(inp.numpy()))
 
     return runner(str(path)), runner(graph)
 

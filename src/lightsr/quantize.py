@@ -341,7 +341,7 @@ class OrtModel:
 
     def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
-            return _openvino_runner(self.onnx, self.threads, _OPENVINO_HINT[self.precision])
+            return openvino_runner(self.onnx, self.threads, _OPENVINO_HINT[self.precision])
         return _onnxruntime_runner(self.onnx, self.threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -587,7 +587,7 @@ def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np
     return run
 
 
-#: Compiled OpenVINO models kept, one per input shape (see _openvino_runner).
+#: Compiled OpenVINO models kept, one per input shape (see openvino_runner).
 _OPENVINO_SHAPES_KEPT = 2
 
 
@@ -611,7 +611,12 @@ def openvino_core(what: str = "the openvino backend") -> Any:
     return _OPENVINO_CORE
 
 
-def _openvino_runner(model: bytes, threads: int, hint: str) -> Callable[[np.ndarray], np.ndarray]:
+def openvino_runner(
+    model: bytes | str, threads: int, hint: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` (ONNX bytes, or the path of an ONNX file or OpenVINO IR) run by OpenVINO's CPU
+    plugin on ``threads`` threads at precision ``hint`` (``"f32"``, ``"bf16"``): float32 NCHW
+    array in, array out."""
     ov = _import_openvino("the openvino backend")
     core = openvino_core()
     source = core.read_model(model)
@@ -1041,6 +1046,7 @@ __all__ = [
     "openvino_available",
     "openvino_core",
     "openvino_model",
+    "openvino_runner",
     "quantize_int8",
     "save_int8",
     "synthetic_calibration",

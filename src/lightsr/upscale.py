@@ -866,11 +866,8 @@ class Upscaler:
         else:
             # resized as the network's rows of tiles come (bands): the network's whole output
             # is never held beside the final image
-            out = np.empty((*size, c), dtype=self.output_dtype(image.dtype))
-            row = 0
-            for band in self.bands(image):
-                out[row : row + band.shape[0]] = band
-                row += band.shape[0]
+            dtype = self.output_dtype(image.dtype)
+            out = RowBands(*size, c, dtype, lambda: self.bands(image)).array()
         return out[:, :, 0] if squeeze else out
 
     def bands(self, image: np.ndarray) -> Iterator[np.ndarray]:
@@ -1152,12 +1149,7 @@ def resize_image(
     Lanczos (3 lobes) of each channel as a float32 image, horizontal pass first, rounded half up
     (no 8-bit step for 16-bit images). Both are :class:`lightsr.data.resize.Resize`, which gives
     the same pixels band by band (:meth:`Upscaler.bands` with ``outscale``)."""
-    if filter not in OUTSCALE_FILTERS:
-        raise LightSRError(f"filter must be one of {', '.join(OUTSCALE_FILTERS)}, not {filter!r}.")
-    h, w = (int(v) for v in size)
-    if h < 1 or w < 1:
-        raise LightSRError(f"cannot resize to {w}x{h}: the output needs at least 1x1 pixels.")
-    return Resize(image.shape[:2], (h, w), dtype=image.dtype, filter=filter)(image)
+    return Resize(image.shape[:2], size, dtype=image.dtype, filter=filter)(image)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -176,8 +176,9 @@ _STEP_VALUES = 1 << 21
 @dataclass(frozen=True)
 class _Pass:
     axis: int  # 0: rows (vertical), 1: columns (horizontal)
-    weights: np.ndarray | None  # None: Pillow's Lanczos runs the pass (_pillow_lanczos_rows)
-    index: np.ndarray | None
+    weights: np.ndarray
+    index: np.ndarray
+    by_pillow: bool = False  # Pillow's Lanczos runs it (_pillow_lanczos_rows); no weights
 
 
 class Resize:
@@ -239,11 +240,12 @@ class Resize:
             self.out_dtype = self.dtype
         else:
             # Pillow: the horizontal pass first, each pass only where the size changes. Pillow
-            # itself runs the horizontal one (2.6x numpy's speed, the same values: a row's
+            # itself runs the horizontal one (faster than numpy, and the same values: a row's
             # output depends on that row alone); the vertical one, which a band cannot hand
             # to Pillow (its weights depend on the whole height), is reproduced here.
             if self.out_size[1] != self.in_size[1]:
-                passes.append(_Pass(1, None, None))
+                none = np.empty((0, 0))
+                passes.append(_Pass(1, none, none.astype(np.int64), by_pillow=True))
             if self.out_size[0] != self.in_size[0]:
                 w, idx = _lanczos_contributions(self.in_size[0], self.out_size[0])
                 passes.append(_Pass(0, w, idx))
@@ -275,7 +277,7 @@ class Resize:
 
     def _columns(self, x: np.ndarray, passes: list[_Pass]) -> np.ndarray:
         for p in passes:
-            if p.weights is None or p.index is None:
+            if p.by_pillow:
                 x = _pillow_lanczos_rows(x, self.out_size[1])
             else:
                 x = self._after_pass(_resize_axis(x, 1, p.weights, p.index))
@@ -293,7 +295,7 @@ class Resize:
         bands = self.bands([image])
         first = next(bands)
         if first.shape[0] == self.out_size[0]:  # one step: the band is the image (a new array)
-            for _ in bands:  # nothing left; runs the generator's final checks
+            if next(bands, None) is not None:  # (also runs the generator's final checks)
                 raise AssertionError("Resize gave rows past the output's height")
             return first
         out = np.empty(
@@ -315,10 +317,6 @@ class Resize:
         before = self._passes if split is None else self._passes[:split]
         after = [] if split is None else self._passes[split + 1 :]
         vertical = None if split is None else self._passes[split]
-        # the vertical pass is always lightsr's own (weights and indices, never Pillow's)
-        v_weights = np.empty((0, 0)) if vertical is None else vertical.weights
-        v_index = np.empty((0, 0), np.int64) if vertical is None else vertical.index
-        assert v_weights is not None and v_index is not None
         in_h, in_w = self.in_size
         held: list[tuple[int, np.ndarray]] = []  # (first row, rows after the `before` passes)
         arrived = 0
@@ -327,8 +325,8 @@ class Resize:
         if vertical is not None:
             # output row i reads rows up to reach[i] (so it can run once they have arrived) and
             # the rows from lowest[i] on are read by row i or a later one (the others go)
-            reach = np.maximum.accumulate(v_index.max(axis=1))
-            lowest = np.minimum.accumulate(v_index.min(axis=1)[::-1])[::-1]
+            reach = np.maximum.accumulate(vertical.index.max(axis=1))
+            lowest = np.minimum.accumulate(vertical.index.min(axis=1)[::-1])[::-1]
         for band in bands:
             band = np.asarray(band)
             if shape is None:
@@ -365,10 +363,10 @@ class Resize:
                 ready = int(np.searchsorted(reach, arrived))  # rows whose every tap has come
                 while emitted < ready:
                     stop = min(ready, emitted + out_step)
-                    index = v_index[emitted:stop]
+                    index = vertical.index[emitted:stop]
                     lo = int(index.min())
                     window = _rows_of(held, lo, int(index.max()) + 1)
-                    x = _resize_axis(window, 0, v_weights[emitted:stop], index - lo)
+                    x = _resize_axis(window, 0, vertical.weights[emitted:stop], index - lo)
                     yield self._finish(self._columns(self._after_pass(x), after))
                     emitted = stop
                     if emitted < len(lowest):
