@@ -12,6 +12,7 @@ from conftest import shared_path
 from PIL import Image, ImageOps
 
 from lightsr.data.io import (
+    READ_FORMATS,
     encode_png,
     image_to_tensor,
     list_images,
@@ -267,3 +268,163 @@ def test_list_images(tmp_path):
 def test_real_grey_benchmark_image():
     bridge = read_image(shared_path("data", "Set14", "HR", "bridge.png"))
     assert bridge.shape == (512, 512, 1) and bridge.dtype == np.uint8
+
+
+# ---- which decoders may run: READ_FORMATS only, whatever the file's name -------------------
+
+
+def _saved_in_other_formats(folder) -> dict[str, object]:
+    """A small image saved by Pillow in every format it can write that lightsr does not read,
+    each under a ``.png`` name, kept only where Pillow itself (unrestricted) would open it as
+    that format: {format: path}."""
+    import warnings
+
+    Image.init()
+    rgb = Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    files = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # IM: to go in Pillow 15
+        for fmt in sorted(Image.SAVE):
+            if fmt in READ_FORMATS:
+                continue
+            path = folder / f"{fmt.lower()}_in_disguise.png"
+            for mode in ("RGB", "L", "1"):
+                try:
+                    rgb.convert(mode).save(path, format=fmt)
+                    with Image.open(path) as im:  # what Pillow does left to itself
+                        if im.format == fmt:
+                            files[fmt] = path
+                    break
+                except Exception:  # this format cannot hold this mode (or needs a library)
+                    continue
+    return files
+
+
+def test_only_the_formats_lightsr_reads_are_ever_decoded(tmp_path):
+    from lightsr.data.io import image_header, read_image_info
+
+    files = _saved_in_other_formats(tmp_path)
+    # Pillow 13 writes and opens 14 of them (DDS, DIB, EPS, ICNS, ICO, IM, JPEG2000, MSP,
+    # PCX, QOI, SGI, SPIDER, TGA, XBM); fewer would mean this test checks little
+    assert len(files) >= 8, sorted(files)
+    for fmt, path in files.items():
+        for reader in (read_image, image_header, read_image_info):
+            with pytest.raises(ImageReadError, match=r"lightsr reads PNG, JPEG") as err:
+                reader(path)
+            assert path.name in str(err.value), fmt
+
+
+def test_postscript_named_png_never_reaches_ghostscript(tmp_path):
+    """Pillow's EPS reader runs Ghostscript on the file; lightsr never lets it see one. A fake
+    ``gs`` on PATH records whether it ran: not for lightsr, yes for Pillow left to itself
+    (which shows the fake is found, so the first check can fail)."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "gs_ran"
+    gs = bin_dir / "gs"
+    gs.write_text(f'#!/bin/sh\necho "$@" >> "{marker}"\nexit 0\n')
+    gs.chmod(0o755)
+    eps = tmp_path / "holiday.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    child = (
+        "import sys\n"
+        "from lightsr.data.io import read_image\n"
+        "from lightsr.errors import ImageReadError\n"
+        "try:\n"
+        f"    read_image({str(eps)!r})\n"
+        "except ImageReadError as exc:\n"
+        "    print(exc)\n"
+        f"ran = __import__('os').path.exists({str(marker)!r})\n"
+        "print('GS_RAN' if ran else 'GS_NOT_RUN')\n"
+        "from PIL import Image\n"
+        "try:\n"
+        f"    Image.open({str(eps)!r}).load()\n"
+        "except Exception:\n"
+        "    pass\n"
+        f"print('PILLOW_RAN_GS' if __import__('os').path.exists({str(marker)!r}) else '')\n"
+    )
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    out = subprocess.run(
+        [sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "a PostScript/EPS file" in out.stdout and "holiday.png" in out.stdout
+    assert "GS_NOT_RUN" in out.stdout
+    assert "PILLOW_RAN_GS" in out.stdout  # the fake gs is reachable: the check above can fail
+
+
+def _frames() -> list[Image.Image]:
+    a = RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    return [Image.fromarray(a), Image.fromarray(255 - a)]
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "what"),
+    [
+        ("anim.gif", "GIF", "animated GIF"),
+        ("anim.png", "PNG", "animated PNG"),
+        ("anim.webp", "WEBP", "animated WebP"),
+        ("pages.tif", "TIFF", "multi-page TIFF"),
+        ("anim.avif", "AVIF", "animated AVIF"),
+    ],
+)
+def test_files_holding_several_pictures_are_refused(tmp_path, name, fmt, what):
+    from PIL import features
+
+    from lightsr.data.io import image_header
+
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    first, second = _frames()
+    first.save(tmp_path / name, format=fmt, save_all=True, append_images=[second])
+    for reader in (read_image, image_header):
+        with pytest.raises(ImageReadError, match=what):
+            reader(tmp_path / name)
+    # one frame of the same format reads
+    first.save(tmp_path / f"still_{name}", format=fmt)
+    assert read_image(tmp_path / f"still_{name}").shape == (12, 16, 3)
+
+
+def test_still_gif_and_avif_read_as_pillow_decodes_them(tmp_path):
+    from PIL import features
+
+    a = RNG.integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "s.gif")
+    with Image.open(tmp_path / "s.gif") as im:
+        want = np.asarray(im.convert("RGB"))
+    assert np.array_equal(read_image(tmp_path / "s.gif"), want)
+    if features.check("avif"):
+        Image.fromarray(a).save(tmp_path / "s.avif", quality=90)
+        with Image.open(tmp_path / "s.avif") as im:
+            want = np.asarray(im.convert("RGB"))
+        assert np.array_equal(read_image(tmp_path / "s.avif"), want)
+
+
+def test_camera_jpeg_with_a_preview_frame_reads(tmp_path):
+    """Pillow names a JPEG with a Multi-Picture preview MPO, with two frames: it is one photo,
+    not an animation, and reads as its first frame."""
+    first, second = _frames()
+    first.save(tmp_path / "cam.jpg", format="MPO", save_all=True, append_images=[second])
+    with Image.open(tmp_path / "cam.jpg") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+        want = np.asarray(im.convert("RGB"))
+    assert np.array_equal(read_image(tmp_path / "cam.jpg"), want)
+
+
+@pytest.mark.parametrize(
+    ("head", "named"),
+    [
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC/HEIF"),
+        (b"%PDF-1.7\n", "PDF"),
+        (b"8BPS\x00\x01", "Photoshop"),
+    ],
+)
+def test_other_formats_are_named_in_the_error(tmp_path, head, named):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(head + bytes(64))
+    with pytest.raises(ImageReadError, match=named):
+        read_image(path)

@@ -1303,7 +1303,14 @@ def expand_inputs(
 
     def add_file(p: Path, *, explicit: bool) -> None:
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append((p, f"not an image file (suffix {p.suffix or 'none'!r})"))
+            if is_image_suffix(p.suffix):
+                reason = (
+                    f"an image format lightsr does not read ({p.suffix}); it reads "
+                    f"{', '.join(IMAGE_EXTENSIONS)}: convert it to PNG first"
+                )
+            else:
+                reason = f"not an image file (suffix {p.suffix or 'none'!r})"
+            skipped.append((p, reason))
         elif (
             not explicit
             and earlier is not None
@@ -1589,7 +1596,7 @@ def upscale_files(
     check_output_target(out_path, opts.extension or ".png", format=format, quality=quality)
     single_target = (
         out_path is not None
-        and out_path.suffix.lower() in IMAGE_EXTENSIONS
+        and out_path.suffix.lower() in WRITE_EXTENSIONS
         and not out_path.is_dir()
     )
     files, skipped = expand_inputs(

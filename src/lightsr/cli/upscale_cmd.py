@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..data.io import IMAGE_EXTENSIONS, read_image_info
+from ..data.io import WRITE_EXTENSIONS, read_image_info
 from ..errors import LightSRError
 from ..hardware import resolve_device
 from ..hub import (
@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     # One line before the work (on stderr, with the report; stdout lists what was written):
     # which model, weights, device and settings ran, so a result can be reproduced. --quiet
     # keeps it: --quiet hides progress bars only.
-    single = out is not None and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir()
+    single = out is not None and out.suffix.lower() in WRITE_EXTENSIONS and not out.is_dir()
     target = out if single else None
     print(
         f"lightsr upscale: {runner.describe(weights=_weights_label(args, resolved))}; "

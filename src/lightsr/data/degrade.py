@@ -710,7 +710,7 @@ def jpeg(img: np.ndarray, *, quality: int) -> np.ndarray:
     """``img`` encoded to a real JPEG file at ``quality`` and decoded again with Pillow:
     float32 on the uint8 levels, with the codec's blocking, ringing and chroma blur."""
     data = encode_jpeg(img, quality=quality)
-    with Image.open(io.BytesIO(data)) as decoded:
+    with Image.open(io.BytesIO(data), formats=["JPEG"]) as decoded:
         out = np.asarray(decoded.convert("RGB"))
     return out.astype(np.float32) / np.float32(255.0)
 

@@ -3,9 +3,10 @@
 Arrays are ``H x W x C`` (C = 1 grey, 3 RGB, 4 RGBA), ``uint8`` (0..255) or ``uint16``
 (0..65535). Model tensors are float32 ``(1, C, H, W)`` in [0, 1].
 
-Pillow decodes most formats; it cannot keep 16 bits of a colour PNG or TIFF (it truncates to
-8), so those are decoded twice through Pillow's own decoder with the high- and low-byte
-unpackers and recombined. PNGs (8- and 16-bit) are written by :mod:`lightsr.data.png`, 16-bit
+Pillow decodes the formats in :data:`READ_FORMATS` and no other, whatever a file is called
+(some of its plugins run more than a decoder: the EPS one starts Ghostscript). It cannot keep
+16 bits of a colour PNG or TIFF (it truncates to 8), so those are decoded twice through
+Pillow's own decoder with the high- and low-byte unpackers and recombined. PNGs (8- and 16-bit) are written by :mod:`lightsr.data.png`, 16-bit
 TIFFs by a small zlib-based writer here, everything else by Pillow.
 
 Metadata: :func:`read_image_with_info` returns, beside the pixels, the file's ICC profile and
@@ -17,6 +18,9 @@ iCCP/eXIf, JPEG APP2/APP1, WebP, TIFF tags).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import io
 import os
 import struct
@@ -35,11 +39,32 @@ from ..atomic import atomic_write, atomic_write_unique
 from ..errors import ImageReadError, LightSRError
 from .png import PNG_SIGNATURE, RowBands, encode_png, row_blocks, write_png
 
-#: File suffixes treated as images when listing a folder (lower case).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
 #: Suffixes lightsr writes images to: PNG and 16-bit TIFF by our writers, the rest by Pillow.
-WRITE_EXTENSIONS = IMAGE_EXTENSIONS
+WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+#: File suffixes treated as images when listing a folder (lower case): what lightsr writes, and
+#: GIF and AVIF, which it reads (a still GIF or AVIF upscales to a PNG).
+IMAGE_EXTENSIONS = WRITE_EXTENSIONS + (".gif", ".avif")
+
+#: The only formats (Pillow's names) whose decoders ever run on a file, whatever its name.
+#: Pillow left to itself tries every plugin it has, and some run more than a decoder: its EPS
+#: reader hands the file to Ghostscript, a PostScript interpreter. A file of any other format
+#: is refused before a decoder runs (``tests/test_io.py``). MPO is how Pillow names camera
+#: JPEGs that carry a preview image; PPM covers PGM and PBM.
+READ_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP", "PPM", "GIF", "AVIF")
+_READ_FORMAT_NAMES = "PNG, JPEG, BMP, TIFF, WebP, PNM, GIF and AVIF"
+# Formats that can hold more than one picture; lightsr upscales one, so a file holding several
+# is refused rather than cut to its first (MPO's second frame is a camera's preview: not here).
+_MULTI_FRAME = {
+    "GIF": "an animated GIF (more than one frame)",
+    "PNG": "an animated PNG (more than one frame)",
+    "WEBP": "an animated WebP (more than one frame)",
+    "AVIF": "an animated AVIF (more than one frame)",
+    "TIFF": "a multi-page TIFF",
+}
+# Image formats people have that no Pillow plugin reads (camera raw, HEIC, JPEG XL, SVG): a
+# name with one of these suffixes is an image file lightsr cannot read, never a folder.
+_OTHER_IMAGE_SUFFIXES = (".heic", ".heif", ".jxl", ".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw")
 # Formats that keep an alpha channel (Pillow writes RGBA to BMP and PPM by dropping it, and
 # refuses it for JPEG); the largest side each format can store (JPEG: 16-bit size fields;
 # WebP: 14-bit); the formats that hold 16 bits a sample, and ICC profiles and EXIF.
@@ -60,7 +85,7 @@ def is_image_suffix(suffix: str) -> bool:
     lightsr or not: such a name means a file, never a folder."""
     suffix = suffix.lower()
     known = {k.lower() for k in Image.registered_extensions()}
-    return suffix in IMAGE_EXTENSIONS or suffix in known
+    return suffix in IMAGE_EXTENSIONS or suffix in known or suffix in _OTHER_IMAGE_SUFFIXES
 
 
 def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
@@ -86,7 +111,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     C is 1 (grey), 3 (RGB) or 4 (RGBA). Palette images become RGB, or RGBA when they have
     transparency; grey+alpha becomes RGBA; CMYK/YCbCr become RGB. The EXIF orientation is
     applied. A missing, unreadable or damaged file raises :class:`ImageReadError` naming it:
-    so do a FIFO or device (never opened: it could block), a header past Pillow's
+    so do a file of a format outside :data:`READ_FORMATS` (under any name; no decoder of it
+    runs), an animation or a multi-page TIFF (upscaling its first picture alone would drop the
+    rest), a FIFO or device (never opened: it could block), a header past Pillow's
     decompression-bomb limit (refused before decoding), and a PNG whose pixel data is shorter
     than its header promises (Pillow would pad it with black). Files are untrusted input: no
     other exception type escapes (``tests/test_fuzz_images.py``).
@@ -94,7 +121,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     path = _regular_file(path)
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
+            _check_still(im, path)
             orientation = _exif_orientation(im)
             if im.format == "PNG":
                 _check_png_data(path)
@@ -108,6 +136,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = _pil_to_array(im, path)
     except LightSRError:
         raise
+    except Image.UnidentifiedImageError as exc:
+        raise _unsupported(path, exc) from None
     except Image.DecompressionBombError as exc:
         raise _too_large(path, exc) from None
     except _DECODE_ERRORS as exc:
@@ -147,7 +177,8 @@ def read_image_info(path: str | os.PathLike) -> ImageInfo:
     by walking the chunks). Raises :class:`ImageReadError` as :func:`image_header` does."""
     path = _regular_file(path)
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
+            _check_still(im, path)
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             if png16 is None and _tiff16_colour_mode(im):
                 png16 = 2 if im.mode == "RGB" else 6
@@ -155,6 +186,8 @@ def read_image_info(path: str | os.PathLike) -> ImageInfo:
             return _image_info(im, path, channels=channels)
     except LightSRError:
         raise
+    except Image.UnidentifiedImageError as exc:
+        raise _unsupported(path, exc) from None
     except Image.DecompressionBombError as exc:
         raise _too_large(path, exc) from None
     except _DECODE_ERRORS as exc:
@@ -267,7 +300,8 @@ def image_header(path: str | os.PathLike) -> ImageHeader:
     whose header reads may still fail to decode (damaged pixel data)."""
     path = _regular_file(path)
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
+            _check_still(im, path)
             width, height = im.size
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             if png16 is None and _tiff16_colour_mode(im):
@@ -276,6 +310,8 @@ def image_header(path: str | os.PathLike) -> ImageHeader:
             fmt = im.format
     except LightSRError:
         raise
+    except Image.UnidentifiedImageError as exc:
+        raise _unsupported(path, exc) from None
     except Image.DecompressionBombError as exc:
         raise _too_large(path, exc) from None
     except _DECODE_ERRORS as exc:
@@ -320,6 +356,78 @@ def _regular_file(path: str | os.PathLike) -> Path:
         what = "does not exist" if not os.path.lexists(path) else "is not a regular file"
         raise ImageReadError(f"image {str(path)!r} {what}: name an image file.")
     return path
+
+
+@functools.cache
+def _read_formats() -> tuple[str, ...]:
+    """:data:`READ_FORMATS` that this Pillow has, their plugins imported (registered), so that
+    ``Image.open`` tries those and no other. AVIF's plugin came with Pillow 11.2."""
+    for plugin in ("Bmp", "Gif", "Jpeg", "Mpo", "Png", "Ppm", "Tiff", "WebP", "Avif"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"PIL.{plugin}ImagePlugin")
+    return tuple(f for f in READ_FORMATS if f in Image.OPEN)
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` limited to :data:`READ_FORMATS`; a file of another format (whatever its
+    suffix) raises ``PIL.UnidentifiedImageError`` without any other plugin seeing it."""
+    return Image.open(path, formats=_read_formats())
+
+
+def _check_still(im: Image.Image, path: Path) -> None:
+    """Refuse a file holding several pictures (an animation, a multi-page TIFF): upscaling its
+    first alone would quietly drop the rest."""
+    what = _MULTI_FRAME.get(im.format or "")
+    if what and getattr(im, "is_animated", False):
+        raise ImageReadError(
+            f"{str(path)!r} is {what}; lightsr upscales still images and "
+            "would keep only the first. Save the picture(s) you want as PNG files first."
+        )
+
+
+# Signatures of formats people try that no allowed plugin reads, to name them in the error.
+_SNIFFED = (
+    (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "Photoshop (PSD)"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+)
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _sniff(path: Path) -> str | None:
+    """The name of the format ``path``'s first bytes announce, for the formats in
+    :data:`_SNIFFED` and HEIC/HEIF; None otherwise. Reads 32 bytes, runs nothing."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return None
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIC/HEIF"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "AVIF"
+    for magic, name in _SNIFFED:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def _unsupported(path: Path, exc: BaseException) -> ImageReadError:
+    """The error for a file no allowed plugin identifies: another format, or not an image."""
+    kind = _sniff(path)
+    if kind == "AVIF":  # an AVIF file that this Pillow cannot decode
+        return ImageReadError(
+            f"cannot read {str(path)!r}: it is an AVIF image and this Pillow has no AVIF "
+            f"decoder ({exc}). Install Pillow >= 11.2 from its wheels, or convert it to PNG."
+        )
+    what = f"a {kind} file" if kind else "not an image lightsr reads, or a damaged one"
+    return ImageReadError(
+        f"cannot read {str(path)!r}: {what}. lightsr reads {_READ_FORMAT_NAMES} images; "
+        "convert it to PNG (or re-export / re-download it if it should be one of those)."
+    )
 
 
 def _too_large(path: Path, exc: Exception) -> ImageReadError:
@@ -390,7 +498,7 @@ def _decode_png_as(path: Path, mode: str, rawmode: str) -> np.ndarray:
     """Run Pillow's PNG decoder (which does the unfiltering/de-interlacing) with another
     unpacker of the same bits per pixel, to get at bytes its default unpacker drops."""
 
-    with Image.open(path) as im:
+    with _open(path) as im:
         if len(im.tile) != 1 or im.tile[0][0] != "zip" or im.mode != mode:
             raise OSError("unexpected PNG layout")
         im.tile = [im.tile[0]._replace(args=rawmode)]
@@ -441,7 +549,7 @@ def _read_tiff16_colour(path: Path, mode: str) -> np.ndarray:
     each sample and once with the one that keeps the low byte."""
 
     def decode(high: bool) -> np.ndarray:
-        with Image.open(path) as im:
+        with _open(path) as im:
             if im.mode != mode:
                 raise OSError("unexpected TIFF layout")
             tiles = []
