@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -290,7 +291,11 @@ def _saved_in_other_formats(folder) -> dict[str, object]:
             path = folder / f"{fmt.lower()}_in_disguise.png"
             for mode in ("RGB", "L", "1"):
                 try:
-                    rgb.convert(mode).save(path, format=fmt)
+                    # to memory, not to the name: some savers register the name's suffix as
+                    # their format for the whole process (SPIDER does, for ".png")
+                    buf = io.BytesIO()
+                    rgb.convert(mode).save(buf, format=fmt)
+                    path.write_bytes(buf.getvalue())
                     with Image.open(path) as im:  # what Pillow does left to itself
                         if im.format == fmt:
                             files[fmt] = path
