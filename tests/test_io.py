@@ -433,3 +433,26 @@ def test_other_formats_are_named_in_the_error(tmp_path, head, named):
     path.write_bytes(head + bytes(64))
     with pytest.raises(ImageReadError, match=named):
         read_image(path)
+
+
+def test_lossy_format_reads_the_webp_bitstream(tmp_path):
+    from lightsr.data.io import lossy_format, read_image_info
+
+    rgba = Image.fromarray(RNG.integers(0, 256, (10, 12, 4), dtype=np.uint8))
+    cases = {
+        "lossy.webp": ({"quality": 80}, "WebP"),  # VP8X, ALPH, then VP8
+        "lossless.webp": ({"lossless": True}, None),  # VP8X, then VP8L
+        "rgb_lossy.webp": ({"quality": 80}, "WebP"),  # a bare VP8 chunk
+        "shot.png": ({}, None),
+        "shot.jpg": ({"quality": 90}, "JPEG"),
+    }
+    for name, (options, want) in cases.items():
+        im = rgba.convert("RGB") if name.startswith(("rgb", "shot.jpg")) else rgba
+        im.save(tmp_path / name, **options)
+        path = tmp_path / name
+        assert lossy_format(path, read_image_info(path).format) == want, name
+    # a damaged WebP (chunk sizes past the end) is not an error here
+    data = bytearray((tmp_path / "lossy.webp").read_bytes())
+    data[16:20] = struct.pack("<I", 2**31)
+    (tmp_path / "bad.webp").write_bytes(bytes(data[:40]))
+    assert lossy_format(tmp_path / "bad.webp", "WEBP") is None

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import synthetic_image as _image
-from PIL import Image, ImageCms, ImageFile, TiffImagePlugin
+from PIL import Image, ImageCms, ImageFile, TiffImagePlugin, features
 from torch import nn
 
 import lightsr
@@ -696,7 +696,7 @@ def test_jpeg_through_a_clean_model_prints_the_photo_hint(tmp_path, capsys, monk
     lightsr.save(_fsrcnn(2), trained, extra={"degradation": {"preset": "photo"}})
 
     def hint(ckpt: Path, name: str) -> list[str]:
-        out = tmp_path / f"o_{ckpt.stem}_{name}"
+        out = tmp_path / f"o_{ckpt.stem}_{name.replace('.', '_')}"  # a folder
         argv = ["upscale", str(tmp_path / name), "-o", str(out), "--checkpoint", str(ckpt)]
         assert main([*argv, "--quiet", "--precision", "fp32"]) == 0
         return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("hint:")]
@@ -704,4 +704,16 @@ def test_jpeg_through_a_clean_model_prints_the_photo_hint(tmp_path, capsys, monk
     lines = hint(clean, "photo.jpg")
     assert len(lines) == 1 and "--weights test_photo_x2" in lines[0] and "1 JPEG" in lines[0]
     assert hint(clean, "shot.png") == []
+    # other lossy inputs: a camera JPEG with a preview (Pillow's MPO), a lossy WebP, an AVIF;
+    # a lossless WebP gets none
+    frames = [Image.fromarray(_image(12, 10)), Image.fromarray(255 - _image(12, 10))]
+    frames[0].save(tmp_path / "cam.jpg", format="MPO", save_all=True, append_images=frames[1:])
+    assert "1 JPEG input" in hint(clean, "cam.jpg")[0]
+    frames[0].save(tmp_path / "web.webp", quality=80)
+    assert "1 WebP input" in hint(clean, "web.webp")[0]
+    frames[0].save(tmp_path / "flat.webp", lossless=True)
+    assert hint(clean, "flat.webp") == []
+    if features.check("avif"):
+        frames[0].save(tmp_path / "pic.avif", quality=80)
+        assert "1 AVIF input" in hint(clean, "pic.avif")[0]
     assert hint(trained, "photo.jpg") == []

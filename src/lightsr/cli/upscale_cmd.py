@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..data.io import WRITE_EXTENSIONS, read_image_info
+from ..data.io import WRITE_EXTENSIONS, lossy_format, read_image_info
 from ..errors import LightSRError
 from ..hardware import resolve_device
 from ..hub import (
@@ -253,19 +253,22 @@ def _weights_label(args: argparse.Namespace, resolved: ResolvedModel) -> str:
 
 
 def photo_hint(args: argparse.Namespace, model, sources: list[Path]) -> str | None:
-    """One line naming the photo model when JPEG inputs ran through a model trained on clean
-    bicubic LR (which sharpens JPEG blocks and noise); None otherwise."""
+    """One line naming the photo model when lossy inputs (JPEG, lossy WebP, AVIF) ran through a
+    model trained on clean bicubic LR (which sharpens compression blocks and noise); None
+    otherwise."""
     if not get_spec(model.arch_name).learned:
         return None
     photo = photo_weights(model.scale)
     if photo is None or trained_on_degradations(weights=args.weights, checkpoint=args.checkpoint):
         return None
-    jpegs = [p for p in sources if read_image_info(p).format == "JPEG"]
-    if not jpegs:
+    kinds = [lossy_format(p, read_image_info(p).format) for p in sources]
+    lossy = [k for k in kinds if k is not None]
+    if not lossy:
         return None
+    names = "/".join(k for k in ("JPEG", "WebP", "AVIF") if k in lossy)
     return (
-        f"hint: {len(jpegs)} JPEG input(s) ran through a model trained on clean images; for "
-        f"compressed, noisy or blurred photos try --weights {photo.name}"
+        f"hint: {len(lossy)} {names} input(s) ran through a model trained on clean images; "
+        f"for compressed, noisy or blurred photos try --weights {photo.name}"
     )
 
 

@@ -6,8 +6,9 @@ Arrays are ``H x W x C`` (C = 1 grey, 3 RGB, 4 RGBA), ``uint8`` (0..255) or ``ui
 Pillow decodes the formats in :data:`READ_FORMATS` and no other, whatever a file is called
 (some of its plugins run more than a decoder: the EPS one starts Ghostscript). It cannot keep
 16 bits of a colour PNG or TIFF (it truncates to 8), so those are decoded twice through
-Pillow's own decoder with the high- and low-byte unpackers and recombined. PNGs (8- and 16-bit) are written by :mod:`lightsr.data.png`, 16-bit
-TIFFs by a small zlib-based writer here, everything else by Pillow.
+Pillow's own decoder with the high- and low-byte unpackers and recombined. PNGs (8- and
+16-bit) are written by :mod:`lightsr.data.png`, 16-bit TIFFs by a small zlib-based writer
+here, everything else by Pillow.
 
 Metadata: :func:`read_image_with_info` returns, beside the pixels, the file's ICC profile and
 its EXIF reduced to what describes the picture rather than the old file's encoding (camera,
@@ -205,6 +206,37 @@ _ADAM7: tuple[tuple[int, int, int, int], ...] = (
     (0, 1, 1, 2),
 )
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def lossy_format(path: str | os.PathLike, format: str | None) -> str | None:
+    """The name of ``path``'s lossy compression ("JPEG", "WebP", "AVIF") when its pixels went
+    through one, else None. ``format`` is Pillow's name for the file (:class:`ImageInfo`'s):
+    JPEG (and MPO, a camera JPEG with a preview) and AVIF are lossy; a WebP is when its
+    bitstream is VP8 rather than VP8L (the lossless one), found by walking at most 64 RIFF
+    chunk headers. Reads headers only; never raises for a damaged file (None)."""
+    if format in ("JPEG", "MPO"):
+        return "JPEG"
+    if format == "AVIF":
+        return "AVIF"
+    if format != "WEBP":
+        return None
+    try:
+        with open(path, "rb") as f:
+            if f.read(12)[8:] != b"WEBP":
+                return None
+            for _ in range(64):
+                header = f.read(8)
+                if len(header) < 8:
+                    return None
+                fourcc, size = header[:4], struct.unpack("<I", header[4:])[0]
+                if fourcc == b"VP8 ":
+                    return "WebP"
+                if fourcc == b"VP8L":
+                    return None
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
 
 
 def _png_raw_size(width: int, height: int, depth: int, colour_type: int, interlace: int) -> int:
@@ -1127,6 +1159,7 @@ def tensor_to_image(tensor, dtype: type | np.dtype = np.uint8) -> np.ndarray:
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "READ_FORMATS",
     "WRITE_EXTENSIONS",
     "ImageHeader",
     "ImageInfo",
@@ -1140,6 +1173,7 @@ __all__ = [
     "image_to_tensor",
     "is_image_suffix",
     "list_images",
+    "lossy_format",
     "read_image",
     "read_image_info",
     "RowBands",
