@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, TiffImagePlugin
 
 from lightsr.data.io import (
     READ_FORMATS,
@@ -392,6 +392,22 @@ def test_files_holding_several_pictures_are_refused(tmp_path, name, fmt, what):
     # one frame of the same format reads
     first.save(tmp_path / f"still_{name}", format=fmt)
     assert read_image(tmp_path / f"still_{name}").shape == (12, 16, 3)
+
+
+def test_tiff_with_a_thumbnail_page_is_one_picture(tmp_path):
+    """A second TIFF page marked reduced-resolution (NewSubfileType 1: a thumbnail, as some
+    cameras and scanners write) does not make a multi-page document: the first page reads."""
+    big, small = _frames()
+    thumb = small.resize((8, 6))
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[254] = 1
+    thumb.encoderinfo = {"tiffinfo": info}
+    big.save(tmp_path / "scan.tif", save_all=True, append_images=[thumb])
+    with Image.open(tmp_path / "scan.tif") as im:
+        assert im.n_frames == 2
+        im.seek(1)
+        assert im.tag_v2[254] == 1  # the test file is what it claims
+    assert np.array_equal(read_image(tmp_path / "scan.tif"), np.asarray(big))
 
 
 def test_still_gif_and_avif_read_as_pillow_decodes_them(tmp_path):

@@ -411,10 +411,24 @@ def _check_still(im: Image.Image, path: Path) -> None:
     first alone would quietly drop the rest."""
     what = _MULTI_FRAME.get(im.format or "")
     if what and getattr(im, "is_animated", False):
+        if im.format == "TIFF" and _second_page_is_an_extra(im):
+            return
         raise ImageReadError(
             f"{str(path)!r} is {what}; lightsr upscales still images and "
             "would keep only the first. Save the picture(s) you want as PNG files first."
         )
+
+
+def _second_page_is_an_extra(im: Image.Image) -> bool:
+    """True when a TIFF's second page is a reduced-resolution copy (a thumbnail or preview)
+    or a transparency mask of the first (NewSubfileType bits 0 and 2): one picture, not a
+    document of pages. Leaves ``im`` on its first page."""
+    try:
+        im.seek(1)
+        kind = getattr(im, "tag_v2", {}).get(254, 0)
+    finally:
+        im.seek(0)
+    return isinstance(kind, int) and bool(kind & 0b101)
 
 
 # Signatures of formats people try that no allowed plugin reads, to name them in the error.
