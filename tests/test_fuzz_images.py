@@ -4,8 +4,10 @@ result, never another exception, and memory stays bounded.
 Small PNG (RGB, RGBA, grey, palette with transparency), JPEG (baseline, progressive) and 16-bit
 PNG (RGB, grey) files are damaged in seeded ways: bit flips, truncations, chunk length fields,
 IHDR fields (a width/height up to 2^31-1, depth and colour type), JPEG segment lengths, marker
-bytes and frame sizes. Each file goes through ``lightsr.data.io.read_image`` and, all together,
-through ``lightsr upscale --model bicubic``. That runs in a fresh subprocess, so its peak
+bytes and frame sizes; GIF, WebP (lossy with alpha, lossless), deflate TIFF, BMP and AVIF
+(where Pillow has it) ones by flips, truncations and sizes claimed in their headers. Each file
+goes through ``lightsr.data.io.read_image`` and, all together, through ``lightsr upscale
+--model bicubic``. That runs in a fresh subprocess, so its peak
 resident memory (VmHWM) is this loop's alone.
 """
 
@@ -21,7 +23,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -70,6 +72,13 @@ def base_files() -> dict[str, bytes]:
         "progressive.jpg": _pil_bytes(rgb, "JPEG", quality=80, progressive=True),
         "rgb16.png": encode_png(rgb.astype(np.uint16) * 257),
         "grey16.png": _pil_bytes(Image.fromarray(grey16), "PNG"),
+        # the other formats lightsr reads: flips, cuts and a size claim in the header
+        "palette.gif": _pil_bytes(palette, "GIF", transparency=3),
+        "lossy.webp": _pil_bytes(rgba, "WEBP", quality=80),
+        "lossless.webp": _pil_bytes(rgb, "WEBP", lossless=True),
+        "deflate.tif": _pil_bytes(rgb, "TIFF", compression="tiff_adobe_deflate"),
+        "rgb.bmp": _pil_bytes(rgb, "BMP"),
+        **({"rgb.avif": _pil_bytes(rgb, "AVIF", quality=80)} if features.check("avif") else {}),
     }
 
 
@@ -142,6 +151,39 @@ def _jpeg_damage(data: bytes, rng: np.random.Generator) -> list[tuple[str, bytes
     return out
 
 
+def _size_claims(data: bytes, suffix: str) -> list[tuple[str, bytes]]:
+    """The header's width and height set to sizes up to each field's largest (GIF: 16-bit
+    screen and frame sizes; WebP: VP8X's 24-bit canvas; BMP: 32-bit signed; AVIF: the 32-bit
+    ``ispe`` property; TIFF: the tags are found by the decoder, so flips cover it)."""
+    # Past Pillow's decompression-bomb limit, none, one more column, fewer: a claim under the
+    # limit but far past the data (13000x13000) is decoded at its size, as with JPEG (not
+    # promised, docs/PROMISES.md; `lightsr upscale` refuses it by --max-output-pixels first).
+    sizes = ((65535, 65535), (0, 0), (41, 32), (1, 1))
+    out = []
+    for w, h in sizes:
+        d = bytearray(data)
+        if suffix == "gif":
+            d[6:10] = struct.pack("<HH", w, h)  # the logical screen
+            at = 13 + ((3 << ((d[10] & 7) + 1)) if d[10] & 0x80 else 0)  # past its palette
+            while at < len(d) and d[at] == 0x21:  # an extension: label, then sub-blocks
+                at += 2
+                while at < len(d) and d[at]:
+                    at += d[at] + 1
+                at += 1
+            if at < len(d) and d[at] == 0x2C:  # the image descriptor
+                d[at + 5 : at + 9] = struct.pack("<HH", w, h)
+        elif suffix == "webp" and d[12:16] == b"VP8X":
+            d[24:30] = struct.pack("<I", max(w - 1, 0))[:3] + struct.pack("<I", max(h - 1, 0))[:3]
+        elif suffix == "bmp":
+            d[18:26] = struct.pack("<ii", w, h)
+        elif suffix == "avif" and (at := d.find(b"ispe")) > 0:
+            d[at + 8 : at + 16] = struct.pack(">II", w, h)
+        else:
+            continue
+        out.append((f"size-{w}x{h}", bytes(d)))
+    return out
+
+
 def damaged_files(folder: Path, seed: int = SEED, flips: int = 40, cuts: int = 12) -> list[Path]:
     """Write the damaged files into ``folder``; returns their paths."""
     rng = np.random.default_rng(seed)
@@ -158,8 +200,12 @@ def damaged_files(folder: Path, seed: int = SEED, flips: int = 40, cuts: int = 1
             cases.append(("flip", bytes(d)))
         for _ in range(cuts):
             cases.append(("cut", data[: int(rng.integers(0, len(data)))]))
-        damage = _png_damage if suffix == "png" else _jpeg_damage
-        cases += damage(data, rng)
+        if suffix == "png":
+            cases += _png_damage(data, rng)
+        elif suffix == "jpg":
+            cases += _jpeg_damage(data, rng)
+        else:
+            cases += _size_claims(data, suffix)
         for k, (what, d) in enumerate(cases):
             path = folder / f"{stem}-{k:03d}-{what}.{suffix}"
             path.write_bytes(d)

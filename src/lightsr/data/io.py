@@ -78,7 +78,16 @@ _METADATA_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 _JPEG_MAX_EXIF = 65533
 
 # Errors Pillow (and its C decoders) raise for files that are not images or are damaged.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    IndexError,
+    RuntimeError,  # Pillow's AVIF plugin: "Failed to decode image: ..."
+)
 
 
 def is_image_suffix(suffix: str) -> bool:
