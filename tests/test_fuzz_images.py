@@ -4,10 +4,10 @@ result, never another exception, and memory stays bounded.
 Small PNG (RGB, RGBA, grey, palette with transparency), JPEG (baseline, progressive) and 16-bit
 PNG (RGB, grey) files are damaged in seeded ways: bit flips, truncations, chunk length fields,
 IHDR fields (a width/height up to 2^31-1, depth and colour type), JPEG segment lengths, marker
-bytes and frame sizes; GIF, WebP (lossy with alpha, lossless), deflate TIFF, BMP and AVIF
-(where Pillow has it) ones by flips, truncations and sizes claimed in their headers. Each file
-goes through ``lightsr.data.io.read_image`` and, all together, through ``lightsr upscale
---model bicubic``. That runs in a fresh subprocess, so its peak
+bytes and frame sizes; GIF, WebP (lossy with alpha, lossless), deflate TIFF, BMP, AVIF (where
+Pillow has it) and HEIC (with pillow-heif) ones by flips, truncations and sizes claimed in
+their headers. Each file goes through ``lightsr.data.io.read_image`` and, all together,
+through ``lightsr upscale --model bicubic``. That runs in a fresh subprocess, so its peak
 resident memory (VmHWM) is this loop's alone.
 """
 
@@ -79,7 +79,18 @@ def base_files() -> dict[str, bytes]:
         "deflate.tif": _pil_bytes(rgb, "TIFF", compression="tiff_adobe_deflate"),
         "rgb.bmp": _pil_bytes(rgb, "BMP"),
         **({"rgb.avif": _pil_bytes(rgb, "AVIF", quality=80)} if features.check("avif") else {}),
+        **({"rgb.heic": _pil_bytes(rgb, "HEIF", quality=80)} if _heif() else {}),
     }
+
+
+def _heif() -> bool:
+    """pillow-heif's plugin registered (the optional ``lightsr[heif]``), or False."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _png_chunks(data: bytes) -> list[tuple[int, int, bytes]]:

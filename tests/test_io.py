@@ -439,7 +439,6 @@ def test_camera_jpeg_with_a_preview_frame_reads(tmp_path):
 @pytest.mark.parametrize(
     ("head", "named"),
     [
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC/HEIF"),
         (b"%PDF-1.7\n", "PDF"),
         (b"8BPS\x00\x01", "Photoshop"),
     ],
@@ -472,3 +471,39 @@ def test_lossy_format_reads_the_webp_bitstream(tmp_path):
     data[16:20] = struct.pack("<I", 2**31)
     (tmp_path / "bad.webp").write_bytes(bytes(data[:40]))
     assert lossy_format(tmp_path / "bad.webp", "WEBP") is None
+
+
+def _pillow_heif():
+    return pytest.importorskip(
+        "pillow_heif", reason="HEIC needs pillow-heif: pip install 'lightsr[heif]'"
+    )
+
+
+def test_heic_reads_as_pillow_heif_decodes_it_turned_once(tmp_path):
+    """A phone's HEIC photo: pixels as pillow-heif decodes them, turned by its orientation
+    once (libheif applies the file's rotation and pillow-heif resets EXIF's to 1)."""
+    from lightsr.data.io import image_header, read_image_info
+
+    _pillow_heif().register_heif_opener()
+    a = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to view
+    Image.fromarray(a).save(tmp_path / "phone.heic", exif=exif.tobytes(), quality=90)
+    with Image.open(tmp_path / "phone.heic") as im:
+        want = np.asarray(im.convert("RGB"))
+    got = read_image(tmp_path / "phone.heic")
+    assert got.shape == (20, 12, 3)  # portrait, as the phone showed it
+    assert np.array_equal(got, want)
+    assert image_header(tmp_path / "phone.heic").pixels == 240
+    assert read_image_info(tmp_path / "phone.heic").format == "HEIF"
+
+
+def test_heic_without_pillow_heif_names_the_extra(tmp_path, monkeypatch):
+    from lightsr.data import io as image_io
+
+    _pillow_heif().register_heif_opener()
+    Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "p.heic")
+    without = tuple(f for f in image_io._read_formats() if f != "HEIF")
+    monkeypatch.setattr(image_io, "_read_formats", lambda: without)
+    with pytest.raises(ImageReadError, match=r"pip install 'lightsr\[heif\]'"):
+        read_image(tmp_path / "p.heic")

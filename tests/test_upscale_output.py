@@ -716,4 +716,11 @@ def test_jpeg_through_a_clean_model_prints_the_photo_hint(tmp_path, capsys, monk
     if features.check("avif"):
         frames[0].save(tmp_path / "pic.avif", quality=80)
         assert "1 AVIF input" in hint(clean, "pic.avif")[0]
+    try:
+        import pillow_heif
+    except ImportError:
+        return
+    pillow_heif.register_heif_opener()
+    frames[0].save(tmp_path / "phone.heic", quality=80)
+    assert "1 HEIC input" in hint(clean, "phone.heic")[0]
     assert hint(trained, "photo.jpg") == []

@@ -253,9 +253,9 @@ def _weights_label(args: argparse.Namespace, resolved: ResolvedModel) -> str:
 
 
 def photo_hint(args: argparse.Namespace, model, sources: list[Path]) -> str | None:
-    """One line naming the photo model when lossy inputs (JPEG, lossy WebP, AVIF) ran through a
-    model trained on clean bicubic LR (which sharpens compression blocks and noise); None
-    otherwise."""
+    """One line naming the photo model when lossy inputs (JPEG, lossy WebP, AVIF, HEIC) ran
+    through a model trained on clean bicubic LR (which sharpens compression blocks and noise);
+    None otherwise."""
     if not get_spec(model.arch_name).learned:
         return None
     photo = photo_weights(model.scale)
@@ -265,7 +265,7 @@ def photo_hint(args: argparse.Namespace, model, sources: list[Path]) -> str | No
     lossy = [k for k in kinds if k is not None]
     if not lossy:
         return None
-    names = "/".join(k for k in ("JPEG", "WebP", "AVIF") if k in lossy)
+    names = "/".join(k for k in ("JPEG", "WebP", "AVIF", "HEIC") if k in lossy)
     return (
         f"hint: {len(lossy)} {names} input(s) ran through a model trained on clean images; "
         f"for compressed, noisy or blurred photos try --weights {photo.name}"

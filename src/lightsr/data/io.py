@@ -44,16 +44,18 @@ from .png import PNG_SIGNATURE, RowBands, encode_png, row_blocks, write_png
 WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 #: File suffixes treated as images when listing a folder (lower case): what lightsr writes, and
-#: GIF and AVIF, which it reads (a still GIF or AVIF upscales to a PNG).
-IMAGE_EXTENSIONS = WRITE_EXTENSIONS + (".gif", ".avif")
+#: GIF, AVIF and HEIC/HEIF, which it reads (and upscales to a PNG). HEIC needs the optional
+#: pillow-heif (``pip install 'lightsr[heif]'``); without it such a file fails naming the extra.
+IMAGE_EXTENSIONS = WRITE_EXTENSIONS + (".gif", ".avif", ".heic", ".heif")
 
 #: The only formats (Pillow's names) whose decoders ever run on a file, whatever its name.
 #: Pillow left to itself tries every plugin it has, and some run more than a decoder: its EPS
 #: reader hands the file to Ghostscript, a PostScript interpreter. A file of any other format
 #: is refused before a decoder runs (``tests/test_io.py``). MPO is how Pillow names camera
-#: JPEGs that carry a preview image; PPM covers PGM and PBM.
-READ_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP", "PPM", "GIF", "AVIF")
-_READ_FORMAT_NAMES = "PNG, JPEG, BMP, TIFF, WebP, PNM, GIF and AVIF"
+#: JPEGs that carry a preview image; PPM covers PGM and PBM; HEIF is pillow-heif's plugin
+#: (phones' HEIC photos), registered when that optional package is installed.
+READ_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP", "PPM", "GIF", "AVIF", "HEIF")
+_READ_FORMAT_NAMES = "PNG, JPEG, BMP, TIFF, WebP, PNM, GIF, AVIF and HEIC"
 # Formats that can hold more than one picture; lightsr upscales one, so a file holding several
 # is refused rather than cut to its first (MPO's second frame is a camera's preview: not here).
 _MULTI_FRAME = {
@@ -62,10 +64,11 @@ _MULTI_FRAME = {
     "WEBP": "an animated WebP (more than one frame)",
     "AVIF": "an animated AVIF (more than one frame)",
     "TIFF": "a multi-page TIFF",
+    "HEIF": "a HEIF holding several images",
 }
-# Image formats people have that no Pillow plugin reads (camera raw, HEIC, JPEG XL, SVG): a
-# name with one of these suffixes is an image file lightsr cannot read, never a folder.
-_OTHER_IMAGE_SUFFIXES = (".heic", ".heif", ".jxl", ".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw")
+# Image formats people have that lightsr does not read (camera raw, JPEG XL, SVG): a name with
+# one of these suffixes is an image file, never a folder.
+_OTHER_IMAGE_SUFFIXES = (".jxl", ".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw")
 # Formats that keep an alpha channel (Pillow writes RGBA to BMP and PPM by dropping it, and
 # refuses it for JPEG); the largest side each format can store (JPEG: 16-bit size fields;
 # WebP: 14-bit); the formats that hold 16 bits a sample, and ICC profiles and EXIF.
@@ -124,8 +127,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     so do a file of a format outside :data:`READ_FORMATS` (under any name; no decoder of it
     runs), an animation or a multi-page TIFF (upscaling its first picture alone would drop the
     rest), a FIFO or device (never opened: it could block), a header past Pillow's
-    decompression-bomb limit (refused before decoding), and a PNG whose pixel data is shorter
-    than its header promises (Pillow would pad it with black). Files are untrusted input: no
+    decompression-bomb limit (refused before decoding), a PNG whose pixel data is shorter
+    than its header promises (Pillow would pad it with black), and pixel data that decodes to
+    another size than the header's. Files are untrusted input: no
     other exception type escapes (``tests/test_fuzz_images.py``).
     """
 
@@ -133,6 +137,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with _open(path) as im:
             _check_still(im, path)
+            width, height = im.size
             orientation = _exif_orientation(im)
             if im.format == "PNG":
                 _check_png_data(path)
@@ -144,6 +149,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = _read_tiff16_colour(path, tiff16)
             else:
                 arr = _pil_to_array(im, path)
+            if arr.shape[:2] != (height, width):
+                # the header is what the pixel limits were checked against: a decoder that
+                # gives another size (a damaged HEIF's stream against its 'ispe') is refused
+                raise ImageReadError(
+                    f"cannot read {str(path)!r}: its header says {width}x{height} pixels but "
+                    f"its data decodes to {arr.shape[1]}x{arr.shape[0]}: a damaged file. "
+                    "Re-export or re-download it."
+                )
     except LightSRError:
         raise
     except Image.UnidentifiedImageError as exc:
@@ -218,15 +231,18 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
 def lossy_format(path: str | os.PathLike, format: str | None) -> str | None:
-    """The name of ``path``'s lossy compression ("JPEG", "WebP", "AVIF") when its pixels went
-    through one, else None. ``format`` is Pillow's name for the file (:class:`ImageInfo`'s):
-    JPEG (and MPO, a camera JPEG with a preview) and AVIF are lossy; a WebP is when its
+    """The name of ``path``'s lossy compression ("JPEG", "WebP", "AVIF", "HEIC") when its
+    pixels went through one, else None. ``format`` is Pillow's name for the file
+    (:class:`ImageInfo`'s): JPEG (and MPO, a camera JPEG with a preview), AVIF and HEIF are
+    lossy; a WebP is when its
     bitstream is VP8 rather than VP8L (the lossless one), found by walking at most 64 RIFF
     chunk headers. Reads headers only; never raises for a damaged file (None)."""
     if format in ("JPEG", "MPO"):
         return "JPEG"
     if format == "AVIF":
         return "AVIF"
+    if format == "HEIF":
+        return "HEIC"
     if format != "WEBP":
         return None
     try:
@@ -402,10 +418,18 @@ def _regular_file(path: str | os.PathLike) -> Path:
 @functools.cache
 def _read_formats() -> tuple[str, ...]:
     """:data:`READ_FORMATS` that this Pillow has, their plugins imported (registered), so that
-    ``Image.open`` tries those and no other. AVIF's plugin came with Pillow 11.2."""
+    ``Image.open`` tries those and no other. AVIF's plugin came with Pillow 11.2; HEIF's is
+    pillow-heif's (registering it adds HEIF to Pillow in this process, as its docs direct)."""
     for plugin in ("Bmp", "Gif", "Jpeg", "Mpo", "Png", "Ppm", "Tiff", "WebP", "Avif"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"PIL.{plugin}ImagePlugin")
+    try:
+        import pillow_heif  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        if "HEIF" not in Image.OPEN:
+            pillow_heif.register_heif_opener()
     return tuple(f for f in READ_FORMATS if f in Image.OPEN)
 
 
@@ -473,6 +497,18 @@ def _sniff(path: Path) -> str | None:
 def _unsupported(path: Path, exc: BaseException) -> ImageReadError:
     """The error for a file no allowed plugin identifies: another format, or not an image."""
     kind = _sniff(path)
+    avif_plugin = sys.modules.get("PIL.AvifImagePlugin")
+    decodable = {
+        "HEIC/HEIF": "HEIF" in _read_formats(),
+        "AVIF": bool(getattr(avif_plugin, "SUPPORTED", False)),
+    }
+    if decodable.get(kind or ""):  # a format lightsr reads here, that its decoder refused
+        return _damaged(path, exc)
+    if kind == "HEIC/HEIF":
+        return ImageReadError(
+            f"cannot read {str(path)!r}: it is a HEIC/HEIF image, which needs the optional "
+            "pillow-heif package: pip install 'lightsr[heif]' (or convert it to JPEG or PNG)."
+        )
     if kind == "AVIF":  # an AVIF file that this Pillow cannot decode
         return ImageReadError(
             f"cannot read {str(path)!r}: it is an AVIF image and this Pillow has no AVIF "
