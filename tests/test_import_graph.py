@@ -36,7 +36,15 @@ LAYERS: list[tuple[str, ...]] = [
 
 #: Imports allowed inside functions: optional dependencies (an extra, or one platform's
 #: module), each imported where used so the error can name the extra to install.
-OPTIONAL = ("onnx", "onnxruntime", "matplotlib", "torch.utils.tensorboard", "resource", "openvino")
+OPTIONAL = (
+    "onnx",
+    "onnxruntime",
+    "matplotlib",
+    "torch.utils.tensorboard",
+    "resource",
+    "openvino",
+    "pillow_heif",
+)
 
 
 def _module_name(path: Path) -> str:
