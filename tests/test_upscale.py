@@ -452,6 +452,15 @@ def test_inputs_from_files_folders_and_globs(tmp_path):
     assert [(p.name, r.split(" (")[0]) for p, r in skipped] == [
         ("missing*.png", "no such file, folder or glob match")
     ]
+    # "**" reaches into subfolders; an earlier output there (its output would go beside it)
+    # is skipped as in a folder
+    (tmp_path / "sub" / "deep").mkdir()
+    for name in ("d.png", "d_x4.png"):
+        (tmp_path / "sub" / "deep" / name).write_bytes(b"")
+    files, skipped = expand_inputs([str(tmp_path / "**" / "*.png")], skip_outputs_of_scale=4)
+    found = [f.relative_to(tmp_path).as_posix() for f in files]
+    assert found == ["a.png", "sub/deep/d.png"]  # (glob's *.png is case-sensitive: no b.PNG)
+    assert [p.name for p, _ in skipped] == ["d_x4.png"]
 
 
 def test_output_names_never_overwrite(tmp_path):

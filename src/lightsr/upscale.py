@@ -1281,7 +1281,8 @@ def expand_inputs(
     out_dir: Path | None = None,
     output_suffix: str | None = None,
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files, folders (their files, not recursive, hidden ones skipped) and glob patterns ->
+    """Files, folders (their files, not recursive, hidden ones skipped) and glob patterns (where
+    ``**`` matches any depth of subfolders) ->
     (candidate image files, [(path, reason)] for things that are skipped).
 
     With ``skip_outputs_of_scale=s`` (or ``output_suffix``, the outputs' name suffix, e.g.
@@ -1344,7 +1345,8 @@ def expand_inputs(
         elif kind is not None:
             skipped.append((p, kind))
         else:
-            matches = sorted(glob.glob(str(item)))
+            # "**" matches any depth of subfolders: `lightsr upscale 'photos/**/*.jpg'`
+            matches = sorted(glob.glob(str(item), recursive=True))
             if not matches:
                 skipped.append((p, "no such file, folder or glob match"))
             for m in matches:

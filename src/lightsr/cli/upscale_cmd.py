@@ -111,7 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "their place; non-image files are skipped and unreadable images listed at the end."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders or globs (quoted, 'photos/**/*.jpg' reaches subfolders)",
+    )
     p.add_argument("-o", "--out", metavar="OUT", help="output folder (or file name for one input)")
     p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # the older spelling
     p.add_argument(
