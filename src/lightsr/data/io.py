@@ -418,25 +418,37 @@ def _regular_file(path: str | os.PathLike) -> Path:
 @functools.cache
 def _read_formats() -> tuple[str, ...]:
     """:data:`READ_FORMATS` that this Pillow has, their plugins imported (registered), so that
-    ``Image.open`` tries those and no other. AVIF's plugin came with Pillow 11.2; HEIF's is
-    pillow-heif's (registering it adds HEIF to Pillow in this process, as its docs direct)."""
+    ``Image.open`` tries those and no other; HEIF is left to :func:`_heif_readable`. AVIF's
+    plugin came with Pillow 11.2."""
     for plugin in ("Bmp", "Gif", "Jpeg", "Mpo", "Png", "Ppm", "Tiff", "WebP", "Avif"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"PIL.{plugin}ImagePlugin")
+    return tuple(f for f in READ_FORMATS if f in Image.OPEN and f != "HEIF")
+
+
+@functools.cache
+def _heif_readable() -> bool:
+    """Whether pillow-heif is installed; registers its HEIF plugin with Pillow (in this
+    process, as its docs direct). Called only for a file that announces HEIF, so that others
+    do not pay for importing it (~35 ms)."""
     try:
         import pillow_heif  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
-        pass
-    else:
-        if "HEIF" not in Image.OPEN:
-            pillow_heif.register_heif_opener()
-    return tuple(f for f in READ_FORMATS if f in Image.OPEN)
+        return False
+    if "HEIF" not in Image.OPEN:
+        pillow_heif.register_heif_opener()
+    return "HEIF" in Image.OPEN
 
 
 def _open(path: Path) -> Image.Image:
     """``Image.open`` limited to :data:`READ_FORMATS`; a file of another format (whatever its
     suffix) raises ``PIL.UnidentifiedImageError`` without any other plugin seeing it."""
-    return Image.open(path, formats=_read_formats())
+    try:
+        return Image.open(path, formats=_read_formats())
+    except Image.UnidentifiedImageError:
+        if _sniff(path) == "HEIC/HEIF" and _heif_readable():
+            return Image.open(path, formats=("HEIF",))
+        raise
 
 
 def _check_still(im: Image.Image, path: Path) -> None:
@@ -499,7 +511,7 @@ def _unsupported(path: Path, exc: BaseException) -> ImageReadError:
     kind = _sniff(path)
     avif_plugin = sys.modules.get("PIL.AvifImagePlugin")
     decodable = {
-        "HEIC/HEIF": "HEIF" in _read_formats(),
+        "HEIC/HEIF": _heif_readable(),
         "AVIF": bool(getattr(avif_plugin, "SUPPORTED", False)),
     }
     if decodable.get(kind or ""):  # a format lightsr reads here, that its decoder refused
