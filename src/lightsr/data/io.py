@@ -234,9 +234,9 @@ def lossy_format(path: str | os.PathLike, format: str | None) -> str | None:
     """The name of ``path``'s lossy compression ("JPEG", "WebP", "AVIF", "HEIC") when its
     pixels went through one, else None. ``format`` is Pillow's name for the file
     (:class:`ImageInfo`'s): JPEG (and MPO, a camera JPEG with a preview), AVIF and HEIF are
-    lossy; a WebP is when its
-    bitstream is VP8 rather than VP8L (the lossless one), found by walking at most 64 RIFF
-    chunk headers. Reads headers only; never raises for a damaged file (None)."""
+    lossy; a WebP is when its bitstream is VP8 rather than VP8L (the lossless one), found by
+    walking at most 64 RIFF chunk headers. Reads headers only; never raises for a damaged
+    file (None)."""
     if format in ("JPEG", "MPO"):
         return "JPEG"
     if format == "AVIF":
