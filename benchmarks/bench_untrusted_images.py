@@ -60,6 +60,15 @@ def make_bomb(path: Path, side: int = 9000) -> Path:
     return path
 
 
+def make_gif_bomb(path: Path, side: int = 9000) -> Path:
+    """The same flat picture as a GIF (LZW packs it too): lightsr reads GIFs, so the same
+    header check must stop it before the decoder allocates."""
+    im = Image.new("P", (side, side), 0)
+    im.putpalette([40, 80, 120, 200, 200, 200])
+    im.save(path, optimize=True)
+    return path
+
+
 def make_photo(path: Path, width: int = 320, height: int = 240) -> Path:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width]
@@ -125,6 +134,7 @@ def main() -> None:
             ("baseline photo, bicubic", photo, ["--model", "bicubic"]),
             ("bomb, default", bomb, []),
             ("bomb, bicubic", bomb, ["--model", "bicubic"]),
+            ("GIF bomb, default", make_gif_bomb(tmp_path / "bomb_9000.gif"), []),
         ]
         if args.unbounded:
             cases.append(
@@ -140,8 +150,9 @@ def main() -> None:
         ]
 
     record = {
-        "what": "lightsr upscale x4 of a ~10 KB PNG that decodes to 9000x9000 (a decompression "
-        "bomb under Pillow's limit), against a small normal image; fresh process per case",
+        "what": "lightsr upscale x4 of a ~10 KB PNG (and a GIF) that decodes to 9000x9000 (a "
+        "decompression bomb under Pillow's limit), against a small normal image; fresh process "
+        "per case",
         "cases": results,
         "machine": machine_record(),
         "command": "python benchmarks/bench_untrusted_images.py"
