@@ -375,6 +375,7 @@ def _frames() -> list[Image.Image]:
         ("anim.webp", "WEBP", "animated WebP"),
         ("pages.tif", "TIFF", "multi-page TIFF"),
         ("anim.avif", "AVIF", "animated AVIF"),
+        ("burst.heic", "HEIF", "HEIF holding several images"),
     ],
 )
 def test_files_holding_several_pictures_are_refused(tmp_path, name, fmt, what):
@@ -384,6 +385,8 @@ def test_files_holding_several_pictures_are_refused(tmp_path, name, fmt, what):
 
     if fmt == "AVIF" and not features.check("avif"):
         pytest.skip("this Pillow has no AVIF codec")
+    if fmt == "HEIF":
+        _pillow_heif().register_heif_opener()
     first, second = _frames()
     first.save(tmp_path / name, format=fmt, save_all=True, append_images=[second])
     for reader in (read_image, image_header):

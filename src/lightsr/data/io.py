@@ -429,8 +429,8 @@ def _read_formats() -> tuple[str, ...]:
 @functools.cache
 def _heif_readable() -> bool:
     """Whether pillow-heif is installed; registers its HEIF plugin with Pillow (in this
-    process, as its docs direct). Called only for a file that announces HEIF, so that others
-    do not pay for importing it (~35 ms)."""
+    process, as its docs direct). Called only for a file that announces HEIF, so that other
+    reads do not pay for importing it and libheif."""
     try:
         import pillow_heif  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
