@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, TiffImagePlugin
 from lightsr.data.io import (
     READ_FORMATS,
     encode_png,
+    image_header,
     image_to_tensor,
     list_images,
     read_image,
@@ -65,7 +66,9 @@ _ADAM7 = [
 ]
 
 
-def _encode_png(arr: np.ndarray, colour_type: int, *, interlace: bool = False) -> bytes:
+def _encode_png(
+    arr: np.ndarray, colour_type: int, *, interlace: bool = False, exif: bytes | None = None
+) -> bytes:
     h, w, c = arr.shape
     bpp = 2 * c
     be = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w, bpp)
@@ -79,9 +82,11 @@ def _encode_png(arr: np.ndarray, colour_type: int, *, interlace: bool = False) -
     else:
         raw = _filter_rows(be.reshape(h, -1), bpp, 0)
     ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, int(interlace))
+    exif_chunk = _chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")) if exif else b""
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", ihdr)
+        + exif_chunk
         + _chunk(b"IDAT", zlib.compress(raw))
         + _chunk(b"IEND", b"")
     )
@@ -202,6 +207,106 @@ def test_exif_orientation_applied(tmp_path, orientation):
     assert np.array_equal(out, want)
     if orientation in (5, 6, 7, 8):
         assert out.shape[:2] == (10, 6)
+
+
+def _exif_orientation_bytes(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def _turned(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``arr`` (H x W x C) as Pillow's ``exif_transpose`` turns a picture: an image of pixel
+    indices is turned by Pillow, then the pixels are picked by it."""
+    h, w, c = arr.shape
+    index = Image.fromarray(np.arange(h * w, dtype=np.int32).reshape(h, w))
+    index.getexif()[0x0112] = orientation
+    picked = np.asarray(ImageOps.exif_transpose(index))
+    return arr.reshape(h * w, c)[picked]
+
+
+def _kinds(tmp_path, orientation: int):
+    """(name, file, the array read_image must give): one file per reader path, each with the
+    EXIF ``orientation``."""
+    exif = _exif_orientation_bytes(orientation)
+    rgb = RNG.integers(0, 256, (23, 17, 3), dtype=np.uint8)
+    grey = rgb[..., 0]
+    pal = Image.fromarray(rgb).quantize(colors=16)
+    deep = RNG.integers(0, 65536, (23, 17, 4), dtype=np.uint16)
+    la16 = np.concatenate([deep[..., :1].repeat(3, axis=2), deep[..., 3:]], axis=2)
+    cases = [
+        ("rgb.png", Image.fromarray(rgb), rgb),
+        ("rgb.tif", Image.fromarray(rgb), rgb),  # Pillow's TIFF loader turns on its own
+        ("cmyk.jpg", Image.fromarray(rgb).convert("CMYK"), "RGB"),
+        ("palette_alpha.png", pal, "RGBA"),
+        ("bilevel.png", Image.fromarray(grey > 127), np.where(grey > 127, 255, 0)[..., None]),
+        (
+            "grey_alpha.png",
+            Image.merge("LA", [Image.fromarray(grey), Image.fromarray(255 - grey)]),
+            np.stack([grey, grey, grey, 255 - grey], axis=2),
+        ),
+        ("grey16.png", Image.fromarray(deep[..., 0]), deep[..., :1]),
+    ]
+    for name, im, want in cases:
+        extra = {"transparency": 0} if name.startswith("palette") else {}
+        im.save(tmp_path / name, exif=exif, **extra)
+        if isinstance(want, str):  # what Pillow decodes, in that mode
+            with Image.open(tmp_path / name) as opened:
+                want = np.asarray(opened.convert(want))
+        yield name, tmp_path / name, np.asarray(want)
+    for colour_type, want, interlace in (
+        (2, deep[..., :3], False),
+        (6, deep, True),
+        (4, la16, False),
+    ):
+        source = deep[..., [0, 3]] if colour_type == 4 else want
+        path = tmp_path / f"colour16_{colour_type}.png"
+        path.write_bytes(_encode_png(source, colour_type, interlace=interlace, exif=exif))
+        yield path.name, path, want
+    write_image(tmp_path / "rgb16.tif", deep[..., :3], exif=exif)
+    yield "rgb16.tif", tmp_path / "rgb16.tif", deep[..., :3]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 7])
+def test_every_reader_copies_in_bands_and_turns_as_it_copies(tmp_path, monkeypatch, orientation):
+    """read_image copies decoded pixels a few rows at a time into an array already turned for
+    the EXIF orientation. With bands of one or two rows (the 8 MiB default covers these small
+    files in one), each reader path must give Pillow's pixels turned as exif_transpose turns
+    them, and the same array as one whole band."""
+    kinds = list(_kinds(tmp_path, orientation))
+    whole = {name: read_image(path) for name, path, _ in kinds}
+    for name, path, _ in kinds:  # the header's size is the array's, turned or not
+        head = image_header(path)
+        assert (head.height, head.width, head.channels) == whole[name].shape, name
+    monkeypatch.setattr("lightsr.data.io._COPY_BAND_BYTES", 100)
+    for name, path, want in kinds:
+        banded = read_image(path)
+        assert banded.flags.c_contiguous, name
+        assert np.array_equal(banded, _turned(want, orientation)), name
+        assert banded.dtype == whole[name].dtype and np.array_equal(banded, whole[name]), name
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_header_reads_a_png_orientation_without_decoding(tmp_path, monkeypatch, where):
+    """image_header gives the turned size of a PNG tagged 6 without decoding a pixel, wherever
+    its eXIf chunk is (Pillow's own getexif decodes the whole picture to find one after the
+    pixel data: a bomb's pixels, before its size was checked)."""
+    arr = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    exif = _chunk(b"eXIf", _exif_orientation_bytes(6).removeprefix(b"Exif\x00\x00"))
+    cut = data.index(b"IDAT") - 4 if where == "before" else data.index(b"IEND") - 4
+    path = tmp_path / "turned.png"
+    path.write_bytes(data[:cut] + exif + data[cut:])
+    assert read_image(path).shape == (7, 5, 3)
+
+    def no_decoding(self):
+        raise AssertionError("image_header decoded the pixels")
+
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
+    head = image_header(path)
+    assert (head.height, head.width) == (7, 5)
 
 
 def test_bad_files_raise_image_read_error_naming_the_file(tmp_path):

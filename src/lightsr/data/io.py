@@ -27,7 +27,7 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -138,23 +138,26 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         with _open(path) as im:
             _check_still(im, path)
             width, height = im.size
-            orientation = _exif_orientation(im)
+            orientation = _orientation_to_apply(im, path)
             if im.format == "PNG":
                 _check_png_data(path)
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             tiff16 = _tiff16_colour_mode(im)
+            # each reader turns the picture as it copies it (no second array)
             if png16:
-                arr = _read_png16_colour(path, png16)
+                arr = _read_png16_colour(path, png16, im.size, orientation)
             elif tiff16:
-                arr = _read_tiff16_colour(path, tiff16)
+                arr = _read_tiff16_colour(path, tiff16, im.size, orientation)
             else:
-                arr = _pil_to_array(im, path)
-            if arr.shape[:2] != (height, width):
+                arr = _pil_to_array(im, path, orientation)
+            turned = orientation in (5, 6, 7, 8)
+            decoded = arr.shape[1::-1] if turned else arr.shape[:2]
+            if decoded != (height, width):
                 # the header is what the pixel limits were checked against: a decoder that
                 # gives another size (a damaged HEIF's stream against its 'ispe') is refused
                 raise ImageReadError(
                     f"cannot read {str(path)!r}: its header says {width}x{height} pixels but "
-                    f"its data decodes to {arr.shape[1]}x{arr.shape[0]}: a damaged file. "
+                    f"its data decodes to {decoded[1]}x{decoded[0]}: a damaged file. "
                     "Re-export or re-download it."
                 )
     except LightSRError:
@@ -165,7 +168,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise _too_large(path, exc) from None
     except _DECODE_ERRORS as exc:
         raise _damaged(path, exc) from None
-    return np.ascontiguousarray(_apply_orientation(arr, orientation))
+    return arr
 
 
 @dataclass(frozen=True)
@@ -331,9 +334,9 @@ def _check_png_data(path: Path) -> None:
 @dataclass(frozen=True)
 class ImageHeader:
     """What an image file's header says, read without decoding its pixels (see
-    :func:`image_header`): the size as stored (an EXIF rotation may swap width and height in
-    the array; the pixel count is the same), and the channels and dtype of the array
-    :func:`read_image` would return."""
+    :func:`image_header`): the width, height, channels and dtype of the array
+    :func:`read_image` would return (the size as displayed: an EXIF quarter turn swaps the
+    stored width and height, as read_image turns the pixels)."""
 
     path: Path
     format: str | None
@@ -360,6 +363,8 @@ def image_header(path: str | os.PathLike) -> ImageHeader:
         with _open(path) as im:
             _check_still(im, path)
             width, height = im.size
+            if _orientation_to_apply(im, path) in (5, 6, 7, 8):
+                width, height = height, width  # the size of read_image's turned array
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             if png16 is None and _tiff16_colour_mode(im):
                 png16 = 2 if im.mode == "RGB" else 6  # the same layout as a 16-bit PNG's
@@ -554,36 +559,92 @@ def _float_image(path: Path) -> ImageReadError:
     )
 
 
-def _pil_to_array(im, path: Path) -> np.ndarray:
+# Rows copied at a time out of a decoded Pillow image: small beside any photo, large enough
+# that the per-band overhead (a crop, a tobytes call) is lost in the copying.
+_COPY_BAND_BYTES = 8 << 20
+
+
+def _bands(im, convert: str | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Decode ``im`` and yield ``(top, bottom, rows)``: its pixels as ``(rows, width,
+    channels)`` arrays, a few MiB at a time, each converted to Pillow mode ``convert`` first
+    when given.
+
+    This is how the readers get a Pillow image into numpy. ``np.asarray(im)`` goes through
+    ``tobytes()``, which encodes in chunks and joins them, so the decoded image, the chunks and
+    the joined copy are held at once (3.3x the array for an 8000x6000 RGB photo; Pillow keeps
+    RGB in 4 bytes a pixel), and a conversion (palette to RGB) adds a whole converted image.
+    Copying bands into an array allocated once holds the decoded image, that array and one
+    band (``python benchmarks/bench_read.py`` measures both)."""
+    im.load()
+    width, height = im.size
+    rows = max(1, _COPY_BAND_BYTES // max(1, 4 * width * len(im.getbands())))
+    for top in range(0, max(height, 1), rows):  # an empty image still yields its one band
+        bottom = min(height, top + rows)
+        band = im.crop((0, top, width, bottom))
+        array = np.asarray(band.convert(convert) if convert else band)
+        yield top, bottom, array[:, :, None] if array.ndim == 2 else array
+
+
+def _oriented_empty(
+    size: tuple[int, int], channels: int, dtype, orientation: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """An uninitialised ``(height, width, channels)`` array for a picture stored ``size`` =
+    (width, height) in its file, turned for EXIF ``orientation`` (1..8) as
+    :func:`_apply_orientation` turns it, and a view of that array in the file's layout: rows
+    stored into the view land where the turned picture wants them, so no second array is
+    needed to turn it."""
+    width, height = size
+    turned = orientation in (5, 6, 7, 8)
+    out = np.empty((width, height, channels) if turned else (height, width, channels), dtype)
+    # every orientation is its own inverse except the two quarter turns, each the other's
+    inverse = {6: 8, 8: 6}.get(orientation, orientation)
+    return out, _apply_orientation(out, inverse)
+
+
+def _read_pixels(im, orientation: int, convert: str | None = None, dtype=None) -> np.ndarray:
+    """``im``'s pixels as an ``H x W x C`` array turned for ``orientation``, copied band by
+    band (:func:`_bands`); ``dtype`` (default: what numpy makes of the mode) casts each band,
+    e.g. big-endian ``I;16B`` samples to native uint16."""
+    bands = _bands(im, convert)
+    top, bottom, first = next(bands)
+    out, view = _oriented_empty(im.size, first.shape[2], dtype or first.dtype, orientation)
+    view[top:bottom] = first
+    del first
+    for top, bottom, band in bands:
+        view[top:bottom] = band
+    return out
+
+
+def _pil_to_array(im, path: Path, orientation: int = 1) -> np.ndarray:
     mode = im.mode
+    convert = None
     if mode == "1":
-        im = im.convert("L")
+        convert = "L"
     elif mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in im.info or _palette_mode(im) == "RGBA"
-        im = im.convert("RGBA" if has_alpha else "RGB")
+        convert = "RGBA" if has_alpha else "RGB"
     elif mode in ("LA", "La", "RGBa"):
-        im = im.convert("RGBA")
+        convert = "RGBA"
     elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-        im = im.convert("RGB")
+        convert = "RGB"
     elif mode.startswith("I;16"):
-        arr = np.asarray(im).astype(np.uint16)  # big-endian variants -> native
-        return arr[:, :, None]
+        return _read_pixels(im, orientation, dtype=np.uint16)  # big-endian variants -> native
     elif mode == "I":
-        arr = np.asarray(im)
+        arr = _read_pixels(im, orientation)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ImageReadError(
                 f"{str(path)!r} is a 32-bit integer image with values outside 0..65535; only "
                 "8- and 16-bit images are supported. Convert it to a 16-bit PNG."
             )
-        return arr.astype(np.uint16)[:, :, None]
+        return arr.astype(np.uint16)
     elif mode == "F":
         raise _float_image(path)
     elif mode not in ("L", "RGB", "RGBA"):
-        im = im.convert("RGB")
-    arr = np.asarray(im)
+        convert = "RGB"
+    arr = _read_pixels(im, orientation, convert)
     if arr.dtype != np.uint8:
         raise ImageReadError(f"{str(path)!r}: unsupported pixel format {mode!r}.")
-    return arr[:, :, None] if arr.ndim == 2 else arr
+    return arr
 
 
 def _png16_colour_type(path: Path) -> int | None:
@@ -597,31 +658,44 @@ def _png16_colour_type(path: Path) -> int | None:
     return ctype if depth == 16 and ctype in (2, 4, 6) else None
 
 
-def _decode_png_as(path: Path, mode: str, rawmode: str) -> np.ndarray:
+def _decode_png_as(path: Path, mode: str, rawmode: str) -> Iterator[tuple[int, int, np.ndarray]]:
     """Run Pillow's PNG decoder (which does the unfiltering/de-interlacing) with another
-    unpacker of the same bits per pixel, to get at bytes its default unpacker drops."""
+    unpacker of the same bits per pixel, to get at bytes its default unpacker drops; yields
+    the result's :func:`_bands`."""
 
     with _open(path) as im:
         if len(im.tile) != 1 or im.tile[0][0] != "zip" or im.mode != mode:
             raise OSError("unexpected PNG layout")
         im.tile = [im.tile[0]._replace(args=rawmode)]
-        im.load()
-        return np.asarray(im)
+        yield from _bands(im)
 
 
-def _read_png16_colour(path: Path, colour_type: int) -> np.ndarray:
+def _read_png16_colour(
+    path: Path, colour_type: int, size: tuple[int, int], orientation: int = 1
+) -> np.ndarray:
+    """A ``size`` = (width, height) 16-bit colour PNG as uint16, turned for ``orientation``:
+    Pillow's decoder run twice (it has no unpacker that keeps both bytes of a sample), each
+    band's bytes put in place."""
+    channels = 4 if colour_type in (4, 6) else 3
+    out, view = _oriented_empty(size, channels, np.uint16, orientation)
     if colour_type == 4:
         # 16-bit grey+alpha = 4 bytes/pixel: the 8-bit RGBA unpacker hands back all 4 bytes.
-        b = _decode_png_as(path, "RGBA", "RGBA").astype(np.uint16)
-        grey = (b[..., 0] << 8) | b[..., 1]
-        alpha = (b[..., 2] << 8) | b[..., 3]
-        return np.stack([grey, grey, grey, alpha], axis=-1)
+        for top, bottom, b in _decode_png_as(path, "RGBA", "RGBA"):
+            b16 = b.astype(np.uint16)
+            grey = (b16[..., 0] << 8) | b16[..., 1]
+            rows = view[top:bottom]
+            rows[..., 0] = rows[..., 1] = rows[..., 2] = grey
+            rows[..., 3] = (b16[..., 2] << 8) | b16[..., 3]
+        return out
     mode = "RGB" if colour_type == 2 else "RGBA"
     # PNG samples are big-endian: the ";16B" unpacker keeps the high bytes, ";16L" (which
     # assumes little-endian) keeps the low ones.
-    high = _decode_png_as(path, mode, f"{mode};16B").astype(np.uint16)
-    low = _decode_png_as(path, mode, f"{mode};16L").astype(np.uint16)
-    return (high << 8) | low
+    for top, bottom, high in _decode_png_as(path, mode, f"{mode};16B"):
+        view[top:bottom] = high
+        view[top:bottom] <<= 8
+    for top, bottom, low in _decode_png_as(path, mode, f"{mode};16L"):
+        view[top:bottom] |= low
+    return out
 
 
 def _tiff16_colour_mode(im) -> str | None:
@@ -646,12 +720,15 @@ def _tile_rawmode(tile) -> str:
     return raw if isinstance(raw, str) else ""
 
 
-def _read_tiff16_colour(path: Path, mode: str) -> np.ndarray:
-    """A 16-bit colour TIFF as uint16: Pillow's decoder (raw or libtiff, which does the
-    decompression and predictor) run twice, once with the unpacker that keeps the high byte of
-    each sample and once with the one that keeps the low byte."""
+def _read_tiff16_colour(
+    path: Path, mode: str, size: tuple[int, int], orientation: int = 1
+) -> np.ndarray:
+    """A ``size`` = (width, height) 16-bit colour TIFF as uint16, turned for ``orientation``:
+    Pillow's decoder (raw or
+    libtiff, which does the decompression and predictor) run twice, once with the unpacker
+    that keeps the high byte of each sample and once with the one that keeps the low byte."""
 
-    def decode(high: bool) -> np.ndarray:
+    def decode(high: bool) -> Iterator[tuple[int, int, np.ndarray]]:
         with _open(path) as im:
             if im.mode != mode:
                 raise OSError("unexpected TIFF layout")
@@ -664,10 +741,15 @@ def _read_tiff16_colour(path: Path, mode: str) -> np.ndarray:
                     order = "B" if order == "L" else "L"
                 tiles.append(tile._replace(args=(f"{mode};16{order}", *tile.args[1:])))
             im.tile = tiles
-            im.load()
-            return np.asarray(im).astype(np.uint16)
+            yield from _bands(im)
 
-    return (decode(True) << 8) | decode(False)
+    out, view = _oriented_empty(size, len(mode), np.uint16, orientation)
+    for top, bottom, high in decode(True):
+        view[top:bottom] = high
+        view[top:bottom] <<= 8
+    for top, bottom, low in decode(False):
+        view[top:bottom] |= low
+    return out
 
 
 # IFD0 tags that describe the picture, not the file's encoding; only these are carried over
@@ -809,12 +891,44 @@ def _image_info(im, path: Path, *, channels: int) -> ImageInfo:
     )
 
 
-def _exif_orientation(im) -> int:
+def _exif_orientation(im, path: Path) -> int:
+    """The EXIF orientation of ``im`` opened from ``path`` (1..8; 1 when absent or damaged),
+    read without decoding pixels: Pillow's PNG plugin decodes the whole picture to look for an
+    eXIf chunk after the pixel data (a third decode of a 16-bit PNG, and a whole decoded image
+    held while :func:`image_header` checks the size), so a PNG's chunks are walked instead
+    (:func:`_source_exif`). An orientation in the XMP packet counts when EXIF has none, as in
+    Pillow's ``getexif``."""
     try:
-        value = im.getexif().get(0x0112, 1)
-        return int(value) if int(value) in range(1, 9) else 1
+        value = _source_exif(im, path).get(0x0112)
+        if value is None and im.format == "PNG":
+            value = Image.Image.getexif(im).get(0x0112)  # the XMP packet's (no decoding)
+        value = int(value) if value is not None else 1
+        return value if value in range(1, 9) else 1
     except Exception:  # a damaged EXIF block must not make the pixels unreadable
         return 1
+
+
+def _orientation_to_apply(im, path: Path) -> int:
+    """The EXIF orientation (1..8) lightsr must still apply to ``im``'s decoded pixels: its
+    :func:`_exif_orientation`, except for a TIFF on a Pillow whose TIFF loader turns the picture
+    itself as it decodes it (and reports the turned size from the header on), where turning
+    again would be wrong (a TIFF tagged 6 came out turned 180 degrees, one tagged 3 not at
+    all)."""
+    if im.format == "TIFF" and _pillow_turns_tiff():
+        return 1
+    return _exif_orientation(im, path)
+
+
+@functools.cache
+def _pillow_turns_tiff() -> bool:
+    """Whether this Pillow's TIFF loader applies the orientation tag on load (Pillow 13 does;
+    asked of a 2x1 TIFF tagged 3, a half turn, rather than of a version number)."""
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    buffer = io.BytesIO()
+    Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).save(buffer, format="TIFF", exif=exif)
+    with Image.open(buffer, formats=["TIFF"]) as im:
+        return int(np.asarray(im)[0, 0]) == 255
 
 
 def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
