@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -614,3 +615,20 @@ def test_heic_without_pillow_heif_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(image_io, "_heif_readable", lambda: False)
     with pytest.raises(ImageReadError, match=r"pip install 'lightsr\[heif\]'"):
         read_image(tmp_path / "p.heic")
+
+
+def test_avif_on_a_pillow_without_its_codec_names_the_fix(tmp_path, monkeypatch):
+    """A Pillow built without libavif has the AVIF plugin but cannot decode: the error says
+    it is an AVIF image and how to get a decoder, not "not an image"."""
+    avif = pytest.importorskip("PIL.AvifImagePlugin")
+    if not avif.SUPPORTED:
+        pytest.skip("this Pillow has no AVIF codec to write the test file with")
+    path = tmp_path / "photo.avif"
+    Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    monkeypatch.setattr(avif, "SUPPORTED", False)
+    for reader in (read_image, image_header):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the error says it all: no warning from Pillow too
+            with pytest.raises(ImageReadError, match=r"it is an AVIF image .* no AVIF decoder"):
+                reader(path)
+    assert path.read_bytes()[4:12] == b"ftypavif"  # the file the error is about

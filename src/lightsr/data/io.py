@@ -26,6 +26,7 @@ import io
 import os
 import struct
 import sys
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -449,7 +450,11 @@ def _open(path: Path) -> Image.Image:
     """``Image.open`` limited to :data:`READ_FORMATS`; a file of another format (whatever its
     suffix) raises ``PIL.UnidentifiedImageError`` without any other plugin seeing it."""
     try:
-        return Image.open(path, formats=_read_formats())
+        with warnings.catch_warnings():
+            # Pillow warns before it refuses a file whose plugin lacks its codec (AVIF):
+            # the refusal's ImageReadError (_unsupported) names the format and the fix
+            warnings.filterwarnings("ignore", "image file could not be identified")
+            return Image.open(path, formats=_read_formats())
     except Image.UnidentifiedImageError:
         if _sniff(path) == "HEIC/HEIF" and _heif_readable():
             return Image.open(path, formats=("HEIF",))
