@@ -729,9 +729,9 @@ def _read_tiff16_colour(
     path: Path, mode: str, size: tuple[int, int], orientation: int = 1
 ) -> np.ndarray:
     """A ``size`` = (width, height) 16-bit colour TIFF as uint16, turned for ``orientation``:
-    Pillow's decoder (raw or
-    libtiff, which does the decompression and predictor) run twice, once with the unpacker
-    that keeps the high byte of each sample and once with the one that keeps the low byte."""
+    Pillow's decoder (raw or libtiff, which does the decompression and predictor) run twice,
+    once with the unpacker that keeps the high byte of each sample and once with the one that
+    keeps the low byte."""
 
     def decode(high: bool) -> Iterator[tuple[int, int, np.ndarray]]:
         with _open(path) as im:
