@@ -115,20 +115,41 @@ def test_sixteen_bit_alpha_and_self_ensemble_go_through_the_engine(engine: str) 
 
 
 @requires_openvino
-def test_openvino_recompiles_an_evicted_shape_to_the_same_output() -> None:
-    # The OpenVINO runner compiles per input shape and keeps the last two (memory: a fixed
-    # shape lets OpenVINO reuse buffers); a shape seen again after eviction is compiled anew
-    # and must give the same output bit for bit.
+def test_openvino_compiles_large_shapes_each_and_small_ones_once(monkeypatch) -> None:
+    """The OpenVINO runner compiles a large input's shape (OpenVINO then plans its buffers)
+    and runs every small input, whatever its size, in one model compiled for any shape; two
+    compiled models are kept. Which model ran, compiled anew or not, the output is the same
+    bit for bit and torch's within FLOAT_TOL."""
+    import lightsr.quantize as quantize
+
+    core = quantize.openvino_core()
+    compiled: list[str] = []
+
+    class Counting:  # the Core, counting compiles (its methods cannot be patched)
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+        def compile_model(self, model, *args):
+            shape = model.input(0).get_partial_shape()
+            compiled.append("any" if shape.is_dynamic else str(shape[2]))
+            return core.compile_model(model, *args)
+
+    monkeypatch.setattr(quantize, "openvino_core", Counting)
     model = openvino_model(_seeded("fmen_s", scale=2))
     ref = _seeded("fmen_s", scale=2).eval()
-    xs = [_float(synthetic_image(h, w, seed=h)) for h, w in ((20, 24), (16, 28), (24, 18))]
-    first = model(xs[0])
-    for x in xs[1:]:
-        model(x)  # evicts xs[0]'s compiled model
-    again = model(xs[0])
-    assert torch.equal(first, again)
+    side = int(quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS**0.5) + 1  # just past small
+    sizes = [(20, 24), (16, 28), (side, side), (20, 24), (side + 1, side), (side, side)]
+    sizes += [(24, 18)]
+    outs = [model(_float(synthetic_image(h, w, seed=h * w))) for h, w in sizes]
+    # small sizes share "any"; each large shape compiles, evicting the least recently used:
+    # the second large shape evicts the first (used before the fourth input, a small one),
+    # which compiles anew and evicts "any", so the last small input compiles "any" again
+    assert compiled == ["any", str(side), str(side + 1), str(side), "any"]
+    assert torch.equal(outs[0], outs[3]) and torch.equal(outs[2], outs[5])
     with torch.no_grad():
-        assert float((first - ref(xs[0])).abs().max()) <= FLOAT_TOL
+        for (h, w), out in zip(sizes, outs, strict=True):
+            want = ref(_float(synthetic_image(h, w, seed=h * w)))
+            assert float((out - want).abs().max()) <= FLOAT_TOL, (h, w)
 
 
 def test_session_threads_follow_torch() -> None:

@@ -126,16 +126,21 @@ def test_openvino_ir_of_an_int8_name_is_what_the_openvino_backend_runs(tmp_path,
     assert (
         sidecar["parity_status"] == "ok" and max(p["max_abs_diff"] for p in sidecar["parity"]) == 0
     )
-    # read as any OpenVINO user would, at another size: the openvino backend's int8 values
-    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    # read as any OpenVINO user would, at other sizes: the openvino backend's int8 values. A
+    # small input runs in the model as read (any shape), as the backend runs small inputs; a
+    # large one in the model reshaped to its size, as the backend runs tiles.
     core = quantize.openvino_core()  # lightsr's: see openvino_core for why not a second
-    model = core.read_model(str(path))
-    model.reshape({0: ov.PartialShape([1, 3, 20, 28])})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    got = compiled.create_infer_request().infer({0: x.numpy()})[0]
     runner = Upscaler(lightsr.load(BASE), tile=None, precision="int8", backend="openvino")
     assert runner.int8 is not None
-    assert np.array_equal(got, runner.int8(x).numpy())
+    big = quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS // 256 + 1
+    for seed, (h, w) in enumerate([(20, 28), (big, 256)]):
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
+        model = core.read_model(str(path))
+        if h * w > quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS:
+            model.reshape({0: ov.PartialShape([1, 3, h, w])})
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        got = compiled.create_infer_request().infer({0: x.numpy()})[0]
+        assert np.array_equal(got, runner.int8(x).numpy()), (h, w)
 
 
 @pytest.mark.parametrize(

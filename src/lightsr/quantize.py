@@ -589,6 +589,10 @@ def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np
 
 #: Compiled OpenVINO models kept, one per input shape (see openvino_runner).
 _OPENVINO_SHAPES_KEPT = 2
+#: Inputs of at most this many pixels run in one model compiled for any height and width
+#: (see openvino_runner). Its buffers are not planned: at 180x180 it holds ~110 MiB more than
+#: a model compiled for that shape (A2F-SD x2), at 256x256 ~220 MiB more.
+_OPENVINO_ANY_SHAPE_MAX_PIXELS = 180 * 180
 
 
 _OPENVINO_CORE: Any = None
@@ -625,17 +629,24 @@ def openvino_runner(
     # width OpenVINO's CPU plugin cannot plan buffer reuse: a 4000x3000 x4 photo peaked at
     # 2.69 GiB that way, 1.96 with fixed shapes (benchmarks/bench_memory.py, path fp32_ov;
     # results/memory/). Tiles come in rows of one full-window shape and one right-edge shape,
-    # so two compiled shapes cover a row.
-    requests: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+    # so two compiled shapes cover a row. Small inputs (a folder of web pictures, a benchmark
+    # set's LR images: each its own size) share one model compiled for any shape instead
+    # (key None), one of the two kept: a compile per shape costs about twice the inference of
+    # a 120x125 picture, and at this size the planned buffers save little
+    # (python benchmarks/bench_batch.py).
+    requests: OrderedDict[tuple[int, ...] | None, Any] = OrderedDict()
 
     def run(x: np.ndarray) -> np.ndarray:
-        key = tuple(x.shape)
+        key: tuple[int, ...] | None = tuple(x.shape)
+        if key not in requests and x.shape[-2] * x.shape[-1] <= _OPENVINO_ANY_SHAPE_MAX_PIXELS:
+            key = None
         request = requests.pop(key, None)
         if request is None:
             while len(requests) >= _OPENVINO_SHAPES_KEPT:  # freed before the next compile
                 requests.popitem(last=False)
             shaped = source.clone()
-            shaped.reshape({0: ov.PartialShape(list(key))})
+            if key is not None:
+                shaped.reshape({0: ov.PartialShape(list(key))})
             request = core.compile_model(shaped, "CPU", config).create_infer_request()
         requests[key] = request
         return np.array(request.infer({0: x})[0], copy=True)
