@@ -10,7 +10,11 @@ shared machine does not land on one path:
 
 - ``auto``: ``lightsr upscale DIR -o OUT`` as a user runs it (OpenVINO fp32 where installed);
 - ``torch``: ``--backend torch`` (PyTorch eager, fp32);
-- ``int8``: ``--precision int8`` (its quantized graph from the cache after the first round).
+- ``int8``: ``--precision int8``.
+
+One warm-up round of every path comes first and is not recorded: it fills lightsr's caches
+(the ONNX export, the int8 calibration), so the figures are those of a user's second and later
+runs.
 
 ``--src DIR`` runs another checkout's lightsr (a ``git worktree`` of an earlier commit),
 recorded under ``--label``; results accumulate per label in
@@ -24,7 +28,6 @@ recorded under ``--label``; results accumulate per label in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -38,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from labelled_runs import add_comparison_arguments, label_of, save_run  # noqa: E402
+
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", ROOT.parent / "shared"))
-RESULTS = ROOT / "benchmarks" / "results" / "batch"
 SETS = {"set14_x4": ("Set14", 4), "set14_x2": ("Set14", 2)}
 PATHS = {"auto": [], "torch": ["--backend", "torch"], "int8": ["--precision", "int8"]}
 
@@ -63,17 +67,9 @@ def run_once(folder: Path, scale: int, flags: list[str], src: Path, out: Path) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--src", type=Path, default=ROOT / "src", help="the lightsr to time")
-    parser.add_argument("--label", help="the record's name (default: this checkout's commit)")
+    add_comparison_arguments(parser)
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
-    parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
-    from bench_backends import cpu_slug
-    from bench_startup import commit_of
-
-    from lightsr.atomic import atomic_write_text
-    from lightsr.hardware import cpu_kind, machine_record
-
     folders = {}
     for name, (dataset, scale) in SETS.items():
         folder = SHARED / "data" / dataset / "LR_bicubic_clamp" / f"X{scale}"
@@ -83,10 +79,13 @@ def main() -> int:
                 "LIGHTSR_SHARED at it."
             )
         folders[name] = (folder, scale)
-    src = args.src.resolve()
-    label = args.label or commit_of(src) or str(src)
+    src = (args.src or ROOT / "src").resolve()
+    label = label_of(args)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        for folder, scale in folders.values():  # the warm-up: fills the caches
+            for path in args.paths:
+                run_once(folder, scale, PATHS[path], src, Path(tmp) / "out")
         for _ in range(args.rounds):
             for name, (folder, scale) in folders.items():
                 for path in args.paths:
@@ -109,22 +108,17 @@ def main() -> int:
             )
     if args.no_save:
         return 0
-    out = RESULTS / f"{cpu_slug(cpu_kind())}.json"
-    result = json.loads(out.read_text()) if out.is_file() else {}
-    result.update(
-        {
-            "what": "lightsr upscale of Set14's LR folders (x4: 14 images 62-180 px a side; x2: "
-            "124-362 px) with the bundled default model of the scale, whole command",
-            "how": "min and median wall time of --rounds fresh processes, paths interleaved; "
-            "peak_mib: the largest ru_maxrss of those processes (os.wait4)",
-            "cpu_kind": cpu_kind(),
-            "machine": machine_record(),
-            "command": "python benchmarks/bench_batch.py [--src DIR --label T]",
-        }
+    out = save_run(
+        "batch",
+        label,
+        record,
+        what="lightsr upscale of Set14's LR folders (x4: 14 images 62-180 px a side; x2: "
+        "124-362 px) with the bundled default model of the scale, whole command",
+        how="min and median wall time of --rounds fresh processes, paths interleaved, "
+        "after one unrecorded warm-up round (caches filled); peak_mib: the largest "
+        "ru_maxrss of those processes (os.wait4)",
+        command="python benchmarks/bench_batch.py [--src DIR --label T]",
     )
-    result.setdefault("runs", {})[label] = record
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n", overwrite=True)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -323,7 +323,7 @@ def run_child(path: str, args: argparse.Namespace, src: Path, tmp: Path) -> dict
     if args.src is not None:
         # in the parent only, as in save(): the children are what is measured
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_startup import commit_of
+        from labelled_runs import commit_of
 
         name += f"@{commit_of(args.src) or args.src.name}"
     record: dict[str, Any] = {

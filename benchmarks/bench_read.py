@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ sys.path.insert(0, os.environ.get("LIGHTSR_BENCH_SRC") or str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from labelled_runs import add_comparison_arguments, label_of, run_child, save_run  # noqa: E402
 from PIL import Image  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "read"
 SIZE_HW = (6000, 8000)
 CASES = (
     "jpeg_rgb",
@@ -115,44 +114,21 @@ def child(path: Path, rounds: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--src", type=Path, help="another checkout's src folder to measure")
-    parser.add_argument(
-        "--label", help="the record's name (default: this checkout, or --src's commit)"
-    )
+    add_comparison_arguments(parser)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     if args.child is not None:
         print("CHILD " + json.dumps(child(args.child, args.rounds)), flush=True)
         return 0
-    from bench_backends import cpu_slug
-    from bench_startup import commit_of
-
-    from lightsr.atomic import atomic_write_text
-    from lightsr.hardware import cpu_kind, machine_record
-
-    env = dict(os.environ)
-    if args.src is not None:
-        env["LIGHTSR_BENCH_SRC"] = str(args.src.resolve())
-    label = args.label or (
-        "this checkout" if args.src is None else commit_of(args.src) or str(args.src)
-    )
+    label = label_of(args)
     record: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         files = write_cases(Path(tmp))
         for name, path in files.items():
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", str(path), "--rounds", str(args.rounds)],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CHILD ")), None)
-            if done.returncode != 0 or line is None:
-                print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
-                return 1
+            argv = ["--child", str(path), "--rounds", str(args.rounds)]
+            measured = run_child(__file__, argv, args.src)
             r = record[name] = {"file_mib": round(path.stat().st_size / 2**20, 1)}
-            r.update(json.loads(line[6:]))
+            r.update(measured)
             print(
                 f"{label}: {name:22s} array {r['array_mib']:6.1f} MiB  peak "
                 f"{r['peak_above_import_mib']:6.1f} MiB ({r['x_array']:.2f}x)  "
@@ -160,23 +136,16 @@ def main() -> int:
             )
     if args.no_save:
         return 0
-    path = RESULTS / f"{cpu_slug(cpu_kind())}.json"
-    result = json.loads(path.read_text()) if path.is_file() else {}
-    result.update(
-        {
-            "what": "lightsr.data.io.read_image of one 6000x8000 picture written as each case's "
-            "file",
-            "how": "peak_above_import_mib: VmHWM after the first read minus VmRSS before it, in "
-            "a fresh process per case; x_array: that peak over the array's bytes; min_s: min "
-            "wall time of the rounds after it",
-            "cpu_kind": cpu_kind(),
-            "machine": machine_record(),
-            "command": "python benchmarks/bench_read.py [--src DIR --label T]",
-        }
+    path = save_run(
+        "read",
+        label,
+        {"rounds": args.rounds, **record},
+        what="lightsr.data.io.read_image of one 6000x8000 picture written as each case's file",
+        how="peak_above_import_mib: VmHWM after the first read minus VmRSS before it, in "
+        "a fresh process per case; x_array: that peak over the array's bytes; min_s: min "
+        "wall time of the rounds after it",
+        command="python benchmarks/bench_read.py [--src DIR --label T]",
     )
-    result.setdefault("runs", {})[label] = {"rounds": args.rounds, **record}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n", overwrite=True)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

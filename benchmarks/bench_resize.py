@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -34,9 +33,9 @@ sys.path.insert(0, os.environ.get("LIGHTSR_BENCH_SRC") or str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from labelled_runs import add_comparison_arguments, label_of, run_child, save_run  # noqa: E402
 from PIL import Image  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "resize"
 SIZE_HW = (3000, 4000)
 #: (name, filter, output (height, width)): LR making (1/4), --outscale-like shrink and growth
 CASES = [
@@ -92,61 +91,30 @@ def child(rounds: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--src", type=Path, help="another checkout's src folder to measure")
-    parser.add_argument(
-        "--label", help="the record's name (default: this checkout, or --src's commit)"
-    )
+    add_comparison_arguments(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     if args.child:
         print("CHILD " + json.dumps(child(args.rounds)), flush=True)
         return 0
-    from bench_backends import cpu_slug
-    from bench_startup import commit_of
-
-    from lightsr.atomic import atomic_write_text
-    from lightsr.hardware import cpu_kind, machine_record
-
-    env = dict(os.environ)
-    if args.src is not None:
-        env["LIGHTSR_BENCH_SRC"] = str(args.src.resolve())
-    label = args.label or (
-        "this checkout" if args.src is None else commit_of(args.src) or str(args.src)
-    )
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", "--rounds", str(args.rounds)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CHILD ")), None)
-    if done.returncode != 0 or line is None:
-        print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
-        return 1
-    record = json.loads(line[6:])
+    label = label_of(args)
+    record = run_child(__file__, ["--child", "--rounds", str(args.rounds)], args.src)
     for name, r in record.items():
         if isinstance(r, dict):
             peak = "-" if r["peak_alloc_mib"] is None else f"{r['peak_alloc_mib']:.1f} MiB"
             print(f"{label}: {name:26s} {r['min_s']:7.3f} s  peak {peak}")
     if args.no_save:
         return 0
-    path = RESULTS / f"{cpu_slug(cpu_kind())}.json"
-    result = json.loads(path.read_text()) if path.is_file() else {}
-    result.update(
-        {
-            "what": "lightsr.upscale.resize_image (lightsr.data.resize) of a 3000x4000 RGB uint8 "
-            "image, and Pillow's own 8-bit RGB Lanczos resize for reference",
-            "how": "min_s: min wall time of the rounds; peak_alloc_mib: tracemalloc's peak "
-            "during one more call (numpy's arrays included)",
-            "cpu_kind": cpu_kind(),
-            "machine": machine_record(),  # numpy's resize passes run on one thread
-            "command": "python benchmarks/bench_resize.py [--src DIR --label T]",
-        }
+    path = save_run(
+        "resize",
+        label,
+        {"rounds": args.rounds, **record},
+        what="lightsr.upscale.resize_image (lightsr.data.resize) of a 3000x4000 RGB uint8 "
+        "image, and Pillow's own 8-bit RGB Lanczos resize for reference",
+        how="min_s: min wall time of the rounds; peak_alloc_mib: tracemalloc's peak "
+        "during one more call (numpy's arrays included)",
+        command="python benchmarks/bench_resize.py [--src DIR --label T]",
     )
-    result.setdefault("runs", {})[label] = {"rounds": args.rounds, **record}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n", overwrite=True)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -27,18 +27,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_backends import cpu_slug  # noqa: E402
+from labelled_runs import commit_of, save_run  # noqa: E402
 
-from lightsr.atomic import atomic_write_text  # noqa: E402
-from lightsr.hardware import cpu_kind, machine_record  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results" / "startup"
 SAMPLE = ROOT / "examples" / "sample.png"
 
 _STAGES = """
@@ -61,13 +56,6 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "prepare_s": t3 - t2,
                   "precision": runner.precision,
                   "dynamo_imported": "torch._dynamo" in sys.modules}))
 """
-
-
-def commit_of(src: Path) -> str | None:
-    done = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return done.stdout.strip() or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,20 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     print(args.label, json.dumps(record))
     if args.no_save:
         return 0
-    path = RESULTS / f"{cpu_slug(cpu_kind())}.json"
-    result: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    result.update(
-        {
-            "what": "lightsr upscale examples/sample.png (x4, the bundled default), fresh "
-            "processes: wall time, and the stages of one run",
-            "cpu_kind": cpu_kind(),
-            "machine": machine_record(),
-            "command": "python benchmarks/bench_startup.py [--weights NAME] [--src DIR --label T]",
-        }
+    path = save_run(
+        "startup",
+        args.label,
+        record,
+        indent=1,
+        what="lightsr upscale examples/sample.png (x4, the bundled default), fresh "
+        "processes: wall time, and the stages of one run",
+        command="python benchmarks/bench_startup.py [--weights NAME] [--src DIR --label T]",
     )
-    result.setdefault("runs", {})[args.label] = record
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=1) + "\n", overwrite=True)
     print("wrote", path.relative_to(ROOT))
     return 0
 
