@@ -591,7 +591,8 @@ def _onnxruntime_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np
 _OPENVINO_SHAPES_KEPT = 2
 #: Inputs of at most this many pixels run in one model compiled for any height and width
 #: (see openvino_runner). Its buffers are not planned: at 180x180 it holds ~110 MiB more than
-#: a model compiled for that shape (A2F-SD x2), at 256x256 ~220 MiB more.
+#: a model compiled for that shape (A2F-SD x2), at 256x256 ~220 MiB more
+#: (benchmarks/bench_openvino_shapes.py).
 _OPENVINO_ANY_SHAPE_MAX_PIXELS = 180 * 180
 
 
@@ -631,9 +632,9 @@ def openvino_runner(
     # results/memory/). Tiles come in rows of one full-window shape and one right-edge shape,
     # so two compiled shapes cover a row. Small inputs (a folder of web pictures, a benchmark
     # set's LR images: each its own size) share one model compiled for any shape instead
-    # (key None), one of the two kept: a compile per shape costs about twice the inference of
-    # a 120x125 picture, and at this size the planned buffers save little
-    # (python benchmarks/bench_batch.py).
+    # (key None), one of the two kept: a compile per shape costs ~3x the inference of a
+    # 120x125 picture, and at this size the planned buffers save little
+    # (benchmarks/bench_openvino_shapes.py; a folder's wall time: bench_batch.py).
     requests: OrderedDict[tuple[int, ...] | None, Any] = OrderedDict()
 
     def run(x: np.ndarray) -> np.ndarray:
