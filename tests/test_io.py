@@ -632,3 +632,43 @@ def test_avif_on_a_pillow_without_its_codec_names_the_fix(tmp_path, monkeypatch)
             with pytest.raises(ImageReadError, match=r"it is an AVIF image .* no AVIF decoder"):
                 reader(path)
     assert path.read_bytes()[4:12] == b"ftypavif"  # the file the error is about
+
+
+@pytest.mark.parametrize("beside", [False, True])
+def test_png_with_fewer_rows_than_its_header_is_refused(tmp_path, monkeypatch, beside):
+    """A PNG whose well-formed zlib stream holds 12 of the 20 rows its header says: Pillow reads
+    it, padding with black; read_image refuses it, whether the check runs first (a small file)
+    or on a thread beside the decode (a file of _CHECK_BESIDE_BYTES or more)."""
+    import threading
+
+    from lightsr.data import io as image_io
+
+    arr = RNG.integers(1, 256, (20, 16, 3), dtype=np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in arr[:12])  # filter type 0 (None)
+    ihdr = struct.pack(">IIBBBBB", 16, 20, 8, 2, 0, 0, 0)
+    path = tmp_path / "short.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+    with Image.open(path) as im:  # what the check is for
+        assert (np.asarray(im)[12:] == 0).all() and np.array_equal(np.asarray(im)[:12], arr[:12])
+    started: list[str] = []
+
+    class Recorded(threading.Thread):
+        def start(self) -> None:
+            if self.name == "lightsr-png-check":  # (the PNG writer runs threads too)
+                started.append(self.name)
+            super().start()
+
+    monkeypatch.setattr(image_io.threading, "Thread", Recorded)
+    if beside:
+        monkeypatch.setattr(image_io, "_CHECK_BESIDE_BYTES", 0)
+    with pytest.raises(ImageReadError, match=r"pixel data ends after 588 of the 980 bytes"):
+        read_image(path)
+    assert started == (["lightsr-png-check"] if beside else [])
+    write_image(tmp_path / "whole.png", arr)  # a whole file reads either way
+    assert np.array_equal(read_image(tmp_path / "whole.png"), arr)
+    assert started == (["lightsr-png-check"] * 2 if beside else [])

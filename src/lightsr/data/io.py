@@ -26,6 +26,7 @@ import io
 import os
 import struct
 import sys
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -140,8 +141,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             _check_still(im, path)
             width, height = im.size
             orientation = _orientation_to_apply(im, path)
-            if im.format == "PNG":
-                _check_png_data(path)
+            png_data_checked = _check_png_data_beside(path) if im.format == "PNG" else None
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             tiff16 = _tiff16_colour_mode(im)
             # each reader turns the picture as it copies it (no second array)
@@ -151,6 +151,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = _read_tiff16_colour(path, tiff16, im.size, orientation)
             else:
                 arr = _pil_to_array(im, path, orientation)
+            if png_data_checked is not None:
+                png_data_checked()
             turned = orientation in (5, 6, 7, 8)
             decoded = arr.shape[1::-1] if turned else arr.shape[:2]
             if decoded != (height, width):
@@ -330,6 +332,39 @@ def _check_png_data(path: Path) -> None:
             f"the {expected:,} bytes its header promises (the rest would be black). "
             "Re-export or re-download it."
         )
+
+
+# A PNG at least this large is checked (_check_png_data) on a thread beside its decode.
+_CHECK_BESIDE_BYTES = 1 << 20
+
+
+def _check_png_data_beside(path: Path) -> Callable[[], None]:
+    """Start :func:`_check_png_data` and return a function that waits for it and raises what it
+    raised. The check inflates the whole pixel stream, 40% of reading an 8000x6000 PNG when run
+    first (``python benchmarks/bench_read.py``); zlib and Pillow's decoder both let go of the
+    GIL, so on a file of :data:`_CHECK_BESIDE_BYTES` or more it runs on a thread while Pillow
+    decodes. A smaller file is checked at once."""
+    if path.stat().st_size < _CHECK_BESIDE_BYTES:
+        _check_png_data(path)
+        return lambda: None
+    raised: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            _check_png_data(path)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            raised.append(exc)
+
+    # a daemon: a decode that fails first leaves the check to end on its own, unread
+    thread = threading.Thread(target=check, name="lightsr-png-check", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if raised:
+            raise raised[0]
+
+    return wait
 
 
 @dataclass(frozen=True)
