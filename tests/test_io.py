@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import warnings
@@ -620,12 +621,18 @@ def test_heic_without_pillow_heif_names_the_extra(tmp_path, monkeypatch):
 def test_avif_on_a_pillow_without_its_codec_names_the_fix(tmp_path, monkeypatch):
     """A Pillow built without libavif has the AVIF plugin but cannot decode: the error says
     it is an AVIF image and how to get a decoder, not "not an image"."""
+    from lightsr.data import io as image_io
+
     avif = pytest.importorskip("PIL.AvifImagePlugin")
     if not avif.SUPPORTED:
         pytest.skip("this Pillow has no AVIF codec to write the test file with")
     path = tmp_path / "photo.avif"
     Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
     monkeypatch.setattr(avif, "SUPPORTED", False)
+    # a fresh cache of the formats tried, for this Pillow without the codec (dropped after)
+    monkeypatch.setattr(
+        image_io, "_read_formats", functools.cache(image_io._read_formats.__wrapped__)
+    )
     for reader in (read_image, image_header):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # the error says it all: no warning from Pillow too

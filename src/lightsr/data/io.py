@@ -27,7 +27,6 @@ import os
 import struct
 import sys
 import threading
-import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -464,7 +463,19 @@ def _read_formats() -> tuple[str, ...]:
     for plugin in ("Bmp", "Gif", "Jpeg", "Mpo", "Png", "Ppm", "Tiff", "WebP", "Avif"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"PIL.{plugin}ImagePlugin")
-    return tuple(f for f in READ_FORMATS if f in Image.OPEN and f != "HEIF")
+    # AVIF's plugin without its codec is left out too: it would claim AVIF and HEIF files
+    # only to refuse them with a warning; _unsupported names the format and the fix instead
+    return tuple(
+        f
+        for f in READ_FORMATS
+        if f in Image.OPEN and f != "HEIF" and (f != "AVIF" or _avif_decodes())
+    )
+
+
+def _avif_decodes() -> bool:
+    """Whether this Pillow's AVIF plugin has its codec (a Pillow built without libavif has
+    the plugin but cannot decode)."""
+    return bool(getattr(sys.modules.get("PIL.AvifImagePlugin"), "SUPPORTED", False))
 
 
 @functools.cache
@@ -485,11 +496,7 @@ def _open(path: Path) -> Image.Image:
     """``Image.open`` limited to :data:`READ_FORMATS`; a file of another format (whatever its
     suffix) raises ``PIL.UnidentifiedImageError`` without any other plugin seeing it."""
     try:
-        with warnings.catch_warnings():
-            # Pillow warns before it refuses a file whose plugin lacks its codec (AVIF):
-            # the refusal's ImageReadError (_unsupported) names the format and the fix
-            warnings.filterwarnings("ignore", "image file could not be identified")
-            return Image.open(path, formats=_read_formats())
+        return Image.open(path, formats=_read_formats())
     except Image.UnidentifiedImageError:
         if _sniff(path) == "HEIC/HEIF" and _heif_readable():
             return Image.open(path, formats=("HEIF",))
@@ -554,11 +561,7 @@ def _sniff(path: Path) -> str | None:
 def _unsupported(path: Path, exc: BaseException) -> ImageReadError:
     """The error for a file no allowed plugin identifies: another format, or not an image."""
     kind = _sniff(path)
-    avif_plugin = sys.modules.get("PIL.AvifImagePlugin")
-    decodable = {
-        "HEIC/HEIF": _heif_readable(),
-        "AVIF": bool(getattr(avif_plugin, "SUPPORTED", False)),
-    }
+    decodable = {"HEIC/HEIF": _heif_readable(), "AVIF": _avif_decodes()}
     if decodable.get(kind or ""):  # a format lightsr reads here, that its decoder refused
         return _damaged(path, exc)
     if kind == "HEIC/HEIF":
