@@ -4,7 +4,9 @@ lightsr's ONNX export has a free height and width. OpenVINO can compile it for o
 (``reshape`` first: its CPU plugin then plans the reuse of its buffers) or as it is, for any
 shape. ``lightsr.quantize.openvino_runner`` does the first for large inputs and the second for
 inputs of at most ``_OPENVINO_ANY_SHAPE_MAX_PIXELS``; this measures why. For the bundled
-default x2 model (``--weights``) and each LR size, in a fresh process per (way, size):
+default x2 model (``--weights``), fp32 or ``--precision int8`` (the quantized graph
+``--precision int8`` runs, from lightsr's cache), and each LR size, in a fresh process per
+(way, size):
 
 - ``compile_s``: compiling (and making an infer request);
 - ``first_s``: the first inference after it (the any-shape model sizes its buffers then);
@@ -12,8 +14,9 @@ default x2 model (``--weights``) and each LR size, in a fresh process per (way, 
 - ``peak_mib``: VmHWM after them minus VmRSS before the compile.
 
     python benchmarks/bench_openvino_shapes.py [--sizes 120x125 180x180 256x256] [--rounds 3]
+    python benchmarks/bench_openvino_shapes.py --precision int8 --sizes 180x180 256x256 362x288
 
-Writes ``benchmarks/results/openvino_shapes/<cpu>.json`` (one record per weights).
+Writes ``benchmarks/results/openvino_shapes/<cpu>.json`` (one record per weights and precision).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelled_runs import run_child, save_run  # noqa: E402
 
 
-def child(weights: str, way: str, height: int, width: int, rounds: int) -> dict[str, Any]:
+def child(
+    weights: str, precision: str, way: str, height: int, width: int, rounds: int
+) -> dict[str, Any]:
     import numpy as np
     import openvino as ov
     import torch
@@ -42,7 +47,15 @@ def child(weights: str, way: str, height: int, width: int, rounds: int) -> dict[
     from lightsr.hardware import proc_status_kb
     from lightsr.quantize import exported_graph_bytes, openvino_core
 
-    graph, _ = exported_graph_bytes(reparameterize(lightsr.load(weights)).eval())
+    if precision == "int8":  # the quantized graph --precision int8 runs (from lightsr's cache)
+        from lightsr.upscale import Upscaler
+
+        runner = Upscaler(lightsr.load(weights), tile=None, precision="int8", backend="openvino")
+        assert runner.onnx_model is not None
+        graph = runner.onnx_model.onnx
+        del runner
+    else:
+        graph, _ = exported_graph_bytes(reparameterize(lightsr.load(weights)).eval())
     core = openvino_core()
     model = core.read_model(graph)
     if way == "per_shape":
@@ -73,37 +86,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="a2f_sd_x2")
     parser.add_argument("--sizes", nargs="+", default=["120x125", "180x180", "256x256"])
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         way, h, w, rounds = args.child
-        record = child(args.weights, way, int(h), int(w), int(rounds))
+        record = child(args.weights, args.precision, way, int(h), int(w), int(rounds))
         print("CHILD " + json.dumps(record), flush=True)
         return 0
     record: dict[str, Any] = {}
     for size in args.sizes:
         h, w = (int(v) for v in size.split("x"))
         for way in ("per_shape", "any_shape"):
-            argv = ["--weights", args.weights, "--child", way, str(h), str(w), str(args.rounds)]
+            argv = ["--weights", args.weights, "--precision", args.precision]
+            argv += ["--child", way, str(h), str(w), str(args.rounds)]
             r = record.setdefault(size, {})[way] = run_child(__file__, argv, None)
             print(
-                f"{args.weights} {size:8s} {way:9s} compile {r['compile_s']:.3f} s  first "
-                f"{r['first_s']:.3f} s  infer {r['infer_s']:.3f} s  peak {r['peak_mib']} MiB"
+                f"{args.weights} {args.precision} {size:8s} {way:9s} compile "
+                f"{r['compile_s']:.3f} s  first {r['first_s']:.3f} s  infer "
+                f"{r['infer_s']:.3f} s  peak {r['peak_mib']} MiB"
             )
     if args.no_save:
         return 0
     path = save_run(
         "openvino_shapes",
-        args.weights,
+        f"{args.weights} {args.precision}",
         {"rounds": args.rounds, **record},
-        what="OpenVINO fp32 on lightsr's ONNX export, compiled for the input's shape "
-        "(per_shape) or as exported (any_shape), per LR size",
+        what="OpenVINO on lightsr's ONNX export (fp32) or int8 graph, compiled for the input's "
+        "shape (per_shape) or as exported (any_shape), per LR size; labelled 'WEIGHTS PRECISION'",
         how="a fresh process per (way, size); compile_s includes the infer request; first_s: "
         "the first inference; infer_s: min of the rounds after it; peak_mib: VmHWM after them "
         "minus VmRSS before the compile",
-        command="python benchmarks/bench_openvino_shapes.py [--weights NAME] [--sizes HxW ...]",
+        command="python benchmarks/bench_openvino_shapes.py [--weights NAME] [--precision P] "
+        "[--sizes HxW ...]",
     )
     print(f"wrote {path}", file=sys.stderr)
     return 0
