@@ -632,15 +632,14 @@ def openvino_runner(
     # results/memory/). Tiles come in rows of one full-window shape and one right-edge shape,
     # so two compiled shapes cover a row. Small inputs (a folder of web pictures, a benchmark
     # set's LR images: each its own size) share one model compiled for any shape instead
-    # (key None), one of the two kept: a compile per shape costs ~3x the inference of a
+    # (key None), one of the two kept: a compile per shape costs 2-3x the inference of a
     # 120x125 picture, and at this size the planned buffers save little
     # (benchmarks/bench_openvino_shapes.py; a folder's wall time: bench_batch.py).
     requests: OrderedDict[tuple[int, ...] | None, Any] = OrderedDict()
 
     def run(x: np.ndarray) -> np.ndarray:
-        key: tuple[int, ...] | None = tuple(x.shape)
-        if key not in requests and x.shape[-2] * x.shape[-1] <= _OPENVINO_ANY_SHAPE_MAX_PIXELS:
-            key = None
+        small = x.shape[-2] * x.shape[-1] <= _OPENVINO_ANY_SHAPE_MAX_PIXELS
+        key: tuple[int, ...] | None = None if small else tuple(x.shape)
         request = requests.pop(key, None)
         if request is None:
             while len(requests) >= _OPENVINO_SHAPES_KEPT:  # freed before the next compile
