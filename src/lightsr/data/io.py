@@ -143,13 +143,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             png_data_checked = _check_png_data_beside(path) if im.format == "PNG" else None
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             tiff16 = _tiff16_colour_mode(im)
-            # each reader turns the picture as it copies it (no second array)
-            if png16:
-                arr = _read_png16_colour(path, png16, im.size, orientation)
-            elif tiff16:
-                arr = _read_tiff16_colour(path, tiff16, im.size, orientation)
-            else:
-                arr = _pil_to_array(im, path, orientation)
+            try:
+                # each reader turns the picture as it copies it (no second array)
+                if png16:
+                    arr = _read_png16_colour(path, png16, im.size, orientation)
+                elif tiff16:
+                    arr = _read_tiff16_colour(path, tiff16, im.size, orientation)
+                else:
+                    arr = _pil_to_array(im, path, orientation)
+            except Exception:
+                if png_data_checked is not None:
+                    png_data_checked()  # a short stream's own message first, as before
+                raise
             if png_data_checked is not None:
                 png_data_checked()
             turned = orientation in (5, 6, 7, 8)
