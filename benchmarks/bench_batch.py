@@ -54,13 +54,15 @@ def run_once(folder: Path, scale: int, flags: list[str], src: Path, out: Path) -
     env = dict(os.environ, PYTHONPATH=str(src))
     cmd = [sys.executable, "-m", "lightsr", "upscale", str(folder), "-o", str(out)]
     cmd += ["--scale", str(scale), "--quiet", *flags]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{stderr}")
+    # stderr to a file, not a pipe: a pipe unread until the child ends could fill and stall it
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{stderr.read().decode()}")
     return {"s": wall, "peak_mib": usage.ru_maxrss / 1024, "files": len(list(out.iterdir()))}
 
 

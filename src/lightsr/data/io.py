@@ -140,7 +140,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             _check_still(im, path)
             width, height = im.size
             orientation = _orientation_to_apply(im, path)
-            png_data_checked = _check_png_data_beside(path) if im.format == "PNG" else None
+            wait_png_check = _check_png_data_beside(path) if im.format == "PNG" else None
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             tiff16 = _tiff16_colour_mode(im)
             try:
@@ -152,13 +152,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 else:
                     arr = _pil_to_array(im, path, orientation)
             except Exception:
-                if png_data_checked is not None:
-                    png_data_checked()  # a short stream's own message first, as before
+                if wait_png_check is not None:
+                    wait_png_check()  # a short stream's own message first, as before
                 raise
-            if png_data_checked is not None:
-                png_data_checked()
-            turned = orientation in (5, 6, 7, 8)
-            decoded = arr.shape[1::-1] if turned else arr.shape[:2]
+            if wait_png_check is not None:
+                wait_png_check()
+            decoded = arr.shape[1::-1] if orientation in _QUARTER_TURNS else arr.shape[:2]
             if decoded != (height, width):
                 # the header is what the pixel limits were checked against: a decoder that
                 # gives another size (a damaged HEIF's stream against its 'ispe') is refused
@@ -344,10 +343,10 @@ _CHECK_BESIDE_BYTES = 1 << 20
 
 def _check_png_data_beside(path: Path) -> Callable[[], None]:
     """Start :func:`_check_png_data` and return a function that waits for it and raises what it
-    raised. The check inflates the whole pixel stream, 40% of reading an 8000x6000 PNG when run
-    first (``python benchmarks/bench_read.py``); zlib and Pillow's decoder both let go of the
-    GIL, so on a file of :data:`_CHECK_BESIDE_BYTES` or more it runs on a thread while Pillow
-    decodes. A smaller file is checked at once."""
+    raised. The check inflates the whole pixel stream; zlib and Pillow's decoder both let go of
+    the GIL, so on a file of :data:`_CHECK_BESIDE_BYTES` or more it runs on a thread while
+    Pillow decodes: an 8000x6000 RGB PNG read in 2.3 s with the check first, 1.5 s with it
+    beside (``python benchmarks/bench_read.py``). A smaller file is checked at once."""
     if path.stat().st_size < _CHECK_BESIDE_BYTES:
         _check_png_data(path)
         return lambda: None
@@ -403,7 +402,7 @@ def image_header(path: str | os.PathLike) -> ImageHeader:
         with _open(path) as im:
             _check_still(im, path)
             width, height = im.size
-            if _orientation_to_apply(im, path) in (5, 6, 7, 8):
+            if _orientation_to_apply(im, path) in _QUARTER_TURNS:
                 width, height = height, width  # the size of read_image's turned array
             png16 = _png16_colour_type(path) if im.format == "PNG" else None
             if png16 is None and _tiff16_colour_mode(im):
@@ -607,9 +606,12 @@ def _float_image(path: Path) -> ImageReadError:
     )
 
 
-# Rows copied at a time out of a decoded Pillow image: small beside any photo, large enough
-# that the per-band overhead (a crop, a tobytes call) is lost in the copying.
+# At most this many bytes of rows are copied at a time out of a decoded Pillow image (counted
+# at 4 bytes a channel, the widest sample): small beside any photo, large enough that the
+# per-band overhead (a crop, a tobytes call) is lost in the copying.
 _COPY_BAND_BYTES = 8 << 20
+#: EXIF orientations that turn the picture a quarter (or transpose it): width and height swap.
+_QUARTER_TURNS = (5, 6, 7, 8)
 
 
 def _bands(im, convert: str | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -642,7 +644,7 @@ def _oriented_empty(
     stored into the view land where the turned picture wants them, so no second array is
     needed to turn it."""
     width, height = size
-    turned = orientation in (5, 6, 7, 8)
+    turned = orientation in _QUARTER_TURNS
     out = np.empty((width, height, channels) if turned else (height, width, channels), dtype)
     # every orientation is its own inverse except the two quarter turns, each the other's
     inverse = {6: 8, 8: 6}.get(orientation, orientation)
@@ -738,12 +740,27 @@ def _read_png16_colour(
     mode = "RGB" if colour_type == 2 else "RGBA"
     # PNG samples are big-endian: the ";16B" unpacker keeps the high bytes, ";16L" (which
     # assumes little-endian) keeps the low ones.
-    for top, bottom, high in _decode_png_as(path, mode, f"{mode};16B"):
-        view[top:bottom] = high
-        view[top:bottom] <<= 8
-    for top, bottom, low in _decode_png_as(path, mode, f"{mode};16L"):
-        view[top:bottom] |= low
+    _join_bytes(
+        view,
+        high=_decode_png_as(path, mode, f"{mode};16B"),
+        low=_decode_png_as(path, mode, f"{mode};16L"),
+    )
     return out
+
+
+def _join_bytes(
+    view: np.ndarray,
+    *,
+    high: Iterator[tuple[int, int, np.ndarray]],
+    low: Iterator[tuple[int, int, np.ndarray]],
+) -> None:
+    """Fill the uint16 ``view`` from two decodes of one picture: the :func:`_bands` of its
+    samples' high bytes, then those of their low bytes (one decode held at a time)."""
+    for top, bottom, rows in high:
+        view[top:bottom] = rows
+        view[top:bottom] <<= 8
+    for top, bottom, rows in low:
+        view[top:bottom] |= rows
 
 
 def _tiff16_colour_mode(im) -> str | None:
@@ -792,11 +809,7 @@ def _read_tiff16_colour(
             yield from _bands(im)
 
     out, view = _oriented_empty(size, len(mode), np.uint16, orientation)
-    for top, bottom, high in decode(True):
-        view[top:bottom] = high
-        view[top:bottom] <<= 8
-    for top, bottom, low in decode(False):
-        view[top:bottom] |= low
+    _join_bytes(view, high=decode(True), low=decode(False))
     return out
 
 
