@@ -452,6 +452,32 @@ default `auto`) choose what runs the model:
   fp16, with `--compile`, for emulated bf16, and for a model with no network to export (bicubic), or
   when no engine is installed or the exporter cannot trace the model.
 
+OpenVINO compiles the model for each input shape it meets (the last two kept), so that it can
+plan the reuse of its buffers: a large image's tiles all have one window shape. Inputs of at
+most 180x180 LR pixels share one model compiled for any shape instead: there a compile costs
+more than the inference (A2F-SD x2 on a 120x125 picture: compile 0.21 s, inference 0.09 s; the
+any-shape model takes 0.12 s on a shape it has not seen), and the any-shape model holds ~110 MiB
+more than a per-shape one at 180x180 (~220 at 256x256) (`python
+benchmarks/bench_openvino_shapes.py`, `benchmarks/results/openvino_shapes/`). `lightsr upscale`
+of Set14's LR folders (14 pictures, each its own size;
+min of 3 fresh processes after a warm-up, `python benchmarks/bench_batch.py`, the earlier figures
+with `--src` on a worktree of 18a45f2; AMD EPYC family 25 model 17 showing AVX2 only, 2 threads):
+
+| folder | path | 18a45f2 | now | torch (now) |
+|---|---|---|---|---|
+| x4 (62-180 px a side) | auto (OpenVINO fp32) | 5.44 s | 4.13 s | 3.80 s |
+| x4 | `--precision int8` | 11.46 s | 4.61 s | - |
+| x2 (124-362 px) | auto (OpenVINO fp32) | 8.81 s | 8.24 s | 8.34 s |
+| x2 | `--precision int8` | 13.03 s | 11.42 s | - |
+
+Peak memory: x4 auto 429 -> 488 MiB, x2 auto 606 -> 577 MiB. On folders this small torch's
+eager path is as fast (OpenVINO's import and first compile are ~0.5 s of each command); on
+large images OpenVINO stays the faster fp32 path (the tables below). An int8 graph compiles in
+0.65-0.9 s a shape (`--precision int8`), so on the x2 folder, whose pictures are mostly past
+180x180, int8 spends more on compiling than it saves (11.4 s against fp32's 8.2 s); its
+any-shape model would save ~0.3 s a new shape at 256x256 for ~240 MiB more memory and a slower
+steady inference (0.30 s against 0.18 s), so the limit is the same for both.
+
 With both engines, intra-op threads follow `--threads` / `torch.get_num_threads()`; tiles,
 alpha, 16-bit and self-ensemble work as with torch, fp32 outputs equal torch's to 1e-4
 (`tests/test_backend.py`). The start line says which and why, e.g.

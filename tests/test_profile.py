@@ -408,3 +408,26 @@ def test_cpu_bf16_detection_reads_flags_and_assumes_none_when_unreadable(monkeyp
     monkeypatch.setattr(builtins, "open", no_cpuinfo)
     assert lightsr.hardware.cpu_flags() is None
     assert lightsr.hardware.cpu_has_native_bf16() is False
+
+
+def test_cpu_kind_names_the_instruction_set_the_vm_shows(monkeypatch):
+    # The same Zen 4 (family 25, model 17) was lent showing AVX2 only and later AVX-512 with
+    # bf16: its benchmark files must not overwrite each other.
+    import lightsr.hardware as hw
+
+    assert hw.cpu_isa(["avx2", "fma"]) == "avx2"
+    assert hw.cpu_isa(["avx2", "avx512f", "avx512_vnni"]) == "avx512"
+    assert hw.cpu_isa(["avx2", "avx512f", "avx512_bf16", "avx512_vnni"]) == "avx512-bf16"
+    assert hw.cpu_isa(["avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]) == "amx"
+    assert hw.cpu_isa([]) == "sse"
+    fields = {"model name": "AMD EPYC", "cpu family": "25", "model": "17"}
+    monkeypatch.setattr(hw, "_cpuinfo_field", fields.get)
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    avx2 = hw.cpu_kind()
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert (avx2, hw.cpu_kind()) == (
+        "AMD EPYC (family 25, model 17, avx2)",
+        "AMD EPYC (family 25, model 17, avx512-bf16)",
+    )
+    monkeypatch.setattr(hw, "cpu_flags", lambda: None)
+    assert hw.cpu_kind() == "AMD EPYC (family 25, model 17)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -116,14 +117,34 @@ def cpu_model() -> str:
     return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
+def cpu_isa(flags: Iterable[str] | None = None) -> str | None:
+    """The widest instruction set the CPU shows for the kernels inference runs on, as a short
+    tag: ``"amx"``, ``"avx512-bf16"`` (AVX-512 with native bf16), ``"avx512"``, ``"avx2"`` or
+    ``"sse"``; None where the flags cannot be read. ``flags`` (default: this CPU's) lets a
+    benchmark record name the machine it was measured on."""
+    have = cpu_flags() if flags is None else frozenset(flags)
+    if have is None:
+        return None
+    if {"amx_tile", "amx_bf16", "amx_int8"} & have:
+        return "amx"
+    if "avx512_bf16" in have:
+        return "avx512-bf16"
+    if "avx512f" in have:
+        return "avx512"
+    return "avx2" if "avx2" in have else "sse"
+
+
 def cpu_kind() -> str:
-    """The model name plus the CPU family and model numbers (``AMD EPYC (family 23, model
-    1)``): virtual machines often report one bare name for several generations (the AMD EPYC
-    seen here was Zen 1 on one day and Zen 4 on another), which differ in speed and features."""
+    """The model name, the CPU family and model numbers and the instruction set it shows
+    (``AMD EPYC (family 25, model 17, avx512-bf16)``): virtual machines often report one bare
+    name for several generations (the AMD EPYC seen here was Zen 1 on one day and Zen 4 on
+    another), and the same generation with different features hidden (that Zen 4 showed AVX2
+    only for weeks, then AVX-512 with bf16 and VNNI), which differ several-fold in speed."""
     family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
-    if family and model:
-        return f"{cpu_model()} (family {family}, model {model})"
-    return cpu_model()
+    isa = cpu_isa()
+    numbers = [f"family {family}", f"model {model}"] if family and model else []
+    details = ", ".join(numbers + ([isa] if isa else []))
+    return f"{cpu_model()} ({details})" if details else cpu_model()
 
 
 def cpu_has_native_bf16() -> bool:
