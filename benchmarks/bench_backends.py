@@ -202,7 +202,12 @@ def build_paths(model, folded, threads: int, tmp: Path, ov: dict) -> tuple[dict,
             notes["ov_bf16"] = "skipped: OpenVINO reports no native bf16 on this CPU"
         int8 = runners["int8"].int8
         assert int8 is not None
-        paths["ov_int8"] = _openvino(int8.onnx, threads, "f32")  # f32: keep the fp32 convs
+        # OpenVINO's own run of the QDQ graph, its float parts as int8_ov runs them (bf16 on a
+        # CPU with native bf16 where the model is declared safe so, as OpenVINO's default
+        # would be there; else f32, which keeps the kept convs fp32)
+        floats = runners["int8_ov"].int8.report.floats if "int8_ov" in runners else "fp32"
+        paths["ov_int8"] = _openvino(int8.onnx, threads, "bf16" if floats == "bf16" else "f32")
+        notes["int8_ov"] = f"kept convs in {floats}"
     else:
         notes["openvino"] = ov["note"]
     return paths, notes

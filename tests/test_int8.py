@@ -270,3 +270,42 @@ def test_a_cached_int8_graph_the_engine_refuses_is_made_again(tmp_path):
     (kept,) = tmp_path.glob("*.onnx")
     assert kept.read_bytes() == first.onnx
     assert json.loads((tmp_path / f"{key}.json").read_text())["quantized"] == first.report.quantized
+
+
+def test_int8_kept_convs_run_in_bf16_only_in_openvino_where_declared(monkeypatch):
+    # On a CPU with native bf16, OpenVINO runs the convs int8 keeps in bf16 for a model
+    # measured safe in OpenVINO's bf16 at its scale (FMEN-S x4 1.6x faster, docs/BACKENDS.md);
+    # ONNX Runtime, and MAFFSRN x2 (which that bf16 costs 0.054 dB), keep them fp32.
+    pytest.importorskip("openvino")
+    import lightsr.quantize as quantize
+    import lightsr.upscale
+
+    hints: list[str] = []
+    real_runner = quantize.openvino_runner
+    monkeypatch.setattr(
+        quantize,
+        "openvino_runner",
+        lambda m, t, hint: hints.append(hint) or real_runner(m, t, hint),
+    )
+    monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
+    torch.manual_seed(0)
+    cases = {
+        ("fmen_s", 4, "openvino"): "bf16",
+        ("fmen_s", 4, "onnxruntime"): "fp32",
+        ("maffsrn", 2, "openvino"): "fp32",
+    }
+    for (name, scale, engine), floats in cases.items():
+        hints.clear()
+        model = lightsr.create_model(name, scale=scale)
+        cal = synthetic_calibration(scale=scale, **SMALL)
+        runner = Upscaler(model, tile=None, precision="int8", backend=engine, calibration=cal)
+        assert runner.int8 is not None and runner.int8.report.floats == floats, (name, engine)
+        assert hints == ([] if engine == "onnxruntime" else [{"bf16": "bf16"}.get(floats, "f32")])
+        if floats == "bf16":
+            assert "bf16: native bf16" in runner.describe()
+    with pytest.raises(LightSRError, match="ONNX Runtime has no bf16"):
+        quantize_int8(
+            lightsr.create_model("fmen_s", scale=2),
+            calibration=synthetic_calibration(scale=2, **SMALL),
+            floats="bf16",
+        )

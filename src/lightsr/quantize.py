@@ -91,9 +91,12 @@ from .models.base import SRModel
 from .probe import output_convs
 
 ENGINES = ("onnxruntime", "openvino")
-#: OpenVINO's INFERENCE_PRECISION_HINT per lightsr precision. int8 graphs say f32 too: the
-#: convs kept in fp32 must stay fp32, and OpenVINO's default on a CPU with native bf16 is bf16.
-_OPENVINO_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
+#: OpenVINO's INFERENCE_PRECISION_HINT per precision of a graph's float parts (an int8
+#: graph's convs kept out of int8: its ``floats``). Always given: OpenVINO's default on a CPU
+#: with native bf16 is bf16, which a caller that asked for fp32 must not get.
+_OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16"}
+#: What an int8 graph's float parts (the convs kept out of int8) may compute in.
+INT8_FLOATS = ("fp32", "bf16")
 #: Activation types :func:`quantize_int8` offers: signed (ONNX Runtime's QInt8) or unsigned
 #: (QUInt8) 8-bit activations; the weights are always signed.
 ACTIVATIONS = ("s8", "u8")
@@ -298,18 +301,22 @@ class Int8Report:
     #: True when the quantized graph came from :func:`quantize_int8`'s cache.
     cached: bool = False
     int8_dot: str | None = None
+    #: What the convs kept out of int8 compute in: "fp32", or "bf16" (OpenVINO on a CPU with
+    #: native bf16, ``Upscaler``'s choice for a bf16-safe model there).
+    floats: str = "fp32"
     versions: dict[str, str] = field(default_factory=dict)
 
 
 class OrtModel:
     """An ONNX graph (lightsr's I/O: input ``lr``, output ``sr``, any height and width) run on
     the CPU: ``model(x)`` maps float RGB (N, 3, H, W) in [0, 1] to float RGB (N, 3, sH, sW),
-    unclamped. ``engine``: ``"onnxruntime"`` or ``"openvino"``. ``precision``: what OpenVINO
-    computes the float parts in, ``"fp32"`` or ``"bf16"`` (ONNX Runtime: fp32 only); an int8
-    graph's float parts are fp32. ``threads``: intra-op threads; None follows
-    ``torch.get_num_threads()`` (checked per call, so ``--threads`` and a later
-    ``torch.set_num_threads`` apply to the engine as to torch). ``onnx`` holds the graph
-    (bytes: write it to a file to run it elsewhere)."""
+    unclamped. ``engine``: ``"onnxruntime"`` or ``"openvino"``. ``precision``: ``"fp32"``,
+    ``"bf16"`` (OpenVINO only) or ``"int8"`` (a quantized graph, :class:`Int8Model`).
+    ``floats``: what the graph's float parts compute in, ``"fp32"`` or ``"bf16"`` (OpenVINO
+    only); the precision itself for fp32 and bf16, fp32 unless told for int8. ``threads``:
+    intra-op threads; None follows ``torch.get_num_threads()`` (checked per call, so
+    ``--threads`` and a later ``torch.set_num_threads`` apply to the engine as to torch).
+    ``onnx`` holds the graph (bytes: write it to a file to run it elsewhere)."""
 
     def __init__(
         self,
@@ -321,16 +328,25 @@ class OrtModel:
         precision: str = "fp32",
         threads: int | None = None,
         what: str = "the ONNX model",
+        floats: str | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise LightSRError(f"engine {engine!r} is not one of {', '.join(ENGINES)}.")
-        if precision not in _OPENVINO_HINT or (engine == "onnxruntime" and precision == "bf16"):
+        if floats is None:
+            floats = "fp32" if precision == "int8" else precision
+        if precision not in (*_OPENVINO_HINT, "int8") or floats not in _OPENVINO_HINT:
             raise LightSRError(
-                f"{engine} does not run an ONNX graph in {precision!r}: use fp32"
-                + (" (or bf16 with OpenVINO)." if engine == "onnxruntime" else " or bf16.")
+                f"an ONNX graph runs in fp32, bf16 or int8 with fp32 or bf16 float parts, not "
+                f"{precision!r} with {floats!r} ones."
+            )
+        if engine == "onnxruntime" and floats == "bf16":
+            raise LightSRError(
+                "ONNX Runtime has no bf16 CPU kernels: run bf16 with OpenVINO "
+                "(--backend openvino), or use fp32."
             )
         self.onnx = onnx_model
         self.precision = precision
+        self.floats = floats
         self.scale = int(scale)
         self.min_input_size = int(min_input_size)
         self.engine = engine
@@ -341,7 +357,7 @@ class OrtModel:
 
     def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
-            return openvino_runner(self.onnx, self.threads, _OPENVINO_HINT[self.precision])
+            return openvino_runner(self.onnx, self.threads, _OPENVINO_HINT[self.floats])
         return _onnxruntime_runner(self.onnx, self.threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -386,15 +402,19 @@ class Int8Model(OrtModel):
             precision="int8",
             threads=threads,
             what="the int8 model",
+            floats=report.floats,
         )
 
-    def with_engine(self, engine: str) -> Int8Model:
-        """The same quantized graph run by another engine (``"openvino"``: same parameters)."""
+    def with_engine(self, engine: str, *, floats: str = "fp32") -> Int8Model:
+        """The same quantized graph run by another engine (``"openvino"``: same parameters),
+        its kept convs computing in ``floats`` (``"bf16"``: OpenVINO only)."""
+        report = copy.deepcopy(self.report)
+        report.engine, report.floats = engine, floats
         return Int8Model(
             self.onnx,
             scale=self.scale,
             min_input_size=self.min_input_size,
-            report=copy.deepcopy(self.report),
+            report=report,
             engine=engine,
             threads=self._fixed_threads,
         )
@@ -742,6 +762,7 @@ def quantize_int8(
     reduce_range: bool = False,
     cache_dir: str | os.PathLike | None = None,
     isolate: bool = False,
+    floats: str = "fp32",
 ) -> Int8Model:
     """A statically quantized int8 copy of ``model`` (see the module docstring).
 
@@ -769,6 +790,9 @@ def quantize_int8(
             intermediate activation of every calibration patch at once (about 1.1 GiB for
             A2F-SD's 32 patches of 48x48): in a child, that memory is gone before the image
             is upscaled instead of adding to the process's peak.
+        floats: what the convs kept out of int8 compute in: ``"fp32"``, or ``"bf16"``
+            (OpenVINO only; native bf16 only, else OpenVINO quietly computes fp32). The graph
+            is the same either way; only the engine's setting differs.
     """
     if method not in METHODS:
         raise LightSRError(f"calibration method {method!r} is not one of {', '.join(METHODS)}.")
@@ -777,6 +801,11 @@ def quantize_int8(
     if activations not in ACTIVATIONS:
         raise LightSRError(
             f"int8 activations {activations!r} is not one of {', '.join(ACTIVATIONS)}."
+        )
+    if floats not in INT8_FLOATS or (floats == "bf16" and engine != "openvino"):
+        raise LightSRError(
+            f"int8 floats {floats!r}: the kept convs compute in fp32, or in bf16 with "
+            "engine='openvino' (ONNX Runtime has no bf16 CPU kernels)."
         )
     ort = _import_onnxruntime()
 
@@ -836,6 +865,7 @@ def quantize_int8(
             cached=cached,
             int8_dot=cpu_int8_dot(),
             versions=versions,
+            floats=floats,
         )
         return Int8Model(
             graph,
@@ -1042,6 +1072,7 @@ def save_int8(model: Int8Model, path: str | os.PathLike, *, overwrite: bool = Fa
 __all__ = [
     "ACTIVATIONS",
     "ENGINES",
+    "INT8_FLOATS",
     "KEEP_FP32",
     "METHODS",
     "Int8Model",

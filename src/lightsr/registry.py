@@ -37,6 +37,10 @@ class ModelSpec:
     #: True: measured to keep Set5 PSNR within 0.02 dB of fp32 under bf16 autocast (with the
     #: image convs in fp32), so ``precision="auto"`` may pick bf16; None: not measured.
     bf16_safe: bool | None = None
+    #: The scales at which an engine's bf16 (OpenVINO's: every layer, the image convs too) was
+    #: measured to keep Set5 PSNR within 0.02 dB of fp32; only there does ``backend="auto"``
+    #: run bf16 (and int8's kept convs) in OpenVINO. Empty: not measured.
+    bf16_engine_scales: tuple[int, ...] = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -52,6 +56,7 @@ def register_model(
     receptive_field: int | None = None,
     tile_exact: bool | None = None,
     bf16_safe: bool | None = None,
+    bf16_engine_scales: tuple[int, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``builder`` under ``name``. A duplicate name is a programming error.
 
@@ -65,6 +70,9 @@ def register_model(
     ``bf16_safe=True`` declares, from a measurement with trained (the authors') weights, that
     bf16 autocast keeps Set5 PSNR-Y within 0.02 dB of fp32 (``tests/test_precision.py``
     re-measures every declared model); only such models get bf16 from ``precision="auto"``.
+    ``bf16_engine_scales`` declares the same for an engine's bf16, which also rounds the image
+    convs, per scale (MAFFSRN x2 lost 0.054 dB that way, x3 and x4 under 0.01): only at those
+    scales does ``backend="auto"`` hand bf16 to OpenVINO.
     """
 
     def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,6 +89,7 @@ def register_model(
             receptive_field=receptive_field,
             tile_exact=tile_exact,
             bf16_safe=bf16_safe,
+            bf16_engine_scales=tuple(bf16_engine_scales),
         )
         return builder
 
@@ -128,6 +137,8 @@ def create_model(name: str, *, scale: int, **options: Any):
             model.tile_exact = spec.tile_exact
         if spec.bf16_safe is not None:
             model.bf16_safe = spec.bf16_safe
+        if spec.bf16_engine_scales:
+            model.bf16_in_engines = scale in spec.bf16_engine_scales
     return model
 
 

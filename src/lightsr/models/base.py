@@ -33,6 +33,10 @@ class SRModel(nn.Module):
     #: True where bf16 autocast is measured to keep Set5 PSNR within 0.02 dB of fp32 (declared
     #: with ``register_model(bf16_safe=True)``); ``precision="auto"`` picks bf16 only for those.
     bf16_safe: bool | None = None
+    #: True where an engine's bf16 (OpenVINO's, which rounds the image convs too) is measured
+    #: within 0.02 dB Set5 PSNR of fp32 at this model's scale (``register_model``'s
+    #: ``bf16_engine_scales``); only then does ``backend="auto"`` run bf16 in OpenVINO.
+    bf16_in_engines: bool | None = None
     #: LR sides are any size of at least ``min_input_size`` unless a model declares a multiple.
     input_multiple: int = 1
     #: Set on a model read from a file (:func:`lightsr.load`, :func:`lightsr.load_official`):
