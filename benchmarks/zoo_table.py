@@ -43,9 +43,9 @@ from lightsr import hub
 from lightsr.atomic import atomic_write
 from lightsr.errors import CheckpointError
 from lightsr.hardware import cpu_kind, machine_record
-from lightsr.hub import MEASURED_FILE, fetch_weights, list_weights
+from lightsr.hub import BF16_FLOATS_SECTION, MEASURED_FILE, fetch_weights, list_weights
 from lightsr.quantize import default_keep_fp32
-from lightsr.upscale import resolve_backend
+from lightsr.upscale import int8_floats, resolve_backend
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO.parent / "shared"))
@@ -54,7 +54,19 @@ DOC = REPO / "docs" / "ZOO.md"
 SETS = ("Set5", "Set14", "B100")
 COMMAND = "python benchmarks/zoo_table.py"
 #: What a row keeps from zoo.json when it is not re-measured (everything else is the hub's).
-_MEASUREMENT_KEYS = ("measured", "status", "int8_engine", "int8_kept_fp32", "measured_on")
+_MEASUREMENT_KEYS = (
+    "measured",
+    "status",
+    "int8_engine",
+    "int8_kept_fp32",
+    "measured_on",
+    "measured_bf16_floats",
+    "measured_bf16_floats_on",
+)
+#: An int8 row's figures as measured where its kept convs ran in bf16 (OpenVINO on a CPU with
+#: native bf16, lightsr.upscale.int8_floats) are kept beside its fp32-floats figures, so a run
+#: on either kind of CPU replaces only its own.
+_BF16_KEYS = ("measured_bf16_floats", "measured_bf16_floats_on")
 
 
 def _available(name: str, weights_dir: str, download: bool) -> bool:
@@ -91,12 +103,15 @@ def _costs(entries: list[dict]) -> None:
         base = by_name.get(e.get("base") or "")
         if base is None:
             continue
-        mine, theirs = e["measured"], base["measured"]
-        e["cost"] = {
-            s: round(mine[s]["psnr"] - theirs[s]["psnr"], 4)
-            for s in SETS
-            if s in mine and s in theirs
-        }
+        theirs = base["measured"]
+        for key, figures in (("cost", "measured"), ("cost_bf16_floats", "measured_bf16_floats")):
+            mine = e.get(figures) or {}
+            if mine:
+                e[key] = {
+                    s: round(mine[s]["psnr"] - theirs[s]["psnr"], 4)
+                    for s in SETS
+                    if s in mine and s in theirs
+                }
 
 
 def _cost_cell(e: dict) -> str:
@@ -105,7 +120,12 @@ def _cost_cell(e: dict) -> str:
     cost = e.get("cost") or {}
     if not cost:
         return f"not measured (vs `{e['base']}`)"
-    return " / ".join(f"{cost[s]:+.2f}" if s in cost else "-" for s in SETS) + f" vs `{e['base']}`"
+    cell = " / ".join(f"{cost[s]:+.2f}" if s in cost else "-" for s in SETS) + f" vs `{e['base']}`"
+    bf16 = e.get("cost_bf16_floats") or {}
+    if bf16:
+        figures = " / ".join(f"{bf16[s]:+.2f}" if s in bf16 else "-" for s in SETS)
+        cell += f"; kept convs in bf16: {figures} ({e['measured_bf16_floats_on']})"
+    return cell
 
 
 def _machines_cell(entries: list[dict]) -> str:
@@ -131,7 +151,9 @@ def _markdown(report: dict) -> str:
         "An entry named `..._int8` is its base entry's file run at int8 (static quantization,",
         "`lightsr.quantize`, run by the engine `--backend auto` picks; what `--weights",
         "NAME_int8` and `--precision int8` run); its last column is what int8 costs: its",
-        "PSNR-Y minus its base's, per set.",
+        "PSNR-Y minus its base's, per set. On a CPU with native bf16, OpenVINO runs the convs",
+        "int8 keeps in bf16 where the model is measured safe so (`lightsr.upscale.int8_floats`);",
+        "those runs' cost is given after the fp32-floats one, with the CPU it was measured on.",
         "",
         "| weights | arch | x | source | training data | "
         + " | ".join(f"{s} ours / paper (gap)" for s in SETS)
@@ -224,9 +246,8 @@ def main() -> int:
             continue
         print(f"{entry.name} ...", file=sys.stderr, flush=True)
         if _available(entry.name, args.weights_dir, args.download):
-            row["measured"] = _evaluate(entry.name, args.weights_dir)
-            row["status"] = "measured"
-            row["measured_on"] = cpu_kind()
+            figures = _evaluate(entry.name, args.weights_dir)
+            floats = "fp32"
             if entry.precision == "int8":  # the engine `lightsr eval` ran it in
                 row["int8_engine"] = resolve_backend("auto", torch.device("cpu"), "int8")[0]
                 # the convs it kept in fp32 (lightsr.quantize's default, as eval ran it): a
@@ -234,6 +255,17 @@ def main() -> int:
                 layout = lightsr.create_model(entry.arch, scale=entry.scale, **entry.options)
                 # the list depends on the layout only: no weights file to load
                 row["int8_kept_fp32"] = default_keep_fp32(lightsr.reparameterize(layout))
+                floats = int8_floats(
+                    row["int8_engine"], bf16_in_engines=getattr(layout, "bf16_in_engines", None)
+                )
+            before = previous.get(entry.name, {})
+            if floats == "bf16":  # the fp32-floats figures stay those measured before
+                row.update({k: before[k] for k in ("measured", "measured_on") if k in before})
+                row.update(measured_bf16_floats=figures, measured_bf16_floats_on=cpu_kind())
+            else:
+                row.update({k: before[k] for k in _BF16_KEYS if k in before})
+                row.update(measured=figures, measured_on=cpu_kind())
+            row["status"] = "measured"
         entries.append(row)
     _costs(entries)
     # --render-only ran nothing: the record stays that of the last run that measured
@@ -248,6 +280,11 @@ def main() -> int:
             e["name"]: {s: round(v["psnr"], 4) for s, v in e["measured"].items()}
             for e in entries
             if e["measured"]
+        },
+        BF16_FLOATS_SECTION: {
+            e["name"]: {s: round(v["psnr"], 4) for s, v in e["measured_bf16_floats"].items()}
+            for e in entries
+            if e.get("measured_bf16_floats")
         },
     }
     atomic_write(

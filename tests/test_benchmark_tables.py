@@ -173,3 +173,62 @@ def test_memory_table_says_how_each_run_wrote_its_png(tmp_path, monkeypatch):
         "`python benchmarks/bench_memory.py`)" in text
     )
     assert "written as the whole output, then Pillow's PNG encoder" in text
+
+
+def test_an_int8_row_keeps_fp32_and_bf16_floats_figures_side_by_side(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # A CPU with native bf16 runs int8's kept convs in bf16 (OpenVINO): its --only run of an
+    # int8 entry adds those figures and keeps the fp32-floats ones an earlier CPU measured.
+    import lightsr.upscale
+
+    zoo = benchmark_script("zoo_table")
+    results, doc, measured = tmp_path / "zoo.json", tmp_path / "ZOO.md", tmp_path / "m.json"
+
+    def sets(*values):
+        return {s: {"psnr": v, "ssim": 0.9} for s, v in zip(("Set5", "Set14", "B100"), values)}
+
+    earlier = {"status": "measured", "measured_on": "CPU A (avx2)"}
+    previous = {
+        "machine": {"cpu": "A", "torch": "2.0"},
+        "entries": [
+            {"name": "fmen_s_x4_official", "measured": sets(32.1, 28.7, 27.6), **earlier},
+            {"name": "fmen_s_x4_official_int8", "measured": sets(32.05, 28.67, 27.58), **earlier},
+        ],
+    }
+    results.write_text(json.dumps(previous))
+    for name, value in (("RESULTS", results), ("DOC", doc), ("MEASURED_FILE", measured)):
+        monkeypatch.setattr(zoo, name, value)
+    monkeypatch.setattr(zoo, "_available", lambda *a: True)
+    monkeypatch.setattr(zoo, "_evaluate", lambda *a: sets(32.03, 28.66, 27.57))
+    monkeypatch.setattr(zoo, "resolve_backend", lambda *a, **k: ("openvino", "auto"))
+    monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(sys, "argv", ["zoo_table.py", "--only", "fmen_s_x4_official_int8"])
+    assert zoo.main() == 0
+    row = next(
+        e
+        for e in json.loads(results.read_text())["entries"]
+        if e["name"] == "fmen_s_x4_official_int8"
+    )
+    assert row["measured"] == previous["entries"][1]["measured"]
+    assert row["measured_on"] == "CPU A (avx2)"
+    assert row["cost"] == {"Set5": -0.05, "Set14": -0.03, "B100": -0.02}
+    assert row["cost_bf16_floats"] == {"Set5": -0.07, "Set14": -0.04, "B100": -0.03}
+    assert "kept convs in bf16: -0.07 / -0.04 / -0.03" in doc.read_text()
+    sections = json.loads(measured.read_text())
+    assert sections["psnr_y"]["fmen_s_x4_official_int8"]["Set5"] == 32.05
+    assert sections[hub.BF16_FLOATS_SECTION] == {
+        "fmen_s_x4_official_int8": {"Set5": 32.03, "Set14": 28.66, "B100": 27.57}
+    }
+    # `lightsr list --weights` gives both costs
+    monkeypatch.setattr(hub, "MEASURED_FILE", measured)
+    assert hub.measured_cost("fmen_s_x4_official_int8") == row["cost"]
+    bf16 = hub.measured_figures(int8_floats="bf16")
+    assert hub.measured_cost("fmen_s_x4_official_int8", bf16) == row["cost_bf16_floats"]
+    from lightsr.cli import main
+
+    assert main(["list", "--weights"]) == 0
+    line = next(
+        x for x in capsys.readouterr().out.splitlines() if x.startswith("fmen_s_x4_official_int8")
+    )
+    assert line.endswith("(kept convs in bf16, native-bf16 CPUs: -0.07/-0.04/-0.03)")

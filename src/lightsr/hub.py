@@ -549,14 +549,23 @@ def trained_on_degradations(
     return False
 
 
-def measured_figures() -> dict[str, dict[str, float]]:
+#: The section of zoo_measured.json with the int8 entries measured where their kept convs ran
+#: in bf16 (OpenVINO on a CPU with native bf16, :func:`lightsr.upscale.int8_floats`).
+BF16_FLOATS_SECTION = "psnr_y_int8_bf16_floats"
+
+
+def measured_figures(*, int8_floats: str = "fp32") -> dict[str, dict[str, float]]:
     """PSNR-Y per set measured here for each entry, as ``benchmarks/zoo_table.py`` last wrote
-    them ({} where nothing was measured)."""
+    them ({} where nothing was measured). ``int8_floats="bf16"``: the int8 entries' figures
+    where their kept convs ran in bf16, for the entries measured so (the others as fp32)."""
     try:
         data = json.loads(MEASURED_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: dict(v) for k, v in data.get("psnr_y", {}).items()}
+    figures = {k: dict(v) for k, v in data.get("psnr_y", {}).items()}
+    if int8_floats == "bf16":
+        figures.update({k: dict(v) for k, v in data.get(BF16_FLOATS_SECTION, {}).items()})
+    return figures
 
 
 def measured_cost(
@@ -564,7 +573,8 @@ def measured_cost(
 ) -> dict[str, float]:
     """For an int8 entry, the PSNR-Y it costs per set: its measured figure minus its base's
     (both from ``measured``, default :func:`measured_figures`; sets measured for both only).
-    {} for an entry that quantizes nothing, or where either was not measured."""
+    {} for an entry that quantizes nothing, or where either was not measured. With
+    ``measured_figures(int8_floats="bf16")``: the cost where its kept convs run in bf16."""
     entry = get_weights(name)
     if not entry.base:
         return {}

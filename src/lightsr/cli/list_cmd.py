@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _weights_rows() -> list[dict]:
     measured = measured_figures()
+    with_bf16_floats = measured_figures(int8_floats="bf16")
     rows = []
     for e in list_weights():
         row = dataclasses.asdict(e)
@@ -41,6 +42,9 @@ def _weights_rows() -> list[dict]:
         row["measured"] = measured.get(e.name, {})
         # an int8 entry: its PSNR-Y minus its base's, per set measured for both
         row["cost"] = measured_cost(e.name, measured)
+        # where measured so: the cost with its kept convs in bf16 (OpenVINO, native bf16)
+        bf16_cost = measured_cost(e.name, with_bf16_floats)
+        row["cost_bf16_floats"] = bf16_cost if bf16_cost != row["cost"] else {}
         rows.append(row)
     return rows
 
@@ -58,9 +62,14 @@ def _cost(row: dict) -> str:
         return f"  fine-tuned from {row['fine_tuned_from']} (--denoise-strength)"
     if not row["base"]:
         return ""
-    cost = row["cost"]
-    figures = "/".join(f"{cost[s]:+.2f}" if s in cost else "-" for s in _SETS)
-    return f"  {figures} vs {row['base']}"
+    text = f"  {_figures(row['cost'])} vs {row['base']}"
+    if row["cost_bf16_floats"]:
+        text += f" (kept convs in bf16, native-bf16 CPUs: {_figures(row['cost_bf16_floats'])})"
+    return text
+
+
+def _figures(cost: dict) -> str:
+    return "/".join(f"{cost[s]:+.2f}" if s in cost else "-" for s in _SETS)
 
 
 def run(args: argparse.Namespace) -> int:
