@@ -309,3 +309,39 @@ def test_int8_kept_convs_run_in_bf16_only_in_openvino_where_declared(monkeypatch
             calibration=synthetic_calibration(scale=2, **SMALL),
             floats="bf16",
         )
+
+
+@pytest.mark.skipif(
+    not lightsr.hardware.cpu_has_native_bf16(),
+    reason="int8's kept convs run in bf16 only on a CPU with native bf16 (AVX512-BF16/AMX in "
+    "/proc/cpuinfo)",
+)
+def test_tiled_int8_with_bf16_kept_convs_is_within_one_bf16_step_of_untiled():
+    # With its kept convs in bf16, OpenVINO's kernels for each input shape round apart by one
+    # bf16 step (2^-9 near 0.5; its plain bf16 path did not, in the same check): tiles then
+    # match the untiled output to one 8-bit level, not bit for bit as with fp32 kept convs.
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = lightsr.create_model("fmen_s", scale=4)  # tile-exact, bf16 in OpenVINO at x4
+    runner = Upscaler(
+        model,
+        tile=None,
+        precision="int8",
+        backend="openvino",
+        calibration=synthetic_calibration(scale=4, **SMALL),
+    )
+    assert runner.int8 is not None and runner.int8.report.floats == "bf16"
+    rng = np.random.default_rng(0)
+    img = (rng.random((200, 260, 3)) * 255).astype(np.uint8)  # past the any-shape limit
+    whole = runner(img)
+    runner.tile = 100
+    tiled = runner(img)
+    diff = np.abs(tiled.astype(int) - whole.astype(int))
+    # measured: 4% of the 8-bit values one level apart (random weights, a noise picture)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.1, (diff.max(), (diff > 0).mean())
+    fp32_floats = runner.int8.with_engine("openvino", floats="fp32")
+    x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    # the same graph with fp32 kept convs: a window's core is bit-exact
+    assert torch.equal(
+        fp32_floats(x)[..., :400, :400], fp32_floats(x[..., :134, :134])[..., :400, :400]
+    )
