@@ -427,7 +427,8 @@ runs the same fp32 graph in every row: its spread is these runs' noise.
 Min/max ranges lose more than percentile ones. A2F-SD's first and last `expand`
 convs (each 1/16 of the body's multiply-adds) are the most sensitive at every scale, so they
 stay fp32 by default (`lightsr.quantize.KEEP_FP32`): the x2 entry went from -0.13 to -0.08 dB
-on Set5 (every named int8 entry now costs at most 0.08 dB on each set, docs/ZOO.md). Their
+on Set5 (every named int8 entry now costs at most 0.08 dB on each set with fp32 kept convs,
+0.09 with them in bf16, docs/ZOO.md). Their
 time, `default` against `image convs only` in the same run: in OpenVINO, which `auto` picks
 for int8, +9% at x2 and none at x4 (-3%); in ONNX Runtime +18% and +8%. Runs on this machine
 vary by about 10% (the `fp32_ov` spread), so these are rough. At x4 they buy nothing for
@@ -551,15 +552,23 @@ def tradeoff_tables() -> str:
             f" dB), {r['cpu_kind']}, {r['machine']['torch_threads']} threads, "
             f"`{r['command']}`:\n"
         )
+        # on a CPU with native bf16: the kept convs in bf16 too (what int8 runs there)
+        bf16 = all("ov_bf16_min_ms" in v for v in r["variants"].values())
         out.append(
             "| variant | fp32 convs | Set5 change | int8 (ONNX Runtime) ms | "
             "int8_ov ms | fp32_ov ms |"
+            + (" Set5 change, kept convs bf16 | int8_ov ms, kept convs bf16 |" if bf16 else "")
         )
-        out.append("|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|" + ("---|---|" if bf16 else ""))
         for label, v in r["variants"].items():
             out.append(
                 f"| {label} | {len(v['kept_fp32'])} | {v['set5_psnr_y_change']:+.3f} | "
                 f"{v['ort_min_ms']:.0f} | {v['ov_min_ms']:.0f} | {v['ov_fp32_min_ms']:.0f} |"
+                + (
+                    f" {v['set5_psnr_y_change_bf16_floats']:+.3f} | {v['ov_bf16_min_ms']:.0f} |"
+                    if bf16
+                    else ""
+                )
             )
         out.append("")
     return "\n".join(out).rstrip() or "No results yet: run `python benchmarks/int8_tradeoffs.py`."

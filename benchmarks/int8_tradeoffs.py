@@ -22,8 +22,11 @@ grid, in torch, activations left fp32) (LR from ``LR_bicubic_clamp``, as
 ``benchmarks/zoo_table.py`` measures the entry's cost), and min ms on a 256 x 256 LR input run
 by ONNX Runtime (``ort``, the :class:`~lightsr.quantize.Int8Model` itself) and by OpenVINO
 (``ov``, the same QDQ graph), beside the fp32 export run by OpenVINO (``ov_fp32``: lightsr's
-fastest fp32 path on the CPUs measured so far). Rounds are interleaved, with a 20 ms pause
-after each call.
+fastest fp32 path on the CPUs measured so far). On a CPU with native bf16, for a model
+declared safe in OpenVINO's bf16 at its scale, also ``ov_bf16``: the same graph in OpenVINO
+with the kept convs in bf16 (what ``--precision int8`` runs there,
+:func:`lightsr.upscale.int8_floats`), with its own Set5 change. Rounds are interleaved, with a
+20 ms pause after each call.
 
     python benchmarks/int8_tradeoffs.py [--weights a2f_sd_x2] [--top 2 4] [--rounds 5]
 
@@ -58,6 +61,7 @@ from lightsr.quantize import (  # noqa: E402
     openvino_model,
     quantize_int8,
 )
+from lightsr.upscale import int8_floats  # noqa: E402
 
 RESULTS = bb.TRADEOFFS
 TRAINING_SETS = ("T91", "BSD200")
@@ -132,10 +136,13 @@ def main() -> int:
     x = torch.rand(1, 3, bu.SIZE, bu.SIZE, generator=torch.Generator().manual_seed(0))
     rows: dict[str, dict] = {}
     reference = openvino_model(model, threads=args.threads)
+    bf16_floats = int8_floats("openvino", bf16_in_engines=model.bf16_in_engines) == "bf16"
     for label, options in variants.items():
         q = quantize_int8(model, **options)
         change = round(measure(q)["set5_psnr_y"] - fp32, 4)
         runs = {"ort": q, "ov": q.with_engine("openvino"), "ov_fp32": reference}
+        if bf16_floats:
+            runs["ov_bf16"] = q.with_engine("openvino", floats="bf16")
         _, times, _ = bu.interleaved_times(runs, x, args.rounds, pause_s=bb.PAUSE_S)
         ms = {k: round(min(v) * 1000, 1) for k, v in times.items()}
         rows[label] = {
@@ -144,6 +151,9 @@ def main() -> int:
             "calibration": q.report.calibration,
             "method": q.report.method,
         } | {f"{k}_min_ms": v for k, v in ms.items()}
+        if bf16_floats:
+            bf16_change = measure(runs["ov_bf16"])["set5_psnr_y"] - fp32
+            rows[label]["set5_psnr_y_change_bf16_floats"] = round(bf16_change, 4)
         print(label, json.dumps(rows[label] | {"kept_fp32": len(q.report.kept_fp32)}), flush=True)
 
     print(f"\n{entry.name}, Set5 fp32 {fp32}; {bu.SIZE}x{bu.SIZE} LR, {args.threads} threads")
