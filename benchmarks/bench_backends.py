@@ -441,6 +441,13 @@ AMX, where int8 convs run several times faster than fp32 ones, the convs kept ou
 more: on the AVX512-BF16/VNNI machine below, FMEN-S's nine kept convs made int8 in OpenVINO
 slower than its bf16 (189 against 150 ms at x4) until they ran in bf16 (118 ms).
 
+On that AVX512-BF16/VNNI machine the kept convs are what int8 waits on (the tables above): with
+them in fp32, `a2f_sd_x2`'s default ran 100 ms in OpenVINO against 74 with only the image convs
+kept; with them in bf16, 80 against 71, for 0.02 dB more Set5 loss than fp32 kept convs (-0.088
+against -0.067; x4: -0.025 against -0.021). There the next two convs cost 2 ms more and gain
+0.011 dB at x2, and calibrating on the training photographs gains 0.024 dB. The defaults stay:
+every named int8 entry is within 0.1 dB on each set either way (docs/ZOO.md).
+
 ### Where OpenVINO's bf16 is used
 
 OpenVINO's bf16 has no per-layer exceptions that lightsr could set (marking the image convs
@@ -511,7 +518,8 @@ With both engines, intra-op threads follow `--threads` / `torch.get_num_threads(
 alpha, 16-bit and self-ensemble work as with torch, fp32 outputs equal torch's to 1e-4
 (`tests/test_backend.py`). The start line says which and why, e.g.
 `fp32 (auto: no native bf16 on this CPU), openvino (auto: fp32 on the CPU)` or
-`int8 (openvino, 25 convs int8, 9 fp32)`. In the tables the paths are `fp32_ort`, `fp32_ov`,
+`int8 (openvino, 25 convs int8, 9 fp32)` (on a CPU with native bf16: `9 in native bf16`). In
+the tables the paths are `fp32_ort`, `fp32_ov`,
 `bf16_ov`, `int8` (ONNX Runtime) and `int8_ov`; `ort_fp32` and `ov_*` are the engines run
 directly, without lightsr. The fp32 export is cached (`<lightsr cache>/export`, named by a
 hash of the model's structure and weights, lightsr's model code and torch's version, and

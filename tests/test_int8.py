@@ -302,7 +302,7 @@ def test_int8_kept_convs_run_in_bf16_only_in_openvino_where_declared(monkeypatch
         assert runner.int8 is not None and runner.int8.report.floats == floats, (name, engine)
         assert hints == ([] if engine == "onnxruntime" else [{"bf16": "bf16"}.get(floats, "f32")])
         if floats == "bf16":
-            assert "bf16: native bf16" in runner.describe()
+            assert "25 convs int8, 9 in native bf16)" in runner.describe()
     with pytest.raises(LightSRError, match="ONNX Runtime has no bf16"):
         quantize_int8(
             lightsr.create_model("fmen_s", scale=2),

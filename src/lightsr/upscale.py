@@ -736,7 +736,7 @@ class Upscaler:
         elif self.int8 is not None:
             r = self.int8.report
             precision += f" ({r.engine}, {len(r.quantized)} convs int8, {len(r.kept_fp32)} "
-            precision += "fp32" if r.floats == "fp32" else f"{r.floats}: native {r.floats}"
+            precision += "fp32" if r.floats == "fp32" else f"in native {r.floats}"
             precision += ", quantized graph from the cache)" if r.cached else ")"
         items = [f"{head} on {self.device}", precision]
         if self.int8 is None:  # int8's engine is in its precision item
