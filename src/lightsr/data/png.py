@@ -17,8 +17,8 @@ on one core. This writer:
 Measured by ``python benchmarks/bench_png.py`` on the 26 x4 SR outputs of RealSRSet and Set14's
 baboon (88 MB of pixels; AMD EPYC family 25 model 17 showing AVX2 only, 2 threads): the files
 are 1.4% larger in all than Pillow's (0.98 to 1.10 per image), written 5.7x as fast on one
-thread and 8.2x on two
-(Pillow: 9.5 MB of pixels a second), and Pillow decodes them as fast as its own (within 6%).
+thread and 8.2x on two (Pillow: 9.5 MB of pixels a second), and Pillow decodes them as fast
+as its own (within 6%).
 Writing a 46 MB output, Pillow's encoder added 61 MB to the process's peak, this one 3.5 MB.
 Exact repeats further apart than a run (tiled screenshots, copies side by side) are what
 Pillow's LZ77 search finds and run-length does not: such images come out larger here.
