@@ -302,7 +302,8 @@ class Int8Report:
     cached: bool = False
     int8_dot: str | None = None
     #: What the convs kept out of int8 compute in: "fp32", or "bf16" (OpenVINO on a CPU with
-    #: native bf16, ``Upscaler``'s choice for a bf16-safe model there).
+    #: native bf16; ``Upscaler``'s choice there for a model measured safe in OpenVINO's bf16
+    #: at its scale, :func:`lightsr.upscale.int8_floats`).
     floats: str = "fp32"
     versions: dict[str, str] = field(default_factory=dict)
 
