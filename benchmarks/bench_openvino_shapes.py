@@ -4,9 +4,10 @@ lightsr's ONNX export has a free height and width. OpenVINO can compile it for o
 (``reshape`` first: its CPU plugin then plans the reuse of its buffers) or as it is, for any
 shape. ``lightsr.quantize.openvino_runner`` does the first for large inputs and the second for
 inputs of at most ``_OPENVINO_ANY_SHAPE_MAX_PIXELS``; this measures why. For the bundled
-default x2 model (``--weights``), fp32 or ``--precision int8`` (the quantized graph
-``--precision int8`` runs, from lightsr's cache), and each LR size, in a fresh process per
-(way, size):
+default x2 model (``--weights``), fp32, ``--precision bf16`` (OpenVINO's bf16, where the CPU
+has it natively) or ``--precision int8`` (the quantized graph ``--precision int8`` runs, from
+lightsr's cache, its kept convs in the precision lightsr runs them in here), and each LR
+size, in a fresh process per (way, size):
 
 - ``compile_s``: compiling (and making an infer request);
 - ``first_s``: the first inference after it (the any-shape model sizes its buffers then);
@@ -47,12 +48,14 @@ def child(
     from lightsr.hardware import proc_status_kb
     from lightsr.quantize import exported_graph_bytes, openvino_core
 
+    hint = "bf16" if precision == "bf16" else "f32"
     if precision == "int8":  # the quantized graph --precision int8 runs (from lightsr's cache)
         from lightsr.upscale import Upscaler
 
         runner = Upscaler(lightsr.load(weights), tile=None, precision="int8", backend="openvino")
-        assert runner.onnx_model is not None
-        graph = runner.onnx_model.onnx
+        assert runner.int8 is not None
+        graph = runner.int8.onnx
+        hint = "bf16" if runner.int8.report.floats == "bf16" else "f32"  # as lightsr runs it
         del runner
     else:
         graph, _ = exported_graph_bytes(reparameterize(lightsr.load(weights)).eval())
@@ -60,7 +63,7 @@ def child(
     model = core.read_model(graph)
     if way == "per_shape":
         model.reshape({0: ov.PartialShape([1, 3, height, width])})
-    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": hint}
     x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
     base_kb = proc_status_kb("VmRSS") or 0
     t = time.perf_counter()
@@ -86,7 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="a2f_sd_x2")
     parser.add_argument("--sizes", nargs="+", default=["120x125", "180x180", "256x256"])
-    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
