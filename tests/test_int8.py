@@ -282,11 +282,14 @@ def test_int8_kept_convs_run_in_bf16_only_in_openvino_where_declared(monkeypatch
 
     hints: list[str] = []
     real_runner = quantize.openvino_runner
-    monkeypatch.setattr(
-        quantize,
-        "openvino_runner",
-        lambda m, t, hint: hints.append(hint) or real_runner(m, t, hint),
-    )
+    native = lightsr.hardware.cpu_has_native_bf16()
+
+    def recording_runner(model, threads, hint):
+        hints.append(hint)
+        # the hint asked for is recorded; a CPU without native bf16 compiles f32
+        return real_runner(model, threads, hint if native else "f32")
+
+    monkeypatch.setattr(quantize, "openvino_runner", recording_runner)
     monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
     torch.manual_seed(0)
     cases = {
