@@ -284,10 +284,10 @@ def test_int8_kept_convs_run_in_bf16_only_in_openvino_where_declared(monkeypatch
     real_runner = quantize.openvino_runner
     native = lightsr.hardware.cpu_has_native_bf16()
 
-    def recording_runner(model, threads, hint):
+    def recording_runner(model, threads, hint, **options):
         hints.append(hint)
         # the hint asked for is recorded; a CPU without native bf16 compiles f32
-        return real_runner(model, threads, hint if native else "f32")
+        return real_runner(model, threads, hint if native else "f32", **options)
 
     monkeypatch.setattr(quantize, "openvino_runner", recording_runner)
     monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)
@@ -324,6 +324,8 @@ def test_tiled_int8_with_bf16_kept_convs_is_within_one_bf16_step_of_untiled():
     # bf16 step (2^-9 near 0.5; its plain bf16 path did not, in the same check): tiles then
     # match the untiled output to one 8-bit level, not bit for bit as with fp32 kept convs.
     pytest.importorskip("openvino")
+    import lightsr.quantize as quantize
+
     torch.manual_seed(0)
     model = lightsr.create_model("fmen_s", scale=4)  # tile-exact, bf16 in OpenVINO at x4
     runner = Upscaler(
@@ -335,12 +337,14 @@ def test_tiled_int8_with_bf16_kept_convs_is_within_one_bf16_step_of_untiled():
     )
     assert runner.int8 is not None and runner.int8.report.floats == "bf16"
     rng = np.random.default_rng(0)
-    img = (rng.random((200, 260, 3)) * 255).astype(np.uint8)  # past the any-shape limit
+    img = (rng.random((420, 400, 3)) * 255).astype(np.uint8)  # past int8's any-shape limit
+    assert quantize._OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS < 420 * 400
     whole = runner(img)
     runner.tile = 100
     tiled = runner(img)
     diff = np.abs(tiled.astype(int) - whole.astype(int))
-    # measured: 4% of the 8-bit values one level apart (random weights, a noise picture)
+    # measured: max 1, 4.3% of the values (random weights, a noise picture)
+    print(f"tiled - untiled: max {diff.max()}, {(diff > 0).mean():.1%} of the values")
     assert diff.max() <= 1 and (diff > 0).mean() < 0.1, (diff.max(), (diff > 0).mean())
     fp32_floats = runner.int8.with_engine("openvino", floats="fp32")
     x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]

@@ -530,7 +530,8 @@ def _export_openvino(graph: bytes, path: Path, report: ExportReport, overwrite: 
             raise
 
     def runner(source: bytes | str) -> Any:
-        # f32 as the openvino backend runs fp32 and int8 graphs (never bf16 here)
+        # f32: the file is checked against the graph it was made from (the backend may run an
+        # int8 graph's kept convs in bf16 on a CPU with native bf16: the same graph, run so)
         run = openvino_runner(source, torch.get_num_threads(), "f32")
         return lambda inp: torch.from_numpy(run(inp.numpy()))
 

@@ -358,7 +358,14 @@ class OrtModel:
 
     def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
-            return openvino_runner(self.onnx, self.threads, _OPENVINO_HINT[self.floats])
+            limit = (
+                _OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS
+                if self.precision == "int8"
+                else _OPENVINO_ANY_SHAPE_MAX_PIXELS
+            )
+            return openvino_runner(
+                self.onnx, self.threads, _OPENVINO_HINT[self.floats], any_shape_max_pixels=limit
+            )
         return _onnxruntime_runner(self.onnx, self.threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -615,6 +622,14 @@ _OPENVINO_SHAPES_KEPT = 2
 #: a model compiled for that shape (A2F-SD x2), at 256x256 ~220 MiB more
 #: (benchmarks/bench_openvino_shapes.py).
 _OPENVINO_ANY_SHAPE_MAX_PIXELS = 180 * 180
+#: The same limit for an int8 graph, whose compile per shape costs several times its
+#: inference: A2F-SD x2 at 362x288 compiled in 0.52-0.84 s and then ran in 0.13-0.16 s per
+#: shape; the any-shape model ran a shape it had not seen in 0.36-0.42 s (0.22-0.33 after), for
+#: ~190 MiB more (AMD EPYC family 25 model 17 with AVX512-BF16/VNNI,
+#: bench_openvino_shapes.py --precision int8). So below this size any-shape wins once a shape
+#: is used fewer than about five times, which is every picture of a folder; a large image's
+#: tiles (auto windows ~468x468) still compile per shape.
+_OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS = 400 * 400
 
 
 _OPENVINO_CORE: Any = None
@@ -638,11 +653,16 @@ def openvino_core(what: str = "the openvino backend") -> Any:
 
 
 def openvino_runner(
-    model: bytes | str, threads: int, hint: str
+    model: bytes | str,
+    threads: int,
+    hint: str,
+    *,
+    any_shape_max_pixels: int = _OPENVINO_ANY_SHAPE_MAX_PIXELS,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``model`` (ONNX bytes, or the path of an ONNX file or OpenVINO IR) run by OpenVINO's CPU
     plugin on ``threads`` threads at precision ``hint`` (``"f32"``, ``"bf16"``): float32 NCHW
-    array in, array out."""
+    array in, array out. Inputs of at most ``any_shape_max_pixels`` run in one model compiled
+    for any shape, larger ones in a model compiled for theirs (below)."""
     ov = _import_openvino("the openvino backend")
     core = openvino_core()
     source = core.read_model(model)
@@ -659,7 +679,7 @@ def openvino_runner(
     requests: OrderedDict[tuple[int, ...] | None, Any] = OrderedDict()
 
     def run(x: np.ndarray) -> np.ndarray:
-        small = x.shape[-2] * x.shape[-1] <= _OPENVINO_ANY_SHAPE_MAX_PIXELS
+        small = x.shape[-2] * x.shape[-1] <= any_shape_max_pixels
         key: tuple[int, ...] | None = None if small else tuple(x.shape)
         request = requests.pop(key, None)
         if request is None:
