@@ -623,13 +623,14 @@ _OPENVINO_SHAPES_KEPT = 2
 #: (benchmarks/bench_openvino_shapes.py).
 _OPENVINO_ANY_SHAPE_MAX_PIXELS = 180 * 180
 #: The same limit for an int8 graph, whose compile per shape costs several times its
-#: inference: A2F-SD x2 at 362x288 compiled in 0.52-0.84 s and then ran in 0.13-0.16 s per
-#: shape; the any-shape model ran a shape it had not seen in 0.36-0.42 s (0.22-0.33 after), for
-#: ~190 MiB more (AMD EPYC family 25 model 17 with AVX512-BF16/VNNI,
-#: bench_openvino_shapes.py --precision int8). So below this size any-shape wins once a shape
-#: is used fewer than about five times, which is every picture of a folder; a large image's
-#: tiles (auto windows ~468x468) still compile per shape.
-_OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS = 400 * 400
+#: inference. A2F-SD x2, compile + first run per shape against the any-shape model's first run
+#: on a shape it has not seen (its compile is paid once): 0.70 against 0.40 s at 362x288, 0.69
+#: against 0.54 at 400x400, where it holds 300 MiB more (477 against 178); later runs 0.13
+#: against 0.26 s and 0.20 against 0.30 (AMD EPYC family 25 model 17 with AVX512-BF16/VNNI,
+#: bench_openvino_shapes.py --precision int8). So up to about 360x360 any-shape wins for a
+#: shape used once or twice, every picture of a folder (Set14's x2 LR folder: 8.4 -> 4.5 s,
+#: bench_batch.py); a large image's tiles (auto windows ~468x468) still compile per shape.
+_OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS = 360 * 360
 
 
 _OPENVINO_CORE: Any = None
