@@ -510,7 +510,7 @@ Peak memory: x4 auto 429 -> 488 MiB, x2 auto 606 -> 577 MiB. On folders this sma
 eager path is as fast (OpenVINO's import and first compile are ~0.5 s of each command); on
 large images OpenVINO stays the faster fp32 path (the tables below). An int8 graph compiles in
 0.5-0.9 s a shape, several times its inference, so int8 inputs share the any-shape model up
-to 360x360 instead (`lightsr.quantize._OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS`: its first run on a
+to 360x360 instead (`lightsr.quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8`: its first run on a
 new shape took 0.40 s against 0.70 for a compile and a run at 362x288, for ~190 MiB more; on
 AMD EPYC family 25 model 17 with AVX512-BF16/VNNI, `python benchmarks/bench_openvino_shapes.py
 --precision int8`; on the AVX2-only VM its later runs were slower, 0.30 against 0.18 s at

@@ -338,7 +338,7 @@ def test_tiled_int8_with_bf16_kept_convs_is_within_one_bf16_step_of_untiled():
     assert runner.int8 is not None and runner.int8.report.floats == "bf16"
     rng = np.random.default_rng(0)
     img = (rng.random((400, 380, 3)) * 255).astype(np.uint8)  # past int8's any-shape limit
-    assert quantize._OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS < 400 * 380
+    assert quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8 < 400 * 380
     whole = runner(img)
     runner.tile = 100
     tiled = runner(img)

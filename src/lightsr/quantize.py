@@ -359,9 +359,9 @@ class OrtModel:
     def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
             limit = (
-                _OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS
-                if self.precision == "int8"
-                else _OPENVINO_ANY_SHAPE_MAX_PIXELS
+                _OPENVINO_ANY_SHAPE_MAX_PIXELS
+                if self.precision == "fp32"
+                else _OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8
             )
             return openvino_runner(
                 self.onnx, self.threads, _OPENVINO_HINT[self.floats], any_shape_max_pixels=limit
@@ -622,15 +622,18 @@ _OPENVINO_SHAPES_KEPT = 2
 #: a model compiled for that shape (A2F-SD x2), at 256x256 ~220 MiB more
 #: (benchmarks/bench_openvino_shapes.py).
 _OPENVINO_ANY_SHAPE_MAX_PIXELS = 180 * 180
-#: The same limit for an int8 graph, whose compile per shape costs several times its
+#: The same limit for bf16 and int8 graphs. An int8 compile per shape costs several times its
 #: inference. A2F-SD x2, compile + first run per shape against the any-shape model's first run
 #: on a shape it has not seen (its compile is paid once): 0.70 against 0.40 s at 362x288, 0.69
 #: against 0.54 at 400x400, where it holds 300 MiB more (477 against 178); later runs 0.13
-#: against 0.26 s and 0.20 against 0.30 (AMD EPYC family 25 model 17 with AVX512-BF16/VNNI,
-#: bench_openvino_shapes.py --precision int8). So up to about 360x360 any-shape wins for a
-#: shape used once or twice, every picture of a folder (Set14's x2 LR folder: 8.4 -> 4.5 s,
-#: bench_batch.py); a large image's tiles (auto windows ~468x468) still compile per shape.
-_OPENVINO_INT8_ANY_SHAPE_MAX_PIXELS = 360 * 360
+#: against 0.26 s and 0.20 against 0.30. In bf16, 0.40 against 0.30 s at 362x288, later runs
+#: equal (0.20 s), for ~120 MiB more (AMD EPYC family 25 model 17 with AVX512-BF16/VNNI,
+#: bench_openvino_shapes.py --precision int8 / bf16). So up to about 360x360 any-shape wins
+#: for a shape used once or twice, every picture of a folder (Set14's x2 LR folder at int8:
+#: 8.4 -> 4.8 s, bench_batch.py); a large image's tiles (auto windows ~468x468) still
+#: compile per shape. fp32 keeps 180x180: on the AVX2 VM where it was measured, the
+#: any-shape model's later runs were 1.7x slower at 256x256.
+_OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8 = 360 * 360
 
 
 _OPENVINO_CORE: Any = None
