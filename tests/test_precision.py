@@ -48,6 +48,9 @@ ENGINE_MEASURED_WITH = {
     ("maffsrn", 3): "maffsrn_x3",
     ("maffsrn", 4): "maffsrn_x4",
 }
+#: The ones re-measured below: one scale per model and the declared-unsafe one keep the suite
+#: short; the others were measured the same way (their figures are with each registration).
+ENGINE_REMEASURED = (("a2f_sd", 4), ("fmen_s", 4), ("maffsrn", 2), ("maffsrn", 4))
 
 
 def _measured_model(weights: str):
@@ -202,7 +205,7 @@ def test_declared_bf16_safe_models_stay_within_0_02_db_of_fp32(name, file):
     reason="OpenVINO's bf16 runs only on a CPU with native bf16 (AVX512-BF16/AMX in "
     "/proc/cpuinfo), with OpenVINO installed (pip install lightsr[openvino])",
 )
-@pytest.mark.parametrize(("name", "scale"), sorted(ENGINE_MEASURED_WITH))
+@pytest.mark.parametrize(("name", "scale"), ENGINE_REMEASURED)
 def test_openvino_bf16_stays_within_0_02_db_of_fp32_where_declared(name, scale):
     # What `lightsr upscale` runs by default on such a CPU where declared (precision auto ->
     # bf16, backend auto -> OpenVINO). OpenVINO computes every layer in bf16, image convs
