@@ -132,11 +132,11 @@ def test_openvino_ir_of_an_int8_name_is_what_the_openvino_backend_runs(tmp_path,
     core = quantize.openvino_core()  # lightsr's: see openvino_core for why not a second
     runner = Upscaler(lightsr.load(BASE), tile=None, precision="int8", backend="openvino")
     assert runner.int8 is not None
-    big = quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8 // 256 + 1
+    big = quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS // 256 + 1
     for seed, (h, w) in enumerate([(20, 28), (big, 256)]):
         x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
         model = core.read_model(str(path))
-        if h * w > quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8:
+        if h * w > quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS:
             model.reshape({0: ov.PartialShape([1, 3, h, w])})
         # the backend's hint: bf16 for the kept convs where it runs them so (native bf16)
         hint = {"fp32": "f32", "bf16": "bf16"}[runner.int8.report.floats]

@@ -359,9 +359,9 @@ class OrtModel:
     def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
             limit = (
-                _OPENVINO_ANY_SHAPE_MAX_PIXELS
-                if self.precision == "fp32"
-                else _OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8
+                _OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16
+                if self.precision == "bf16"
+                else _OPENVINO_ANY_SHAPE_MAX_PIXELS
             )
             return openvino_runner(
                 self.onnx, self.threads, _OPENVINO_HINT[self.floats], any_shape_max_pixels=limit
@@ -622,18 +622,17 @@ _OPENVINO_SHAPES_KEPT = 2
 #: a model compiled for that shape (A2F-SD x2), at 256x256 ~220 MiB more
 #: (benchmarks/bench_openvino_shapes.py).
 _OPENVINO_ANY_SHAPE_MAX_PIXELS = 180 * 180
-#: The same limit for bf16 and int8 graphs. An int8 compile per shape costs several times its
-#: inference. A2F-SD x2, compile + first run per shape against the any-shape model's first run
-#: on a shape it has not seen (its compile is paid once): 0.70 against 0.40 s at 362x288, 0.69
-#: against 0.54 at 400x400, where it holds 300 MiB more (477 against 178); later runs 0.13
-#: against 0.26 s and 0.20 against 0.30. In bf16, 0.40 against 0.30 s at 362x288, later runs
-#: equal (0.20 s), for ~120 MiB more (AMD EPYC family 25 model 17 with AVX512-BF16/VNNI,
-#: bench_openvino_shapes.py --precision int8 / bf16). So up to about 360x360 any-shape wins
-#: for a shape used once or twice, every picture of a folder (Set14's x2 LR folder at int8:
-#: 8.4 -> 4.8 s, bench_batch.py); a large image's tiles (auto windows ~468x468) still
-#: compile per shape. fp32 keeps 180x180: on the AVX2 VM where it was measured, the
-#: any-shape model's later runs were 1.7x slower at 256x256.
-_OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16_INT8 = 360 * 360
+#: The same limit for a bf16 graph: compiled per shape in 0.13-0.17 s, it ran no faster than
+#: the any-shape model, whose first run on a shape it had not seen took 0.30 s against 0.40
+#: for a compile and a run at 362x288, for ~120 MiB more (A2F-SD x2; AMD EPYC family 25 model
+#: 17 with AVX512-BF16, bench_openvino_shapes.py --precision bf16). So a folder's pictures up
+#: to about 360x360 share one model; a large image's tiles (auto windows ~468x468) still
+#: compile per shape. Not for int8: its any-shape model ran 256x256 x4 inputs 1.1-1.4x slower
+#: than a compiled shape (A2F-SD 140 against 108 ms), which a large image's repeated tiles and
+#: the speed bar of docs/BACKENDS.md would pay, though a folder of int8 pictures (each a
+#: 0.5-0.9 s compile) would gain. fp32 keeps 180x180: on the AVX2 VM where it was measured,
+#: the any-shape model's later runs were 1.7x slower at 256x256.
+_OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16 = 360 * 360
 
 
 _OPENVINO_CORE: Any = None
