@@ -508,17 +508,17 @@ with `--src` on a worktree of 18a45f2; AMD EPYC family 25 model 17 showing AVX2 
 
 Peak memory: x4 auto 429 -> 488 MiB, x2 auto 606 -> 577 MiB. On folders this small torch's
 eager path is as fast (OpenVINO's import and first compile are ~0.5 s of each command); on
-large images OpenVINO stays the faster fp32 path (the tables below). bf16 inputs share the
-any-shape model up to 360x360 (`lightsr.quantize._OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16`): compiled
-per shape in 0.13-0.17 s, they ran no faster than in the any-shape model, whose first run on a
-new shape was 0.1 s quicker than a compile and a run at 362x288 (AMD EPYC family 25 model 17
-with AVX512-BF16, `python benchmarks/bench_openvino_shapes.py --precision bf16`); the default
-`lightsr upscale` of Set14's x2 LR folder there went from 7.1-7.5 s to 5.1-5.9 s, run
-alternately with the earlier commit in one shell loop. int8 keeps 180x180: an int8 graph
-compiles in 0.5-0.9 s a shape, but its any-shape model ran 256x256 x4 inputs 1.1-1.4x slower
-(A2F-SD 140 against 108 ms), which a large image's tiles would pay; with it up to 360x360
-the Set14 x2 folder at `--precision int8` took 4.75 s instead of 8.44 (`python
-benchmarks/bench_batch.py`), a trade not taken.
+large images OpenVINO stays the faster fp32 path (the tables below). On the AVX512-BF16/VNNI
+VM (`python benchmarks/bench_openvino_shapes.py --precision bf16|int8`), a bf16 graph
+compiles in 0.13-0.17 s a shape and an int8 one in 0.5-0.9 s. Raising the any-shape limit to
+360x360 was tried and not kept:
+- int8: the Set14 x2 folder at `--precision int8` took 4.75 s instead of 8.44
+  (`python benchmarks/bench_batch.py`), but the any-shape model ran 256x256 x4 inputs 1.1-1.4x
+  slower (A2F-SD 140 against 108 ms), which a large image's tiles and the speed bar pay;
+- bf16: the default `lightsr upscale` of that folder went from 7.1-7.5 s to 5.1-5.9 s, but
+  `bf16_ov` at 256x256 lost the ~5% a compiled shape gives and came to 1.09x OpenVINO's own.
+Compiling a shape when it repeats, running its first use in the any-shape model, would take
+both gains.
 
 With both engines, intra-op threads follow `--threads` / `torch.get_num_threads()`; tiles,
 alpha, 16-bit and self-ensemble work as with torch, fp32 outputs equal torch's to 1e-4

@@ -284,10 +284,10 @@ def test_int8_kept_convs_run_in_bf16_only_in_openvino_where_declared(monkeypatch
     real_runner = quantize.openvino_runner
     native = lightsr.hardware.cpu_has_native_bf16()
 
-    def recording_runner(model, threads, hint, **options):
+    def recording_runner(model, threads, hint):
         hints.append(hint)
         # the hint asked for is recorded; a CPU without native bf16 compiles f32
-        return real_runner(model, threads, hint if native else "f32", **options)
+        return real_runner(model, threads, hint if native else "f32")
 
     monkeypatch.setattr(quantize, "openvino_runner", recording_runner)
     monkeypatch.setattr(lightsr.upscale, "cpu_has_native_bf16", lambda: True)

@@ -358,14 +358,7 @@ class OrtModel:
 
     def _make_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
-            limit = (
-                _OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16
-                if self.precision == "bf16"
-                else _OPENVINO_ANY_SHAPE_MAX_PIXELS
-            )
-            return openvino_runner(
-                self.onnx, self.threads, _OPENVINO_HINT[self.floats], any_shape_max_pixels=limit
-            )
+            return openvino_runner(self.onnx, self.threads, _OPENVINO_HINT[self.floats])
         return _onnxruntime_runner(self.onnx, self.threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -622,17 +615,6 @@ _OPENVINO_SHAPES_KEPT = 2
 #: a model compiled for that shape (A2F-SD x2), at 256x256 ~220 MiB more
 #: (benchmarks/bench_openvino_shapes.py).
 _OPENVINO_ANY_SHAPE_MAX_PIXELS = 180 * 180
-#: The same limit for a bf16 graph: compiled per shape in 0.13-0.17 s, it ran no faster than
-#: the any-shape model, whose first run on a shape it had not seen took 0.30 s against 0.40
-#: for a compile and a run at 362x288, for ~120 MiB more (A2F-SD x2; AMD EPYC family 25 model
-#: 17 with AVX512-BF16, bench_openvino_shapes.py --precision bf16). So a folder's pictures up
-#: to about 360x360 share one model; a large image's tiles (auto windows ~468x468) still
-#: compile per shape. Not for int8: its any-shape model ran 256x256 x4 inputs 1.1-1.4x slower
-#: than a compiled shape (A2F-SD 140 against 108 ms), which a large image's repeated tiles and
-#: the speed bar of docs/BACKENDS.md would pay, though a folder of int8 pictures (each a
-#: 0.5-0.9 s compile) would gain. fp32 keeps 180x180: on the AVX2 VM where it was measured,
-#: the any-shape model's later runs were 1.7x slower at 256x256.
-_OPENVINO_ANY_SHAPE_MAX_PIXELS_BF16 = 360 * 360
 
 
 _OPENVINO_CORE: Any = None
@@ -656,16 +638,11 @@ def openvino_core(what: str = "the openvino backend") -> Any:
 
 
 def openvino_runner(
-    model: bytes | str,
-    threads: int,
-    hint: str,
-    *,
-    any_shape_max_pixels: int = _OPENVINO_ANY_SHAPE_MAX_PIXELS,
+    model: bytes | str, threads: int, hint: str
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``model`` (ONNX bytes, or the path of an ONNX file or OpenVINO IR) run by OpenVINO's CPU
     plugin on ``threads`` threads at precision ``hint`` (``"f32"``, ``"bf16"``): float32 NCHW
-    array in, array out. Inputs of at most ``any_shape_max_pixels`` run in one model compiled
-    for any shape, larger ones in a model compiled for theirs (below)."""
+    array in, array out."""
     ov = _import_openvino("the openvino backend")
     core = openvino_core()
     source = core.read_model(model)
@@ -682,7 +659,7 @@ def openvino_runner(
     requests: OrderedDict[tuple[int, ...] | None, Any] = OrderedDict()
 
     def run(x: np.ndarray) -> np.ndarray:
-        small = x.shape[-2] * x.shape[-1] <= any_shape_max_pixels
+        small = x.shape[-2] * x.shape[-1] <= _OPENVINO_ANY_SHAPE_MAX_PIXELS
         key: tuple[int, ...] | None = None if small else tuple(x.shape)
         request = requests.pop(key, None)
         if request is None:
