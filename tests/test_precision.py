@@ -49,7 +49,7 @@ ENGINE_MEASURED_WITH = {
     ("maffsrn", 4): "maffsrn_x4",
 }
 #: The ones re-measured below: one scale per model and the declared-unsafe one keep the suite
-#: short; the others were measured the same way (their figures are with each registration).
+#: short; `python benchmarks/bf16_declarations.py` measures them all.
 ENGINE_REMEASURED = (("a2f_sd", 4), ("fmen_s", 4), ("maffsrn", 2), ("maffsrn", 4))
 
 

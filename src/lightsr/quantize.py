@@ -96,7 +96,7 @@ ENGINES = ("onnxruntime", "openvino")
 #: with native bf16 is bf16, which a caller that asked for fp32 must not get.
 _OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16"}
 #: What an int8 graph's float parts (the convs kept out of int8) may compute in.
-INT8_FLOATS = ("fp32", "bf16")
+INT8_FLOATS = tuple(_OPENVINO_HINT)
 #: Activation types :func:`quantize_int8` offers: signed (ONNX Runtime's QInt8) or unsigned
 #: (QUInt8) 8-bit activations; the weights are always signed.
 ACTIVATIONS = ("s8", "u8")

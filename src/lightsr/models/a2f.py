@@ -151,8 +151,8 @@ def a2f_s(*, scale: int) -> A2F:
 
 
 # bf16_safe: Set5 PSNR-Y bf16 - fp32 = -0.0003 dB (x4), -0.004 dB (x2), authors' weights.
-# bf16_engine_scales: OpenVINO bf16 - fp32 on Set5 = -0.0056/-0.0048/-0.0032 dB (x2/x3/x4,
-# lightsr's weights), -0.0013 (x4, authors'); tests/test_precision.py re-measures them.
+# bf16_engine_scales: OpenVINO bf16 - fp32 on Set5 = -0.0059/-0.0048/-0.0032 dB (x2/x3/x4,
+# lightsr's weights), -0.0013 (x4, authors') (benchmarks/bf16_declarations.py).
 @register_model("a2f_sd", paper=_PAPER, bf16_safe=True, bf16_engine_scales=(2, 3, 4))
 def a2f_sd(*, scale: int) -> A2F:
     """A2F-SD: C=16, 8 layers (313k params at x2)."""

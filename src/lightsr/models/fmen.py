@@ -319,7 +319,7 @@ def _build(name: str, scale: int, overrides: Mapping[str, Any]) -> FMEN:
 
 
 # bf16_safe: Set5 x4 PSNR-Y bf16 - fp32 = -0.008 dB with the authors' weights; OpenVINO's
-# bf16 -0.010 (bf16_engine_scales; only x4 weights exist).
+# bf16 -0.010 (bf16_engine_scales; only x4 weights exist; benchmarks/bf16_declarations.py).
 @register_model("fmen_s", paper=_PAPER, receptive_field=34, bf16_safe=True, bf16_engine_scales=(4,))
 def fmen_s(*, scale: int, **overrides: Any) -> FMEN:
     """FMEN-S (NTIRE 2022, C=50, M=16): 341,066 params folded at x4; authors' weights exist."""

@@ -191,7 +191,7 @@ _PAPER = "MAFFSRN (Muqeet et al., ECCVW 2020)"
 
 # bf16_safe: Set5 PSNR-Y bf16 - fp32 = -0.003/-0.000/+0.0004 dB (x2/x3/x4, lightsr's weights;
 # the authors released none). OpenVINO's bf16, which rounds the image convs too: -0.054 at
-# x2, -0.008/-0.009 at x3/x4, hence bf16_engine_scales (3, 4).
+# x2, -0.008/-0.009 at x3/x4, hence bf16_engine_scales (3, 4) (benchmarks/bf16_declarations.py).
 @register_model(
     "maffsrn", paper=_PAPER, tile_exact=False, bf16_safe=True, bf16_engine_scales=(3, 4)
 )
